@@ -1,0 +1,125 @@
+"""The ``bedrot-lab`` command. Imports nothing heavy: each command loads what it needs."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: command name -> "module:attribute", imported only when the command is used
+COMMANDS = {
+    "init": "bedrot_lab.cli.init:init",
+    "plugins": "bedrot_lab.cli.catalog:plugins",
+    "experiments": "bedrot_lab.cli.catalog:experiments",
+    "run": "bedrot_lab.cli.run:run",
+    "runs": "bedrot_lab.cli.runs:runs",
+    "ui": "bedrot_lab.cli.runs:ui",
+}
+
+
+class CliError(click.ClickException):
+    """A user mistake: one line on stderr, no traceback, and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def user_error(exc: BaseException) -> CliError | None:
+    """The CLI's answer to an exception that is the user's to fix, else None."""
+    from ..config import ConfigError
+    from ..experiments import ParamError
+    from ..lab import UnknownExperiment
+    from ..lake import DatasetError
+    from ..plugins import PluginError
+
+    if isinstance(exc, (ConfigError, ParamError, UnknownExperiment)):
+        return CliError(str(exc), exit_code=2)
+    if isinstance(exc, (DatasetError, PluginError)):
+        return CliError(str(exc))
+    return None
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use, and which turns user
+    mistakes into one-line errors (``--debug`` shows the traceback)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attribute = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            mapped = user_error(exc)
+            if mapped is None or (ctx.obj and ctx.obj.debug):
+                raise
+            raise mapped from None
+
+
+class State:
+    """Per-invocation state: the ``--lake`` option and the lab, opened on first use."""
+
+    def __init__(self, lake: Path | None, debug: bool):
+        self.lake = lake
+        self.debug = debug
+        self._lab = None
+
+    @property
+    def lab(self):
+        if self._lab is None:
+            from ..lab import Lab
+
+            self._lab = Lab.open(self.lake)
+        return self._lab
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--lake", type=click.Path(file_okay=False, path_type=Path), envvar="BEDROT_LAKE",
+              help="Lake root (default: BEDROT_LAKE, else the nearest folder with a bedrot-lab.toml).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.version_option(package_name="bedrot-lab")
+@click.pass_context
+def cli(ctx: click.Context, lake: Path | None, debug: bool) -> None:
+    """bedrot-lab: tracked experiments for the BEDROT data lake's sandbox.
+
+    \b
+    Start here:
+      bedrot-lab init PATH --sample     a lake with synthetic data
+      bedrot-lab experiments list       what can be run
+      bedrot-lab run revenue-per-stream run one, recorded in MLflow
+      bedrot-lab ui                     look at the runs
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        warnings.filterwarnings("ignore")
+        for noisy in ("alembic", "mlflow", "sqlalchemy"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    ctx.obj = State(lake, debug)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="bedrot-lab")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

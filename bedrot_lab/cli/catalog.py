@@ -1,0 +1,98 @@
+"""``bedrot-lab plugins ...`` and ``bedrot-lab experiments ...``: what the plugins contribute."""
+
+from __future__ import annotations
+
+import click
+
+from .output import echo_json, echo_table
+
+
+@click.group()
+def plugins() -> None:
+    """Plugins: built-in, installed (entry point group ``bedrot_lab``) and the lake's plugins/ folder."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def plugins_list(state, as_json: bool) -> None:
+    """List plugins: name, version, source, hooks and load errors."""
+    infos = [info.to_dict() for info in state.lab.plugins.infos.values()]
+    if as_json:
+        echo_json(infos)
+        return
+    for info in infos:
+        info["status"] = "disabled" if info["disabled"] else ("ERROR: " + info["error"] if info["error"] else "ok")
+    echo_table(infos, ["name", "version", "source", "hooks", "status"], empty="no plugins")
+
+
+@plugins.command("hooks")
+def plugins_hooks() -> None:
+    """List the hooks a plugin can implement, with the first line of each one's docs."""
+    import inspect
+
+    from .. import hookspecs
+
+    for name, function in inspect.getmembers(hookspecs, inspect.isfunction):
+        if hasattr(function, "bedrot_lab_spec"):
+            args = ", ".join(inspect.signature(function).parameters)
+            summary = (function.__doc__ or "").strip().splitlines()[0]
+            click.echo(f"{name}({args})\n    {summary}")
+
+
+@click.group()
+def experiments() -> None:
+    """Experiments that plugins contribute."""
+
+
+@experiments.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def experiments_list(state, as_json: bool) -> None:
+    """List experiments with their plugin and a one-line summary."""
+    items = [_describe(exp) for exp in state.lab.experiments.values()]
+    if as_json:
+        echo_json(items)
+        return
+    echo_table(items, ["name", "plugin", "summary"],
+               empty="no experiments; add a plugin to the lake's plugins/ folder")
+
+
+@experiments.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def experiments_show(state, name: str, as_json: bool) -> None:
+    """Show one experiment: description, params with types and defaults, data sets."""
+    exp = state.lab.experiment(name)
+    data = _describe(exp)
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"{exp.name}  (plugin {exp.plugin})\n")
+    click.echo(exp.description or "(no description)")
+    click.echo("\nParams:")
+    for param in data["params"]:
+        line = f"  {param['name']} ({param['type']}, default {param['default']!r})"
+        click.echo(line + (f": {param['help']}" if param["help"] else ""))
+    if not data["params"]:
+        click.echo("  (none)")
+    click.echo("\nData sets: " + (", ".join(exp.datasets) or "(none)"))
+    click.echo(f"\nRun it:  bedrot-lab run {exp.name}" + "".join(f" -P {p['name']}=..." for p in data["params"][:1]))
+
+
+def _describe(exp) -> dict:
+    from ..experiments import PARAM_TYPES
+
+    return {
+        "name": exp.name,
+        "plugin": exp.plugin,
+        "summary": exp.summary,
+        "description": exp.description,
+        "datasets": list(exp.datasets),
+        "params": [
+            {"name": p.name, "type": PARAM_TYPES[p.type], "default": p.default, "help": p.help,
+             **({"choices": list(p.choices)} if p.choices else {})}
+            for p in exp.params.values()
+        ],
+    }

@@ -1,0 +1,42 @@
+"""``bedrot-lab init``: lay out a lake, optionally with synthetic sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .output import echo_json
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--sample", is_flag=True, help="Write a synthetic lake in the shapes of BEDROT's real data sets.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the synthetic data (same seed, same bytes).")
+@click.option("--scale", type=click.IntRange(min=1), metavar="ROWS",
+              help="Make the DistroKid statement ROWS rows long (for benchmarks; implies --sample).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was created and what was there as JSON.")
+def init(path: Path, sample: bool, seed: int, scale: int | None, as_json: bool) -> None:
+    """Create a lake at PATH: zones, sandbox/users/, plugins/, experiments/,
+    bedrot-lab.toml and the MLflow store. Never overwrites anything: what was
+    already there is left as it is, and listed."""
+    from ..lakeinit import create_lake
+
+    progress = None if as_json else (lambda message: click.echo(f"  {message}", err=True))
+    report = create_lake(path, sample=sample or scale is not None, seed=seed, scale=scale, progress=progress)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    root = report.root
+    for item in report.created:
+        click.echo(f"created  {_relative(item, root)}")
+    if report.existing:
+        click.echo(f"left as it was ({len(report.existing)}): " + ", ".join(_relative(p, root) for p in report.existing))
+    click.echo(f"\nlake ready at {root}\nnext:  cd {root} && bedrot-lab experiments list")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return str(path)

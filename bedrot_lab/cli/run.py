@@ -1,0 +1,90 @@
+"""``bedrot-lab run``: run an experiment or a spec file as tracked MLflow runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import CliError
+from .output import echo_json
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"-P {pair!r}: expected KEY=VALUE", exit_code=2)
+        params[key.strip()] = value
+    return params
+
+
+def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
+    if not target.endswith(".toml"):
+        return None
+    for candidate in (Path(target), *( [specs_dir / target] if specs_dir else [])):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise CliError(f"spec file not found: {target}", exit_code=2)
+
+
+@click.command()
+@click.argument("target")
+@click.option("-P", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="Set a param (repeatable).")
+@click.option("--note", default="", help="A note for the run's description.")
+@click.option("--run-name", default=None, help="Name of the run in MLflow.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run id and status as JSON.")
+@click.pass_obj
+def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | None, as_json: bool) -> None:
+    """Run experiment TARGET, or the spec file TARGET (experiments/NAME.toml).
+
+    Params are checked before any run is created. Every run is recorded in
+    MLflow: params, metrics, artifacts, inputs, tags and resource use. Exit code
+    0 when the run finished, 1 when it failed, 130/143 when interrupted.
+    """
+    from ..runner import prepare, run as run_one
+
+    lab = state.lab
+    params = parse_params(pairs)
+    spec_path = _spec_path(target, lab.settings.specs_dir)
+    started = time.perf_counter()
+    if spec_path:
+        from ..specs import load_spec, run_sweep, spec_requests
+
+        spec = load_spec(spec_path)
+        main, children = spec_requests(lab, spec, params, note=note, run_name=run_name)
+        _announce(main.experiment.name, len(children), as_json)
+        result = run_sweep(lab, main, children) if children else run_one(lab, main)
+    else:
+        request = prepare(lab, target, params, run_name=run_name, note=note)
+        _announce(request.experiment.name, 0, as_json)
+        result = run_one(lab, request)
+    elapsed = time.perf_counter() - started
+
+    if as_json:
+        echo_json({**result.to_dict(), "seconds": round(elapsed, 3)})
+    else:
+        _report(result, elapsed)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _announce(name: str, children: int, as_json: bool) -> None:
+    if not as_json:
+        extra = f" as a sweep of {children} runs" if children else ""
+        click.echo(f"running {name}{extra} ...", err=True)
+
+
+def _report(result, elapsed: float) -> None:
+    for child in result.children:
+        line = f"  {child.status:<8} {child.run_id}  {child.params}"
+        click.echo(line + (f"  {child.error}" if child.error else ""))
+    if result.status == "FINISHED":
+        click.echo(f"{result.status} {result.experiment} run {result.run_id} in {elapsed:.1f}s")
+        click.echo("see it:  bedrot-lab runs show " + result.run_id + "   (or: bedrot-lab ui)")
+    else:
+        click.echo(f"{result.status}: {result.experiment} run {result.run_id}: {result.error}", err=True)
+        click.echo(f"details: bedrot-lab runs show {result.run_id}", err=True)

@@ -1,0 +1,238 @@
+"""Lake settings: ``bedrot-lab.toml`` plus environment variables, as one typed object."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "bedrot-lab.toml"
+STATE_DIR = ".bedrot-lab"
+
+#: zone key -> (default folder, the lake's historic environment variable)
+ZONES: dict[str, tuple[str, str]] = {
+    "landing": ("1_landing", "LANDING_ZONE"),
+    "raw": ("2_raw", "RAW_ZONE"),
+    "staging": ("3_staging", "STAGING_ZONE"),
+    "curated": ("4_curated", "CURATED_ZONE"),
+    "archive": ("5_archive", "ARCHIVE_ZONE"),
+    "sandbox": ("sandbox", "SANDBOX_ZONE"),
+}
+
+#: every key the file may hold: table -> key -> expected Python type(s)
+SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "lake": {"name": str},
+    "zones": {key: str for key in ZONES},
+    "tracking": {
+        "uri": str,
+        "artifacts": str,
+        "system_metrics": bool,
+        "system_metrics_after": (int, float),
+        "system_metrics_interval": (int, float),
+    },
+    "plugins": {"disabled": list, "paths": list},
+    "experiments": {"specs": str},
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line naming the file and the key."""
+
+    def __init__(self, message: str, path: Path | None = None, key: str | None = None):
+        where = ": ".join(str(part) for part in (path, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.key = key
+
+
+class LakeNotFound(ConfigError):
+    """No lake root could be found from the arguments, the environment or the folders."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything bedrot-lab needs to know about one lake."""
+
+    root: Path
+    config_file: Path | None
+    zones: Mapping[str, Path]
+    tracking_uri: str
+    artifact_root: Path
+    plugin_paths: tuple[Path, ...] = ()
+    disabled_plugins: tuple[str, ...] = ()
+    specs_dir: Path | None = None
+    system_metrics: bool = True
+    system_metrics_after: float = 10.0
+    system_metrics_interval: float = 10.0
+    user: str = field(default_factory=lambda: current_user())
+    name: str = "bedrot"
+
+    @property
+    def state_dir(self) -> Path:
+        """The lake's state folder: locks, indexes, logs."""
+        return self.root / STATE_DIR
+
+    def zone(self, key: str) -> Path:
+        """The folder of zone ``key`` (landing, raw, staging, curated, archive, sandbox)."""
+        return self.zones[key]
+
+    @property
+    def embedded_store(self) -> bool:
+        """True when the tracking store is the lake's own SQLite file."""
+        return self.tracking_uri == default_tracking_uri(self.root)
+
+
+def current_user() -> str:
+    """The user runs are recorded under: ``BEDROT_USER``, else the login name."""
+    return os.environ.get("BEDROT_USER") or getpass.getuser()
+
+
+def default_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+
+
+def find_lake(start: Path, lake: str | Path | None = None, env: Mapping[str, str] = os.environ) -> Path:
+    """The lake root: ``lake`` if given, else ``BEDROT_LAKE``, else the nearest folder
+    at or above ``start`` holding a ``bedrot-lab.toml``."""
+    explicit = lake or env.get("BEDROT_LAKE")
+    if explicit:
+        root = Path(explicit).expanduser().resolve()
+        if not root.is_dir():
+            source = "--lake" if lake else "BEDROT_LAKE"
+            raise LakeNotFound(f"{source} points to {root}, which is not a folder")
+        return root
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise LakeNotFound(
+        f"no {CONFIG_NAME} in {start} or any folder above it; "
+        "run `bedrot-lab init PATH`, or pass --lake PATH, or set BEDROT_LAKE"
+    )
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse and check ``bedrot-lab.toml``: unknown tables or keys and wrong types are errors."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML ({exc})", path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror})", path) from None
+    for table, values in data.items():
+        if table not in SCHEMA:
+            raise ConfigError(f"unknown table; expected one of {', '.join(SCHEMA)}", path, f"[{table}]")
+        if not isinstance(values, dict):
+            raise ConfigError("must be a table", path, table)
+        for key, value in values.items():
+            expected = SCHEMA[table].get(key)
+            name = f"{table}.{key}"
+            if expected is None:
+                raise ConfigError(f"unknown key; [{table}] takes {', '.join(SCHEMA[table])}", path, name)
+            if not isinstance(value, expected) or (isinstance(value, bool) and expected != bool):
+                raise ConfigError(f"expected {_type_name(expected)}, got {value!r}", path, name)
+            if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"expected a list of strings, got {value!r}", path, name)
+            if isinstance(value, str) and table == "zones" and not value.strip():
+                raise ConfigError("a zone folder cannot be empty", path, name)
+            if key.startswith("system_metrics_") and value <= 0:
+                raise ConfigError(f"must be positive, got {value!r}", path, name)
+    return data
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    names = {str: "a string", bool: "true or false", list: "a list", int: "a number", float: "a number"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def load_settings(
+    lake: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> Settings:
+    """Settings for the lake found from ``lake``, ``BEDROT_LAKE`` or the current folder.
+
+    Precedence, lowest first: defaults, ``bedrot-lab.toml``, environment variables.
+    """
+    root = find_lake(cwd or Path.cwd(), lake, env)
+    config_file = root / CONFIG_NAME
+    data = read_config_file(config_file) if config_file.is_file() else {}
+    return settings_from(root, data, config_file if config_file.is_file() else None, env)
+
+
+def settings_from(
+    root: Path, data: Mapping[str, Any], config_file: Path | None, env: Mapping[str, str] = os.environ
+) -> Settings:
+    """Build :class:`Settings` from an already-checked config mapping."""
+    zone_names = data.get("zones", {})
+    zones = {}
+    for key, (default, variable) in ZONES.items():
+        folder = env.get(variable) or zone_names.get(key) or default
+        zones[key] = (root / folder).resolve() if not Path(folder).is_absolute() else Path(folder)
+
+    tracking = data.get("tracking", {})
+    artifacts = Path(tracking.get("artifacts", "mlruns"))
+    artifact_root = artifacts if artifacts.is_absolute() else root / artifacts
+    uri = env.get("MLFLOW_TRACKING_URI") or tracking.get("uri") or default_tracking_uri(root)
+
+    plugins = data.get("plugins", {})
+    plugin_paths = tuple(_under(root, p) for p in plugins.get("paths", ["plugins"]))
+    specs = data.get("experiments", {}).get("specs", "experiments")
+
+    return Settings(
+        root=root,
+        config_file=config_file,
+        zones=zones,
+        tracking_uri=uri,
+        artifact_root=artifact_root,
+        plugin_paths=plugin_paths,
+        disabled_plugins=tuple(plugins.get("disabled", ())),
+        specs_dir=_under(root, specs),
+        system_metrics=tracking.get("system_metrics", True),
+        system_metrics_after=float(tracking.get("system_metrics_after", 10.0)),
+        system_metrics_interval=float(tracking.get("system_metrics_interval", 10.0)),
+        name=data.get("lake", {}).get("name", root.name),
+    )
+
+
+def _under(root: Path, folder: str) -> Path:
+    path = Path(folder).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+DEFAULT_CONFIG = """\
+# bedrot-lab settings for this lake. Environment variables override them:
+# BEDROT_LAKE, MLFLOW_TRACKING_URI, and LANDING_ZONE ... SANDBOX_ZONE.
+
+[lake]
+name = "{name}"
+
+[zones]
+landing = "1_landing"
+raw = "2_raw"
+staging = "3_staging"
+curated = "4_curated"
+archive = "5_archive"
+sandbox = "sandbox"
+
+[tracking]
+# uri = "sqlite:///<lake>/mlruns/mlflow.db" by default; a server: "http://host:5000"
+artifacts = "mlruns"
+system_metrics = true         # MLflow system metrics for runs that last ...
+system_metrics_after = 10     # ... longer than this many seconds
+system_metrics_interval = 10  # seconds between samples
+
+[plugins]
+paths = ["plugins"]
+disabled = []
+
+[experiments]
+specs = "experiments"
+"""

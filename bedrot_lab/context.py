@@ -1,0 +1,210 @@
+"""The run context handed to experiment code: params, data, and logging to the run."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .lake import file_sha256, read_dataset
+from .tracking import is_finite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .experiments import Experiment
+    from .lab import Lab
+    from .tracking import RunRecorder
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def artifact_name(name: str) -> str:
+    """``name`` made safe for an artifact file name."""
+    return _SAFE_NAME.sub("_", name).strip("_") or "unnamed"
+
+
+class RunContext:
+    """What an experiment function gets: ``ctx.params``, ``ctx.load``, ``ctx.log_*``,
+    ``ctx.workdir`` and ``ctx.log``."""
+
+    def __init__(self, lab: Lab, experiment: Experiment, params: Mapping[str, Any], recorder: RunRecorder):
+        self.lab = lab
+        self.experiment = experiment
+        self.params: dict[str, Any] = dict(params)
+        self.recorder = recorder
+        self.run_id = recorder.run_id
+        self.log = logging.getLogger(f"bedrot_lab.run.{experiment.name}")
+        self.inputs: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, str] = {}
+        self.report_parts: list[str] = []
+
+    @property
+    def settings(self):
+        return self.lab.settings
+
+    @cached_property
+    def workdir(self) -> Path:
+        """A folder for this run's files: ``sandbox/users/<user>/<experiment>/runs/<run id>``."""
+        folder = self.settings.zone("sandbox") / "users" / self.settings.user / self.experiment.name / "runs" / self.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def dataset_path(self, name: str) -> Path:
+        """The file catalog data set ``name`` resolves to, recorded as the run's input."""
+        dataset = self.lab.dataset(name)
+        path = dataset.locate(self.settings)
+        if name not in self.inputs:
+            digest = file_sha256(path)
+            self.recorder.log_input(name, path, digest, dataset.columns)
+            self.inputs[name] = digest
+        return path
+
+    def load(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Catalog data set ``name`` as a pandas DataFrame, typed as declared.
+
+        The file is recorded as an input of the run (path and sha256). A missing
+        file, a missing column or a value of the wrong type raises an error that
+        names the file and the column.
+        """
+        dataset = self.lab.dataset(name)
+        return read_dataset(dataset, self.dataset_path(name), columns)
+
+    # -- metrics --------------------------------------------------------------------
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Log one metric (buffered; see :meth:`log_metrics`)."""
+        self.log_metrics({name: value}, step=step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics in batches. A value that is not a finite number (NaN, inf,
+        None) is not logged; the run gets a ``skipped.<name>`` tag instead."""
+        finite = {}
+        for name, value in metrics.items():
+            if is_finite(value):
+                finite[name] = float(value)
+            else:
+                self.skip_metric(name, f"value is {value!r}")
+        if finite:
+            self.recorder.log_metrics(finite, step=step)
+
+    def skip_metric(self, name: str, reason: str) -> None:
+        """Record that metric ``name`` could not be computed, and why."""
+        self.skipped[name] = reason
+        self.recorder.set_tags({f"skipped.{name}": reason[:500]})
+        self.log.info("metric %s skipped: %s", name, reason)
+
+    # -- artifacts ------------------------------------------------------------------
+
+    def log_table(self, frame: pd.DataFrame, name: str, *, mlflow_table: bool | None = None) -> None:
+        """Log a table as ``tables/<name>.parquet``, and as an MLflow table
+        (``tables/<name>.json``, shown by the UI) when it has at most 10,000 rows."""
+        base = artifact_name(name)
+        frame = frame.reset_index() if _has_named_index(frame) else frame
+        self._log_bytes(_parquet_bytes(frame), f"tables/{base}.parquet")
+        if mlflow_table if mlflow_table is not None else len(frame) <= 10_000:
+            self.recorder.log_table(_json_safe(frame), f"tables/{base}.json")
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """Log a matplotlib figure as ``figures/<name>.png`` and close it."""
+        self.recorder.log_figure(figure, f"figures/{artifact_name(name)}.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Log ``text`` as an artifact file."""
+        self.recorder.log_text(text, artifact_file)
+
+    def report(self, markdown: str) -> None:
+        """Add a section to the run's ``report.md`` (written when the run ends)."""
+        self.report_parts.append(markdown.strip())
+
+    def log_output(self, frame: pd.DataFrame, name: str, format: str = "parquet") -> dict[str, Any]:
+        """Record a data set this run produces, ready for promotion.
+
+        Written as ``outputs/<name>.<format>`` (parquet or csv) with
+        ``outputs/<name>.json`` holding its schema, row count and sha256 digest;
+        the run gets ``output.<name>.*`` tags. Returns that record.
+        """
+        if format not in ("parquet", "csv"):
+            raise ValueError(f"output {name!r}: format must be parquet or csv, not {format!r}")
+        base = artifact_name(name)
+        data = _parquet_bytes(frame) if format == "parquet" else frame.to_csv(index=False).encode()
+        record = {
+            "name": name,
+            "file": f"outputs/{base}.{format}",
+            "format": format,
+            "rows": int(len(frame)),
+            "schema": {str(c): str(t) for c, t in frame.dtypes.items()},
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
+        self._log_bytes(data, record["file"])
+        self.recorder.log_dict(record, f"outputs/{base}.json")
+        self.recorder.set_tags({
+            f"output.{name}.file": record["file"],
+            f"output.{name}.rows": str(record["rows"]),
+            f"output.{name}.sha256": record["sha256"],
+        })
+        self.outputs[name] = record
+        return record
+
+    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
+        folder = self._scratch / Path(artifact_file).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / Path(artifact_file).name
+        path.write_bytes(data)
+        try:
+            self.recorder.log_file(path, str(Path(artifact_file).parent))
+        finally:
+            path.unlink(missing_ok=True)
+
+    @cached_property
+    def _scratch(self) -> Path:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix=f"bedrot-{self.run_id[:8]}-"))
+
+    def close(self) -> None:
+        """Write the report and remove scratch files (called by the runner)."""
+        if self.report_parts:
+            title = f"# {self.experiment.name}\n\n"
+            self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")
+        if "_scratch" in self.__dict__:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _has_named_index(frame: pd.DataFrame) -> bool:
+    return any(name is not None for name in frame.index.names)
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy MLflow's table logger can serialise: datetimes as ISO strings."""
+    out = frame.copy()
+    for column in out.columns:
+        if str(out[column].dtype).startswith(("datetime", "period")):
+            out[column] = out[column].astype(str)
+    out.columns = [str(c) for c in out.columns]
+    return out
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,161 @@
+"""Experiments: a function, its typed parameters and the data sets it reads."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PARAM_TYPES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool"}
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+class ParamError(ValueError):
+    """A parameter that is unknown or cannot be coerced to its declared type."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed experiment parameter with a default.
+
+    ``Param(int, 6, "months a listener keeps paying")``; ``choices`` limits the
+    values; ``min``/``max`` bound numbers.
+    """
+
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise TypeError(f"param {self.name!r}: type must be one of str, int, float, bool")
+        if self.default is not None:
+            object.__setattr__(self, "default", self.coerce(self.default))
+
+    def coerce(self, value: Any) -> Any:
+        """``value`` (a string from the command line, or a TOML value) as this param's type."""
+        try:
+            result = _coerce(self.type, value)
+        except (TypeError, ValueError):
+            raise ParamError(
+                f"param {self.name!r} must be {PARAM_TYPES[self.type]}, got {value!r}"
+            ) from None
+        if self.choices is not None and result not in self.choices:
+            raise ParamError(f"param {self.name!r} must be one of {list(self.choices)}, got {result!r}")
+        if self.min is not None and result < self.min or self.max is not None and result > self.max:
+            raise ParamError(f"param {self.name!r} must be within [{self.min}, {self.max}], got {result!r}")
+        return result
+
+    def describe(self) -> str:
+        text = f"{self.name} ({PARAM_TYPES[self.type]}, default {self.default!r})"
+        return f"{text}: {self.help}" if self.help else text
+
+
+def _coerce(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ValueError(value)
+    if kind is int:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value)
+        if math.isnan(number):
+            raise ValueError(value)
+        return number
+    if isinstance(value, (dict, list)):
+        raise ValueError(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named, parameterised piece of analysis that bedrot-lab runs and tracks.
+
+    Build one with :func:`experiment`. ``func`` is called with a
+    :class:`~bedrot_lab.context.RunContext`.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    description: str = ""
+    params: Mapping[str, Param] = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()
+    plugin: str = ""
+
+    def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """All params, defaults filled in and values coerced; :class:`ParamError` lists the valid ones."""
+        unknown = [key for key in values if key not in self.params]
+        if unknown:
+            raise ParamError(f"experiment {self.name!r} has no param {unknown[0]!r}; {self.params_help()}")
+        resolved = {}
+        for name, param in self.params.items():
+            if name in values:
+                try:
+                    resolved[name] = param.coerce(values[name])
+                except ParamError as exc:
+                    raise ParamError(f"{exc}; {self.params_help()}") from None
+            else:
+                resolved[name] = param.default
+        return resolved
+
+    def params_help(self) -> str:
+        if not self.params:
+            return "it takes no params"
+        return "valid params: " + ", ".join(p.describe() for p in self.params.values())
+
+    @property
+    def summary(self) -> str:
+        """The first line of the description."""
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+
+def experiment(
+    name: str | None = None,
+    *,
+    params: Mapping[str, Param | Any] | None = None,
+    datasets: Iterable[str] = (),
+    description: str | None = None,
+) -> Callable[[Callable[..., Any]], Experiment]:
+    """Decorate ``func(ctx)`` to make it an :class:`Experiment`.
+
+    ``name`` defaults to the function name with dashes; ``description`` to its
+    docstring. A param given as a plain value is a param of that value's type
+    with it as the default.
+
+    Example::
+
+        @experiment("revenue-per-stream", datasets=["dk_bank_details"],
+                    params={"top_n": Param(int, 10, "stores to chart")})
+        def revenue_per_stream(ctx):
+            ...
+    """
+
+    def wrap(func: Callable[..., Any]) -> Experiment:
+        declared = {}
+        for key, spec in (params or {}).items():
+            param = spec if isinstance(spec, Param) else Param(type(spec), spec)
+            declared[key] = Param(**{**param.__dict__, "name": key})
+        return Experiment(
+            name=name or func.__name__.replace("_", "-"),
+            func=func,
+            description=inspect.cleandoc(description or func.__doc__ or ""),
+            params=declared,
+            datasets=tuple(datasets),
+        )
+
+    return wrap

@@ -1,0 +1,82 @@
+"""Every hook bedrot-lab calls; each docstring is that hook's reference."""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "bedrot_lab"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_experiments(register):
+    """Contribute experiments.
+
+    Args:
+        register: call ``register(experiment)`` once for each
+            :class:`bedrot_lab.Experiment` (what ``@experiment`` returns).
+            The core remembers which plugin registered it; a name registered
+            twice is an error naming both plugins.
+
+    Example::
+
+        @hookimpl
+        def register_experiments(register):
+            register(revenue_per_stream)
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Contribute named data sets to the lake's catalog, read by ``ctx.load(name)``.
+
+    Args:
+        register: call ``register(dataset)`` for each :class:`bedrot_lab.Dataset`.
+            A later plugin may replace a built-in data set of the same name
+            (the built-in catalog is registered ``trylast``).
+    """
+
+
+@hookspec
+def run_tags(experiment, params, settings):
+    """Return extra tags (a dict of str to str) for a run about to start.
+
+    Args:
+        experiment: the :class:`bedrot_lab.Experiment` being run.
+        params: the validated parameters, a dict.
+        settings: the lake's :class:`bedrot_lab.config.Settings`.
+
+    Every plugin's dict is merged; a later plugin wins on a clash. Tags that
+    look like credentials are masked before they reach MLflow.
+    """
+
+
+@hookspec
+def before_run(ctx):
+    """Called once the MLflow run is open, before the experiment function.
+
+    Args:
+        ctx: the :class:`bedrot_lab.context.RunContext` of the run. A plugin may
+            log to it. An exception here fails the run like one in the experiment.
+    """
+
+
+@hookspec
+def after_run(ctx):
+    """Called after the experiment function returned, before the run is closed FINISHED.
+
+    Args:
+        ctx: the run's context; whatever is logged here still belongs to the run.
+    """
+
+
+@hookspec
+def on_run_failure(ctx, error):
+    """Called when an experiment (or a ``before_run``/``after_run`` hook) raised.
+
+    Args:
+        ctx: the run's context; the run is still open and will be closed FAILED
+            (KILLED for Ctrl-C or SIGTERM).
+        error: the exception. Exceptions raised by this hook are logged, not raised.
+    """

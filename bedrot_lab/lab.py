@@ -1,0 +1,98 @@
+"""A lake opened for work: its settings, its plugins, and what the plugins contribute."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Settings, load_settings
+from .experiments import Experiment
+from .lake import Dataset, DatasetError
+from .plugins import PluginHost, PluginInfo, make_plugin_host
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+class UnknownExperiment(LookupError):
+    """No plugin registered an experiment of that name."""
+
+
+class Lab:
+    """Settings plus a loaded plugin manager; the catalogs are built on first use."""
+
+    def __init__(self, settings: Settings, plugins: PluginHost | None = None):
+        self.settings = settings
+        self.plugins = plugins or make_plugin_host(settings.plugin_paths, settings.disabled_plugins)
+
+    @classmethod
+    def open(cls, lake: str | Path | None = None) -> Lab:
+        """Open the lake found from ``lake``, ``BEDROT_LAKE`` or the current folder."""
+        return cls(load_settings(lake))
+
+    @cached_property
+    def experiments(self) -> dict[str, Experiment]:
+        """Every registered experiment by name, each stamped with its plugin's name."""
+        found: dict[str, Experiment] = {}
+
+        def register_for(info: PluginInfo):
+            def register(item: Experiment) -> None:
+                if not isinstance(item, Experiment):
+                    raise TypeError(
+                        f"plugin {info.name!r} registered {item!r}; register takes what @experiment returns"
+                    )
+                if item.name in found:
+                    raise ValueError(
+                        f"experiment {item.name!r} is registered by both plugin "
+                        f"{found[item.name].plugin!r} and plugin {info.name!r}; rename one"
+                    )
+                found[item.name] = Experiment(**{**item.__dict__, "plugin": info.name})
+
+            return register
+
+        self.plugins.collect("register_experiments", register_for)
+        return dict(sorted(found.items()))
+
+    @cached_property
+    def datasets(self) -> dict[str, Dataset]:
+        """The data set catalog; the first plugin to register a name wins (built-ins come last)."""
+        found: dict[str, Dataset] = {}
+
+        def register_for(info: PluginInfo):
+            def register(item: Dataset) -> None:
+                if item.name not in found:
+                    found[item.name] = item
+
+            return register
+
+        self.plugins.collect("register_datasets", register_for)
+        return dict(sorted(found.items()))
+
+    def experiment(self, name: str) -> Experiment:
+        try:
+            return self.experiments[name]
+        except KeyError:
+            known = ", ".join(self.experiments) or "none; add a plugin to the lake's plugins/ folder"
+            raise UnknownExperiment(f"no experiment named {name!r}; known: {known}") from None
+
+    def dataset(self, name: str) -> Dataset:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise DatasetError(
+                f"no data set named {name!r} in the catalog; known: {', '.join(self.datasets)}"
+            ) from None
+
+    def plugin_info(self, name: str) -> PluginInfo:
+        return self.plugins.infos.get(name) or PluginInfo(name, "", "")
+
+    def load(self, name: str) -> pd.DataFrame:
+        """Read catalog data set ``name`` (without a run; ``ctx.load`` also records it)."""
+        from .lake import read_dataset
+
+        dataset = self.dataset(name)
+        return read_dataset(dataset, dataset.locate(self.settings))

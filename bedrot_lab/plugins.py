@@ -1,0 +1,194 @@
+"""The plugin manager: built-ins, installed entry points and the lake's ``plugins/`` folder."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "bedrot_lab"
+LOCAL_PACKAGE = "bedrot_lab_local"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "bedrot_lab.builtin.datasets",
+    "bedrot_lab.builtin.run_tags",
+)
+
+
+class PluginError(Exception):
+    """A plugin that could not be loaded (raised only in strict mode)."""
+
+
+@dataclass
+class PluginInfo:
+    """What ``plugins list`` shows about one plugin."""
+
+    name: str
+    source: str  # "builtin", "entry point" or "path"
+    location: str
+    version: str = ""
+    hooks: list[str] = field(default_factory=list)
+    error: str = ""
+    disabled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class PluginHost:
+    """One process's plugin manager and what it learned loading the plugins."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.strict = os.environ.get("BEDROT_LAB_STRICT_PLUGINS") == "1"
+        if os.environ.get("BEDROT_LAB_TRACE_PLUGINS") == "1":
+            self.pm.trace.root.setwriter(lambda message: log.warning("hook %s", message.rstrip()))
+            self.pm.enable_tracing()
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    @property
+    def errors(self) -> list[PluginInfo]:
+        return [info for info in self.infos.values() if info.error]
+
+    def load(self, plugin_paths: Iterable[Path] = (), disabled: Iterable[str] = ()) -> PluginHost:
+        """Register the built-ins, then entry points, then the ``.py`` files and packages
+        in ``plugin_paths``. Broken plugins are recorded (and warned about) by name."""
+        allowed = _allow_list()
+        for name in disabled:
+            self.pm.set_blocked(name)
+            self.infos[name] = PluginInfo(name, "", "", disabled=True)
+        for module_name in DEFAULT_PLUGINS:
+            self._add(module_name.rsplit(".", 1)[-1], "builtin", module_name, lambda m=module_name: importlib.import_module(m))
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if allowed is None or entry_point.name in allowed:
+                version = entry_point.dist.version if entry_point.dist else ""
+                self._add(entry_point.name, "entry point", entry_point.value, entry_point.load, version)
+        for folder in plugin_paths:
+            for path in _local_plugin_files(folder):
+                name = path.stem if path.suffix == ".py" else path.name
+                if allowed is None or name in allowed:
+                    self._add(name, "path", str(path), lambda p=path: _import_local(p))
+        return self
+
+    def _add(
+        self, name: str, source: str, location: str, loader: Callable[[], Any], version: str = ""
+    ) -> None:
+        if self.pm.is_blocked(name):
+            self.infos[name].source, self.infos[name].location = source, location
+            return
+        info = PluginInfo(name, source, location, version)
+        self.infos[name] = info
+        if name in {n for n, _ in self.pm.list_name_plugin()}:
+            self._fail(info, f"a plugin named {name!r} is already loaded from elsewhere; rename one")
+            return
+        try:
+            plugin = loader()
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(info, f"{type(exc).__name__}: {_one_line(exc)}")
+            return
+        unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if not c.has_spec()]
+        if unknown:
+            self.pm.unregister(plugin)
+            self._fail(info, f"implements unknown hook {unknown[0]!r}; see `bedrot-lab plugins hooks`")
+            return
+        info.version = info.version or _plugin_version(plugin, source)
+        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
+
+    def _fail(self, info: PluginInfo, problem: str) -> None:
+        info.error = problem
+        message = f"plugin {info.name!r} ({info.location}) not loaded: {problem}"
+        if self.strict:
+            raise PluginError(message)
+        log.warning(message)
+
+    def plugin_of(self, hook_impl: Any) -> PluginInfo:
+        return self.infos.get(hook_impl.plugin_name) or PluginInfo(hook_impl.plugin_name, "", "")
+
+    def collect(self, hook_name: str, register_for: Callable[[PluginInfo], Callable[..., None]]) -> None:
+        """Call a ``register_*`` hook once per plugin, handing each its own ``register``
+        so the core knows which plugin contributed what. Call order follows pluggy's."""
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            impl.function(register=register_for(self.plugin_of(impl)))
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get("BEDROT_LAB_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _local_plugin_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(("_", ".")):
+            continue
+        if path.suffix == ".py" and path.is_file() or (path / "__init__.py").is_file():
+            found.append(path)
+    return found
+
+
+def _import_local(path: Path) -> ModuleType:
+    """Import a plugin file or package from a lake's plugins folder under ``bedrot_lab_local``."""
+    if LOCAL_PACKAGE not in sys.modules:
+        package = ModuleType(LOCAL_PACKAGE)
+        package.__path__ = []
+        sys.modules[LOCAL_PACKAGE] = package
+    is_package = path.is_dir()
+    name = path.stem if not is_package else path.name
+    module_name = f"{LOCAL_PACKAGE}.{name}"
+    location = path / "__init__.py" if is_package else path
+    spec = importlib.util.spec_from_file_location(
+        module_name, location, submodule_search_locations=[str(path)] if is_package else None
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _plugin_version(plugin: Any, source: str) -> str:
+    if source == "builtin":
+        from . import __version__
+
+        return __version__
+    return str(getattr(plugin, "__version__", ""))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def make_plugin_host(plugin_paths: Iterable[Path] = (), disabled: Iterable[str] = ()) -> PluginHost:
+    """A fresh, loaded :class:`PluginHost` (one per process that needs one)."""
+    return PluginHost().load(plugin_paths, disabled)

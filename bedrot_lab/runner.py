@@ -1,0 +1,221 @@
+"""One tracked run: params checked, MLflow run opened, hooks called, every ending recorded."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .secrets import mask_secrets
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from .experiments import Experiment
+    from .lab import Lab
+    from .tracking import RunRecorder
+
+log = logging.getLogger(__name__)
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+class RunTerminated(BaseException):
+    """Raised in the main thread when the process gets SIGTERM during a run."""
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    run_id: str
+    experiment: str
+    status: str
+    error: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    children: list[RunResult] = field(default_factory=list)
+    interrupted_by: str = ""  # "SIGINT" or "SIGTERM" when KILLED
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == FINISHED:
+            return 0
+        return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted_by, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "run_id": self.run_id, "experiment": self.experiment, "status": self.status,
+            "error": self.error, "params": self.params,
+        }
+        if self.children:
+            data["children"] = [child.to_dict() for child in self.children]
+        return data
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything about a run that is known before it starts."""
+
+    experiment: Experiment
+    params: dict[str, Any]
+    run_name: str | None = None
+    note: str = ""
+    purpose: str = ""
+    methodology: str = ""
+    spec: str = ""
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+
+    def description(self) -> str:
+        """The run's Markdown description, shown by the MLflow UI."""
+        parts = [("Note", self.note), ("Purpose", self.purpose), ("Methodology", self.methodology),
+                 ("Experiment", self.experiment.description)]
+        return "\n\n".join(f"**{title}.** {text.strip()}" for title, text in parts if text and text.strip())
+
+
+def prepare(lab: Lab, name: str, raw_params: Mapping[str, Any] | None = None, **fields: Any) -> RunRequest:
+    """Look up the experiment and validate its params; nothing is created yet."""
+    experiment = lab.experiment(name)
+    return RunRequest(experiment, experiment.validate(raw_params or {}), **fields)
+
+
+def run(lab: Lab, request: RunRequest, *, client: MlflowClient | None = None,
+        parent_run_id: str | None = None) -> RunResult:
+    """Run ``request`` as one MLflow run and return how it ended. Never raises for
+    a failure of the experiment itself: that is recorded and returned."""
+    def body(ctx: Any) -> None:
+        lab.plugins.hook.before_run(ctx=ctx)
+        request.experiment.func(ctx)
+        lab.plugins.hook.after_run(ctx=ctx)
+
+    return _tracked(lab, request, body, client=client, parent_run_id=parent_run_id)
+
+
+def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
+             client: MlflowClient | None = None, parent_run_id: str | None = None,
+             result: RunResult | None = None) -> RunResult:
+    from .context import RunContext
+    from .tracking import SystemMetrics, experiment_id, open_store, start_run
+
+    settings = lab.settings
+    experiment = request.experiment
+    client = client or open_store(settings)
+    exp_id = experiment_id(client, settings, experiment.name)
+    tags, masked = _run_tags(lab, request)
+    params, masked_params = mask_secrets(request.params, "param")
+    if masked or masked_params:
+        tags["bedrot.masked"] = "; ".join(masked + masked_params)
+
+    with _signals_raise():
+        recorder = start_run(client, exp_id, run_name=request.run_name, tags=tags,
+                             description=request.description(), parent_run_id=parent_run_id)
+        outcome = result or RunResult(recorder.run_id, experiment.name, FINISHED, params=request.params)
+        outcome.run_id = recorder.run_id
+        usage = _Usage()
+        system = SystemMetrics(recorder.run_id, settings)
+        ctx = RunContext(lab, experiment, request.params, recorder)
+        try:
+            if params:
+                recorder.log_params(params)
+            body(ctx)
+        except (KeyboardInterrupt, RunTerminated) as exc:
+            outcome.status, outcome.interrupted_by = KILLED, "SIGTERM" if isinstance(exc, RunTerminated) else "SIGINT"
+            outcome.error = f"interrupted by {outcome.interrupted_by}"
+            _record_failure(lab, ctx, recorder, exc, outcome.error)
+        except Exception as exc:
+            outcome.status, outcome.error = FAILED, _one_line(exc)
+            _record_failure(lab, ctx, recorder, exc, outcome.error)
+        finally:
+            system.stop()
+            try:
+                ctx.close()
+                recorder.log_metrics(usage.metrics())
+            finally:
+                recorder.end(outcome.status)
+    return outcome
+
+
+def _run_tags(lab: Lab, request: RunRequest) -> tuple[dict[str, str], list[str]]:
+    experiment = request.experiment
+    info = lab.plugin_info(experiment.plugin)
+    tags: dict[str, Any] = {}
+    for extra in reversed(lab.plugins.hook.run_tags(experiment=experiment, params=request.params,
+                                                     settings=lab.settings)):
+        tags.update(extra or {})
+    tags.update({
+        "bedrot.experiment": experiment.name,
+        "bedrot.plugin": experiment.plugin,
+        "bedrot.plugin_version": info.version,
+        "bedrot.plugin_source": info.source,
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": request.spec or f"bedrot-lab run {experiment.name}",
+    })
+    if request.spec:
+        tags["bedrot.spec"] = request.spec
+    tags.update(request.extra_tags)
+    clean, masked = mask_secrets({k: v for k, v in tags.items() if v not in (None, "")}, "tag")
+    return clean, masked
+
+
+def _record_failure(lab: Lab, ctx: Any, recorder: RunRecorder, exc: BaseException, summary: str) -> None:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        recorder.log_text(text, "error/traceback.txt")
+        error_tags, _ = mask_secrets({"error": summary[:5000]}, "tag")
+        recorder.set_tags({"bedrot.error": error_tags["error"] if error_tags["error"] != "****" else "(masked)"})
+    except Exception as log_error:  # the store may be what failed; keep the original cause
+        log.error("could not record the failure: %s", log_error)
+    try:
+        lab.plugins.hook.on_run_failure(ctx=ctx, error=exc)
+    except Exception as hook_error:
+        log.error("an on_run_failure hook raised: %s", _one_line(hook_error))
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class _Usage:
+    """Wall time, CPU seconds and peak memory of the process over the run."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.cpu = _cpu_seconds()
+
+    def metrics(self) -> dict[str, float]:
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {
+            "run.wall_seconds": round(time.perf_counter() - self.start, 4),
+            "run.cpu_seconds": round(_cpu_seconds() - self.cpu, 4),
+            "run.peak_rss_mb": round(peak_kib / 1024, 1),
+        }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM into :class:`RunTerminated` for the block (main thread only), so a
+    terminated run is closed KILLED instead of being left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise RunTerminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

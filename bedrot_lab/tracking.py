@@ -1,0 +1,262 @@
+"""The only module that talks to MLflow: the store, experiments, and one run's record."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from .config import Settings
+
+log = logging.getLogger(__name__)
+
+METRIC_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
+FLUSH_SECONDS = 5.0
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:"):
+        return None
+    parsed = urlparse(uri)
+    return Path(parsed.path) if parsed.path else None
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_store(settings: Settings) -> MlflowClient:
+    """A client on the lake's tracking store, creating and migrating an embedded
+    SQLite store first if needed.
+
+    MLflow corrupts a new SQLite store for good when several processes create it
+    at once, so creation happens under a lock beside the database file.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    database = sqlite_path(uri)
+    if database is not None:
+        with file_lock(database.with_name(database.name + ".lock")):
+            client.search_experiments(max_results=1)
+    return client
+
+
+def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+    """The MLflow experiment for bedrot experiment ``name``, created on first use with
+    its artifacts under the lake's artifact root (for local stores)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if not settings.tracking_uri.startswith(("http:", "https:", "databricks")):
+        location = (settings.artifact_root / "artifacts" / name).resolve().as_uri()
+    database = sqlite_path(settings.tracking_uri)
+    lock = database.with_name(database.name + ".lock") if database else settings.state_dir / "experiments.lock"
+    with file_lock(lock):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:
+            # another process (without our lock, e.g. on a server) created it first
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+
+class RunRecorder:
+    """Writes one run's record in as few store calls as possible.
+
+    Metrics are buffered and sent with ``log_batch`` (a loop of ``log_metric`` is
+    about 40 x slower on SQLite); the buffer is flushed when full, every few
+    seconds while logging, and when the run ends.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self._metrics: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue metrics; every value must be finite (the caller filters)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._metrics.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
+            due = len(self._metrics) >= METRIC_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._metrics = self._metrics, []
+            self._last_flush = time.monotonic()
+        for start in range(0, len(pending), METRIC_BATCH):
+            self.client.log_batch(self.run_id, metrics=pending[start : start + METRIC_BATCH], synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_file(self, local_path: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        self.client.log_table(self.run_id, frame, artifact_file)
+
+    def log_input(
+        self,
+        name: str,
+        source: Path,
+        sha256: str,
+        columns: Mapping[str, str],
+        context: str = "input",
+    ) -> None:
+        """Record a data set the run read: its path, a sha256 of the file's bytes as
+        digest (MLflow's own only covers 10,000 rows) and its declared columns."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import InputTag
+        from mlflow.types.schema import ColSpec, Schema
+
+        mlflow_types = {"int": "long", "float": "double", "bool": "boolean", "date": "datetime",
+                        "month": "datetime", "datetime": "datetime", "string": "string"}
+        schema = Schema([ColSpec(mlflow_types[kind], column) for column, kind in columns.items()]) if columns else None
+        dataset = MetaDataset(resolve_dataset_source(str(source)), name=name, digest=sha256[:32], schema=schema)
+        tags = [InputTag("mlflow.data.context", context), InputTag("sha256", sha256),
+                InputTag("bytes", str(source.stat().st_size))]
+        from mlflow.entities import DatasetInput
+
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+
+    def end(self, status: str) -> None:
+        """Flush what is queued and close the run with ``status`` (FINISHED, FAILED, KILLED)."""
+        import mlflow
+
+        try:
+            self.flush()
+        finally:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                mlflow.end_run(status=status)
+            else:
+                self.client.set_terminated(self.run_id, status=status)
+
+
+def start_run(
+    client: MlflowClient,
+    experiment: str,
+    *,
+    run_name: str | None,
+    tags: Mapping[str, str],
+    description: str,
+    parent_run_id: str | None = None,
+) -> RunRecorder:
+    """Open an MLflow run (the process's active run, so experiment code may also use
+    ``mlflow.*`` directly) and return its recorder."""
+    import mlflow
+
+    active = mlflow.start_run(
+        experiment_id=experiment,
+        run_name=run_name,
+        tags=dict(tags),
+        description=description or None,
+        nested=parent_run_id is not None,
+        parent_run_id=parent_run_id,
+        log_system_metrics=False,
+    )
+    return RunRecorder(client, active.info.run_id)
+
+
+class SystemMetrics:
+    """MLflow's system metrics, switched on only for runs that last longer than ``after`` seconds."""
+
+    def __init__(self, run_id: str, settings: Settings):
+        self.run_id = run_id
+        self.interval = settings.system_metrics_interval
+        self.tracking_uri = settings.tracking_uri
+        self._monitor: Any = None
+        self._timer = threading.Timer(settings.system_metrics_after, self._start)
+        self._timer.daemon = True
+        if settings.system_metrics:
+            self._timer.start()
+
+    def _start(self) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        try:
+            self._monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=self.interval, tracking_uri=self.tracking_uri
+            )
+            self._monitor.start()
+        except Exception as exc:  # system metrics are a bonus, never a reason to fail
+            log.debug("system metrics not started: %s", exc)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._monitor is not None:
+            try:
+                self._monitor.finish()
+            except Exception as exc:
+                log.debug("system metrics not stopped cleanly: %s", exc)
+
+
+def is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

@@ -1,0 +1,95 @@
+"""Revenue per stream by platform, from the DistroKid royalty statement."""
+
+from __future__ import annotations
+
+from bedrot_lab import Param, experiment, hookimpl
+
+__version__ = "1.0.0"
+
+PLATFORM_GROUPS = (("Spotify", ("spotify",)), ("Apple", ("apple", "itunes")))
+
+
+def platform_group(store: str) -> str:
+    """Spotify, Apple (Apple Music and iTunes) or Other, by substring of the store name."""
+    lowered = store.lower()
+    for group, needles in PLATFORM_GROUPS:
+        if any(needle in lowered for needle in needles):
+            return group
+    return "Other"
+
+
+def per_stream(frame):
+    """Streams, gross earnings and earnings per stream for each row of a grouped sum."""
+    out = frame.rename(columns={"Quantity": "streams", "Earnings (USD)": "earnings_usd"})
+    streams = out["streams"].where(out["streams"] > 0)
+    out["earnings_per_stream"] = out["earnings_usd"] / streams
+    out["earnings_per_1000_streams"] = out["earnings_per_stream"] * 1000
+    return out
+
+
+@experiment(
+    "revenue-per-stream",
+    datasets=["dk_bank_details"],
+    params={
+        "min_streams": Param(int, 0, "leave stores with fewer streams out of the by-store table and chart", min=0),
+        "chart_top": Param(int, 12, "stores shown in the bar chart, by streams", min=1),
+    },
+)
+def revenue_per_stream(ctx):
+    """Revenue per stream by platform: Spotify against Apple against the rest.
+
+    Sums streams (Quantity) and gross earnings (Earnings (USD)) by store from the
+    DistroKid statement, divides them, and groups stores into Spotify, Apple
+    (Apple Music and iTunes) and Other.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = ctx.load("dk_bank_details", columns=["Store", "Quantity", "Earnings (USD)"])
+    sums = ["Quantity", "Earnings (USD)"]
+    by_store = per_stream(data.groupby("Store", as_index=False)[sums].sum())
+    by_store = by_store.sort_values("streams", ascending=False, ignore_index=True)
+    by_store["platform"] = by_store["Store"].map(platform_group)
+    by_group = per_stream(by_store.rename(columns={"streams": "Quantity", "earnings_usd": "Earnings (USD)"})
+                          .groupby("platform", as_index=False)[sums].sum())
+
+    total_streams = int(data["Quantity"].sum())
+    total_earnings = float(data["Earnings (USD)"].sum())
+    ctx.log_metrics({"total_streams": total_streams, "total_earnings_usd": total_earnings, "stores": len(by_store)})
+    if total_streams > 0:
+        ctx.log_metric("earnings_per_stream", total_earnings / total_streams)
+    else:
+        ctx.skip_metric("earnings_per_stream", "the statement has no streams")
+    for row in by_group.itertuples():
+        name = f"earnings_per_stream_{row.platform.lower()}"
+        if row.streams > 0:
+            ctx.log_metric(name, row.earnings_per_stream)
+        else:
+            ctx.skip_metric(name, f"no {row.platform} streams")
+
+    shown = by_store[by_store["streams"] >= ctx.params["min_streams"]]
+    ctx.log_table(shown, "by_store")
+    ctx.log_table(by_group, "by_platform")
+
+    chart = shown.head(ctx.params["chart_top"]).dropna(subset=["earnings_per_1000_streams"])
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    colors = {"Spotify": "#1db954", "Apple": "#fa243c", "Other": "#7f7f7f"}
+    axis.barh(chart["Store"][::-1], chart["earnings_per_1000_streams"][::-1],
+              color=[colors[p] for p in chart["platform"][::-1]])
+    axis.set_xlabel("USD per 1,000 streams")
+    axis.set_title("Revenue per 1,000 streams by store")
+    figure.tight_layout()
+    ctx.log_figure(figure, "revenue_per_1000_streams")
+
+    lines = ["| platform | streams | earnings (USD) | USD per 1,000 streams |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.platform} | {r.streams:,} | {r.earnings_usd:,.2f} | {r.earnings_per_1000_streams:.3f} |"
+              for r in by_group.itertuples()]
+    ctx.report("## Revenue per stream by platform\n\n" + "\n".join(lines) +
+               f"\n\n{total_streams:,} streams earned {total_earnings:,.2f} USD in all.")
+
+
+@hookimpl
+def register_experiments(register):
+    register(revenue_per_stream)
