@@ -9,6 +9,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,7 +173,10 @@ class RunRecorder:
         mlflow_types = {"int": "long", "float": "double", "bool": "boolean", "date": "datetime",
                         "month": "datetime", "datetime": "datetime", "string": "string"}
         schema = Schema([ColSpec(mlflow_types[kind], column) for column, kind in columns.items()]) if columns else None
-        dataset = MetaDataset(resolve_dataset_source(str(source)), name=name, digest=sha256[:32], schema=schema)
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": all are local files
+            warnings.simplefilter("ignore")
+            dataset_source = resolve_dataset_source(str(source))
+        dataset = MetaDataset(dataset_source, name=name, digest=sha256[:32], schema=schema)
         tags = [InputTag("mlflow.data.context", context), InputTag("sha256", sha256),
                 InputTag("bytes", str(source.stat().st_size))]
         from mlflow.entities import DatasetInput

@@ -1,0 +1,42 @@
+"""Shared test helpers. The lake fixtures (bedrot_lake, bedrot_lab, bedrot_env)
+come from bedrot_lab.testing, the pytest plugin shipped for plugin authors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_PLUGINS = REPO / "plugins"
+
+
+@pytest.fixture
+def write_plugin(bedrot_lake: Path):
+    """Write a plugin file (dedented source) into the lake's plugins/ folder."""
+
+    def write(name: str, source: str) -> Path:
+        path = bedrot_lake / "plugins" / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli_env(bedrot_lake: Path) -> dict[str, str]:
+    """Environment for running ``bedrot-lab`` in a subprocess against ``bedrot_lake``."""
+    return {**os.environ, "BEDROT_LAKE": str(bedrot_lake), "BEDROT_USER": "tester"}
+
+
+def bedrot(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``bedrot-lab`` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "bedrot_lab", *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, check=False,
+    )
