@@ -9,7 +9,7 @@ from .output import echo_json, echo_table
 
 @click.group()
 def plugins() -> None:
-    """Plugins: built-in, installed (entry point group ``bedrot_lab``) and the lake's plugins/ folder."""
+    """Plugins: built-in, installed (entry points) and in the lake's plugins/ folder."""
 
 
 @plugins.command("list")
