@@ -53,8 +53,11 @@ def create_lake(
 
     if progress:
         progress(f"creating the tracking store {settings.tracking_uri}")
-    from .tracking import open_store
+    from .tracking import open_store, sqlite_path
 
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        (report.existing if database.exists() else report.created).append(database)
     open_store(settings)
 
     if sample:

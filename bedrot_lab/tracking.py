@@ -61,11 +61,14 @@ def open_store(settings: Settings) -> MlflowClient:
 
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     database = sqlite_path(uri)
-    if database is not None:
-        with file_lock(database.with_name(database.name + ".lock")):
-            client.search_experiments(max_results=1)
+    if database is None:
+        return MlflowClient(uri)
+    # MlflowClient() opens the store, which is when MLflow creates and migrates it;
+    # later clients reuse MLflow's cached store.
+    with file_lock(database.with_name(database.name + ".lock")):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
     return client
 
 
@@ -74,6 +77,8 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
     its artifacts under the lake's artifact root (for local stores)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail
+            client.restore_experiment(found.experiment_id)
         return found.experiment_id
     location = None
     if not settings.tracking_uri.startswith(("http:", "https:", "databricks")):

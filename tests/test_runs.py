@@ -83,6 +83,7 @@ def test_a_run_records_params_metrics_artifacts_inputs_tags_and_description(lab,
     assert {"run.wall_seconds", "run.cpu_seconds", "run.peak_rss_mb"} <= set(metrics)
     assert metrics["run.peak_rss_mb"] > 10
     assert "ratio" not in metrics
+    assert not [m for m in metrics if m.startswith("system/")]  # short runs: no system metrics
     history = MlflowClient(lab.settings.tracking_uri).get_metric_history(result.run_id, "series")
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0)]
 
@@ -284,3 +285,27 @@ def test_a_bad_spec_names_the_file_and_the_key(lab, bedrot_lake):
     spec_file.write_text('experiment = "record"\nparams_typo = 1\n')
     with pytest.raises(SpecError, match=r"bad.toml: params_typo: unknown key"):
         load_spec(spec_file)
+
+
+def test_long_runs_get_mlflow_system_metrics(bedrot_lake, write_plugin):
+    config = bedrot_lake / "bedrot-lab.toml"
+    config.write_text(config.read_text()
+                      .replace("system_metrics_after = 10 ", "system_metrics_after = 0.2")
+                      .replace("system_metrics_interval = 10", "system_metrics_interval = 0.5"))
+    write_plugin("slow", """
+        import time
+        from bedrot_lab import experiment, hookimpl
+
+        @experiment("slow")
+        def slow(ctx):
+            time.sleep(ctx.params.get("seconds", 2.5))
+
+        @hookimpl
+        def register_experiments(register):
+            register(slow)
+    """)
+    lab = Lab.open(bedrot_lake)
+    assert lab.settings.system_metrics_after == 0.2
+    long_run = read_run(run_experiment(lab, "slow").run_id, lab)
+    assert "system/cpu_utilization_percentage" in long_run.data.metrics
+    assert "system/system_memory_usage_megabytes" in long_run.data.metrics
