@@ -15,6 +15,8 @@ from .plugins import PluginHost, PluginInfo, make_plugin_host
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .tracking import Store
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,13 @@ class Lab:
     def open(cls, lake: str | Path | None = None) -> Lab:
         """Open the lake found from ``lake``, ``BEDROT_LAKE`` or the current folder."""
         return cls(load_settings(lake))
+
+    @cached_property
+    def store(self) -> Store:
+        """The lake's MLflow tracking store, opened (and created if new) on first use."""
+        from .tracking import Store
+
+        return Store(self.settings)
 
     @cached_property
     def experiments(self) -> dict[str, Experiment]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CONFIG_NAME, DEFAULT_CONFIG, STATE_DIR, load_settings
+from .config import CONFIG_NAME, DEFAULT_CONFIG, load_settings
 
 
 @dataclass

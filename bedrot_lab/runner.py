@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 from .secrets import mask_secrets
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from .experiments import Experiment
     from .lab import Lab
     from .tracking import RunRecorder
@@ -85,8 +83,7 @@ def prepare(lab: Lab, name: str, raw_params: Mapping[str, Any] | None = None, **
     return RunRequest(experiment, experiment.validate(raw_params or {}), **fields)
 
 
-def run(lab: Lab, request: RunRequest, *, client: MlflowClient | None = None,
-        parent_run_id: str | None = None) -> RunResult:
+def run(lab: Lab, request: RunRequest, *, parent_run_id: str | None = None) -> RunResult:
     """Run ``request`` as one MLflow run and return how it ended. Never raises for
     a failure of the experiment itself: that is recorded and returned."""
     def body(ctx: Any) -> None:
@@ -94,31 +91,27 @@ def run(lab: Lab, request: RunRequest, *, client: MlflowClient | None = None,
         request.experiment.func(ctx)
         lab.plugins.hook.after_run(ctx=ctx)
 
-    return _tracked(lab, request, body, client=client, parent_run_id=parent_run_id)
+    return _tracked(lab, request, body, parent_run_id=parent_run_id)
 
 
 def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
-             client: MlflowClient | None = None, parent_run_id: str | None = None,
-             result: RunResult | None = None) -> RunResult:
+             parent_run_id: str | None = None, result: RunResult | None = None) -> RunResult:
     from .context import RunContext
-    from .tracking import SystemMetrics, experiment_id, open_store, start_run
+    from .tracking import SystemMetrics
 
-    settings = lab.settings
     experiment = request.experiment
-    client = client or open_store(settings)
-    exp_id = experiment_id(client, settings, experiment.name)
     tags, masked = _run_tags(lab, request)
     params, masked_params = mask_secrets(request.params, "param")
     if masked or masked_params:
         tags["bedrot.masked"] = "; ".join(masked + masked_params)
 
     with _signals_raise():
-        recorder = start_run(client, exp_id, run_name=request.run_name, tags=tags,
-                             description=request.description(), parent_run_id=parent_run_id)
+        recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags,
+                                       description=request.description(), parent_run_id=parent_run_id)
         outcome = result or RunResult(recorder.run_id, experiment.name, FINISHED, params=request.params)
         outcome.run_id = recorder.run_id
         usage = _Usage()
-        system = SystemMetrics(recorder.run_id, settings)
+        system = SystemMetrics(recorder.run_id, lab.settings)
         ctx = RunContext(lab, experiment, request.params, recorder)
         try:
             if params:

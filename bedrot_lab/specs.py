@@ -109,9 +109,7 @@ def spec_requests(lab: Lab, spec: Spec, overrides: Mapping[str, Any], note: str 
 def run_sweep(lab: Lab, parent: RunRequest, children: list[RunRequest]) -> RunResult:
     """A parent run holding one child run per combination; the parent logs a summary
     table of the children's params and metrics."""
-    from .tracking import open_store
-
-    client = open_store(lab.settings)
+    client = lab.store.client
     keys = sorted({k for child in children for k, v in child.params.items() if parent.params.get(k) != v})
     fixed = {k: v for k, v in parent.params.items() if k not in keys}
     request = RunRequest(**{**parent.__dict__, "params": fixed, "extra_tags": {
@@ -121,7 +119,7 @@ def run_sweep(lab: Lab, parent: RunRequest, children: list[RunRequest]) -> RunRe
     def body(ctx: Any) -> None:
         rows = []
         for child in children:
-            outcome = run(lab, child, client=client, parent_run_id=ctx.run_id)
+            outcome = run(lab, child, parent_run_id=ctx.run_id)
             result.children.append(outcome)
             if outcome.status == KILLED:
                 raise RunTerminated() if outcome.interrupted_by == "SIGTERM" else KeyboardInterrupt()
@@ -136,4 +134,4 @@ def run_sweep(lab: Lab, parent: RunRequest, children: list[RunRequest]) -> RunRe
         if failed == len(children):
             raise RuntimeError(f"all {failed} child runs failed; see their error tags")
 
-    return _tracked(lab, request, body, client=client, result=result)
+    return _tracked(lab, request, body, result=result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
 import math
@@ -48,6 +49,20 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API at ``uri`` without exporting it: ``mlflow.set_tracking_uri``
+    also sets ``MLFLOW_TRACKING_URI``, which would then override every other lake's
+    settings in this process."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 def open_store(settings: Settings) -> MlflowClient:
     """A client on the lake's tracking store, creating and migrating an embedded
     SQLite store first if needed.
@@ -56,11 +71,10 @@ def open_store(settings: Settings) -> MlflowClient:
     at once, so creation happens under a lock beside the database file.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
     from mlflow import MlflowClient
 
     uri = settings.tracking_uri
-    mlflow.set_tracking_uri(uri)
+    use_tracking_uri(uri)
     database = sqlite_path(uri)
     if database is None:
         return MlflowClient(uri)
@@ -97,6 +111,32 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
             if found is None:
                 raise
             return found.experiment_id
+
+
+class Store:
+    """A lake's tracking store, opened once and reused for every run of a :class:`Lab`."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client = open_store(settings)
+        self._experiment_ids: dict[str, str] = {}
+
+    def experiment_id(self, name: str) -> str:
+        """The MLflow experiment id for ``name`` (looked up or created once)."""
+        if name not in self._experiment_ids:
+            self._experiment_ids[name] = experiment_id(self.client, self.settings, name)
+        return self._experiment_ids[name]
+
+    def start_run(self, experiment: str, **kwargs: Any) -> RunRecorder:
+        """Open a run in experiment ``experiment`` (a name); see :func:`start_run`."""
+        try:
+            return start_run(self.client, self.experiment_id(experiment), **kwargs)
+        except Exception:
+            if experiment not in self._experiment_ids:
+                raise
+            # the experiment may have been deleted since we looked it up
+            del self._experiment_ids[experiment]
+            return start_run(self.client, self.experiment_id(experiment), **kwargs)
 
 
 class RunRecorder:
@@ -215,6 +255,7 @@ def start_run(
     ``mlflow.*`` directly) and return its recorder."""
     import mlflow
 
+    use_tracking_uri(client.tracking_uri)
     active = mlflow.start_run(
         experiment_id=experiment,
         run_name=run_name,
@@ -227,6 +268,46 @@ def start_run(
     return RunRecorder(client, active.info.run_id)
 
 
+class _Alarm:
+    """One daemon thread per process that calls functions at deadlines, so a run
+    does not pay for starting a timer thread of its own."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay: float, function: Any) -> int:
+        with self._wake:
+            key = next(self._keys)
+            self._due[key] = (time.monotonic() + delay, function)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="bedrot-alarm", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return key
+
+    def cancel(self, key: int) -> None:
+        with self._wake:
+            self._due.pop(key, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                ready = [key for key, (when, _) in self._due.items() if when <= now]
+                functions = [self._due.pop(key)[1] for key in ready]
+                if not functions:
+                    self._wake.wait(min((when for when, _ in self._due.values()), default=now + 3600) - now)
+                    continue
+            for function in functions:
+                function()
+
+
+_ALARM = _Alarm()
+
+
 class SystemMetrics:
     """MLflow's system metrics, switched on only for runs that last longer than ``after`` seconds."""
 
@@ -235,27 +316,30 @@ class SystemMetrics:
         self.interval = settings.system_metrics_interval
         self.tracking_uri = settings.tracking_uri
         self._monitor: Any = None
-        self._timer = threading.Timer(settings.system_metrics_after, self._start)
-        self._timer.daemon = True
-        if settings.system_metrics:
-            self._timer.start()
+        self._stopped = False
+        self._alarm = _ALARM.call_later(settings.system_metrics_after, self._start) if settings.system_metrics else None
 
     def _start(self) -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         try:
-            self._monitor = SystemMetricsMonitor(
-                self.run_id, sampling_interval=self.interval, tracking_uri=self.tracking_uri
-            )
-            self._monitor.start()
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.interval, tracking_uri=self.tracking_uri)
+            monitor.start()
         except Exception as exc:  # system metrics are a bonus, never a reason to fail
             log.debug("system metrics not started: %s", exc)
+            return
+        self._monitor = monitor
+        if self._stopped:  # the run ended while the monitor was starting
+            self.stop()
 
     def stop(self) -> None:
-        self._timer.cancel()
-        if self._monitor is not None:
+        self._stopped = True
+        if self._alarm is not None:
+            _ALARM.cancel(self._alarm)
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
             try:
-                self._monitor.finish()
+                monitor.finish()
             except Exception as exc:
                 log.debug("system metrics not stopped cleanly: %s", exc)
 

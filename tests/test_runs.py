@@ -309,3 +309,28 @@ def test_long_runs_get_mlflow_system_metrics(bedrot_lake, write_plugin):
     long_run = read_run(run_experiment(lab, "slow").run_id, lab)
     assert "system/cpu_utilization_percentage" in long_run.data.metrics
     assert "system/system_memory_usage_megabytes" in long_run.data.metrics
+
+
+def test_two_lakes_in_one_process_keep_their_own_stores(tmp_path, bedrot_env, bedrot_store_template):
+    import os
+    import shutil
+
+    from bedrot_lab.testing import make_lake
+
+    labs = []
+    for name in ("a", "b"):
+        lake = make_lake(tmp_path / name)
+        shutil.copy(bedrot_store_template, lake / "mlruns" / "mlflow.db")
+        (lake / "plugins" / "hello.py").write_text(
+            "from bedrot_lab import experiment, hookimpl\n"
+            "@hookimpl\ndef register_experiments(register):\n"
+            "    register(experiment('hello')(lambda ctx: ctx.log_metric('x', 1)))\n")
+        labs.append(Lab.open(lake))
+    first = run_experiment(labs[0], "hello")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    second = run_experiment(Lab.open(tmp_path / "b"), "hello")
+    assert read_run(first.run_id, labs[0]).info.status == "FINISHED"
+    assert read_run(second.run_id, labs[1]).info.status == "FINISHED"
+    in_a = MlflowClient(labs[0].settings.tracking_uri).search_runs(
+        [labs[0].store.experiment_id("hello")])
+    assert [r.info.run_id for r in in_a] == [first.run_id]

@@ -27,9 +27,7 @@ def runs() -> None:
 @click.pass_obj
 def runs_list(state, experiment: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
-    from ..tracking import open_store
-
-    client = open_store(state.lab.settings)
+    client = state.lab.store.client
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if experiment:
         ids = [i for i, name in experiments.items() if name == experiment]
@@ -56,9 +54,7 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     """Show one run: status, params, metrics, tags, inputs and artifacts."""
     from mlflow.exceptions import MlflowException
 
-    from ..tracking import open_store
-
-    client = open_store(state.lab.settings)
+    client = state.lab.store.client
     try:
         found = client.get_run(run_id)
     except MlflowException:
@@ -124,12 +120,10 @@ def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
 @click.pass_obj
 def ui(state, port: int, host: str) -> None:
     """Start the MLflow UI on the lake's tracking store (Ctrl-C stops it)."""
-    from ..tracking import open_store
-
     settings = state.lab.settings
     if settings.tracking_uri.startswith(("http:", "https:")):
         raise CliError(f"the lake tracks to a server already: open {settings.tracking_uri}")
-    open_store(settings)  # create and migrate the store here, never in the server's workers
+    state.lab.store  # create and migrate the store here, never in the server's workers
     artifacts = settings.artifact_root / "artifacts"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
                "--default-artifact-root", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
