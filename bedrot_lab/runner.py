@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .secrets import mask_secrets
+from .secrets import mask_secrets, scrub
 
 if TYPE_CHECKING:
     from .experiments import Experiment
@@ -157,11 +157,10 @@ def _run_tags(lab: Lab, request: RunRequest) -> tuple[dict[str, str], list[str]]
 
 
 def _record_failure(lab: Lab, ctx: Any, recorder: RunRecorder, exc: BaseException, summary: str) -> None:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text, _ = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     try:
         recorder.log_text(text, "error/traceback.txt")
-        error_tags, _ = mask_secrets({"error": summary[:5000]}, "tag")
-        recorder.set_tags({"bedrot.error": error_tags["error"] if error_tags["error"] != "****" else "(masked)"})
+        recorder.set_tags({"error": scrub(summary[:5000])[0]})
     except Exception as log_error:  # the store may be what failed; keep the original cause
         log.error("could not record the failure: %s", log_error)
     try:

@@ -40,6 +40,16 @@ def secret_kind(value: str) -> str | None:
     return None
 
 
+def scrub(text: str) -> tuple[str, list[str]]:
+    """``text`` with every credential-shaped value replaced by :data:`MASK`, and the kinds found."""
+    kinds = []
+    for kind, pattern in VALUE_PATTERNS.items():
+        text, count = pattern.subn(MASK, text)
+        if count:
+            kinds.append(kind)
+    return text, kinds
+
+
 def mask_secrets(values: Mapping[str, object], what: str) -> tuple[dict[str, str], list[str]]:
     """Return ``values`` as strings with credentials replaced by :data:`MASK`, and
     a note such as ``"param api_key (name)"`` for each masked entry."""

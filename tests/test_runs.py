@@ -126,7 +126,7 @@ def test_a_failing_experiment_ends_failed_with_traceback_and_error_tag(lab):
     assert (result.status, result.error, result.exit_code) == ("FAILED", "ValueError: boom at row 7", 1)
     stored = read_run(result.run_id, lab)
     assert stored.info.status == "FAILED"
-    assert stored.data.tags["bedrot.error"] == "ValueError: boom at row 7"
+    assert stored.data.tags["error"] == "ValueError: boom at row 7"
     assert stored.data.metrics["before"] == 1  # what was logged before the failure is kept
     client = MlflowClient(lab.settings.tracking_uri)
     traceback_text = open(client.download_artifacts(result.run_id, "error/traceback.txt")).read()
@@ -334,3 +334,24 @@ def test_two_lakes_in_one_process_keep_their_own_stores(tmp_path, bedrot_env, be
     in_a = MlflowClient(labs[0].settings.tracking_uri).search_runs(
         [labs[0].store.experiment_id("hello")])
     assert [r.info.run_id for r in in_a] == [first.run_id]
+
+
+def test_a_credential_in_an_error_message_is_scrubbed(bedrot_lake, write_plugin):
+    write_plugin("leaky_error", f"""
+        from bedrot_lab import experiment, hookimpl
+
+        @experiment("leaky-error")
+        def leaky_error(ctx):
+            raise PermissionError("token {FAKE_META_TOKEN} was refused")
+
+        @hookimpl
+        def register_experiments(register):
+            register(leaky_error)
+    """)
+    lab = Lab.open(bedrot_lake)
+    result = run_experiment(lab, "leaky-error")
+    stored = read_run(result.run_id, lab)
+    assert stored.data.tags["error"] == "PermissionError: token **** was refused"
+    client = MlflowClient(lab.settings.tracking_uri)
+    traceback_text = open(client.download_artifacts(result.run_id, "error/traceback.txt")).read()
+    assert FAKE_META_TOKEN not in traceback_text and "token **** was refused" in traceback_text

@@ -85,7 +85,7 @@ def test_interrupted_run_is_recorded_killed(bedrot_lake: Path, write_plugin, cli
     run = store(bedrot_lake).get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.info.end_time is not None and run.info.end_time >= run.info.start_time
-    assert run.data.tags["bedrot.error"] == f"interrupted by {name}"
+    assert run.data.tags["error"] == f"interrupted by {name}"
     assert run.data.params["marker"] == str(marker)
 
 
@@ -107,7 +107,7 @@ def test_failing_experiment_is_recorded_failed(bedrot_lake: Path, write_plugin, 
 
     assert run.info.status == "FAILED"
     assert run.info.end_time is not None
-    assert run.data.tags["bedrot.error"] == "ValueError: boom"
+    assert run.data.tags["error"] == "ValueError: boom"
     assert run.data.metrics["before_failing"] == 1
     artifacts = [item.path for item in client.list_artifacts(run.info.run_id, "error")]
     assert artifacts == ["error/traceback.txt"]

@@ -103,7 +103,7 @@ def _summary(found, experiments: dict[str, str]) -> dict:
         "started": datetime.fromtimestamp(info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": seconds,
         "user": found.data.tags.get("bedrot.user", ""),
-        "error": found.data.tags.get("bedrot.error", ""),
+        "error": found.data.tags.get("error", ""),
     }
 
 
