@@ -40,7 +40,8 @@ class Dataset:
     ``path`` is relative to its zone folder and may be a glob, in which case the
     newest match by name (the lake's files carry sortable timestamps) is read.
     ``columns`` maps each column the readers rely on to one of :data:`COLUMN_TYPES`;
-    a file may hold more columns than declared.
+    a file may hold more columns than declared. ``ranges`` gives the valid
+    ``(low, high)`` of numeric columns, either end ``None`` for open.
     """
 
     name: str
@@ -49,6 +50,7 @@ class Dataset:
     columns: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     delimiter: str = ","
+    ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = {c: t for c, t in self.columns.items() if t not in COLUMN_TYPES}

@@ -21,6 +21,10 @@ DK_BANK_COLUMNS = {
     "Earnings (USD)": "float",
 }
 
+DK_BANK_RANGES = {"Quantity": (0, None), "Team Percentage": (0, 100), "Songwriter Royalties Withheld": (0, None)}
+
+DAILY_STREAMS_RANGES = {"spotify_streams": (0, None), "apple_streams": (0, None), "combined_streams": (0, None)}
+
 DAILY_STREAMS_COLUMNS = {
     "date": "date",
     "spotify_streams": "int",
@@ -57,12 +61,14 @@ CATALOG = (
         "dk_bank_details",
         "dk_bank_details.csv",
         columns=DK_BANK_COLUMNS,
+        ranges=DK_BANK_RANGES,
         description="DistroKid royalty statement: one row per reporting date, sale month, store, track, country.",
     ),
     Dataset(
         "tidy_daily_streams",
         "tidy_daily_streams.csv",
         columns={**DAILY_STREAMS_COLUMNS, "source": "string"},
+        ranges=DAILY_STREAMS_RANGES,
         description="Daily Spotify and Apple Music streams per distributor (distrokid, toolost).",
     ),
     Dataset(
@@ -84,6 +90,9 @@ CATALOG = (
             "avg_ctr": "float",
             "total_days_active": "int",
         },
+        ranges={"total_spend_usd": (0, None), "total_impressions": (0, None), "total_clicks": (0, None),
+                "max_daily_reach": (0, None), "avg_cpc": (0, None), "avg_ctr": (0, 100),
+                "total_days_active": (1, None)},
         description="Meta Ads campaign lifetime summary: one row per campaign.",
     ),
     Dataset(
@@ -100,6 +109,8 @@ CATALOG = (
             "clicks": "int",
             "meta_pixel_events": "string",
         },
+        ranges={"reach": (0, None), "cpc": (0, None), "spend_usd": (0, None), "impressions": (0, None),
+                "clicks": (0, None)},
         description="Meta Ads daily campaign log, last 28 days.",
     ),
     Dataset(
@@ -113,6 +124,7 @@ CATALOG = (
             "artist_id": "string",
             "artist_name": "string",
         },
+        ranges={"listeners": (0, None), "streams": (0, None), "followers": (0, None)},
         description="Spotify for Artists audience timeline: one row per artist and day (newest file).",
     ),
     Dataset(
@@ -128,6 +140,7 @@ CATALOG = (
             "release_type": "string",
             "royalty_percentage": "float",
         },
+        ranges={"your_revenue_share": (0, 100), "royalty_percentage": (0, 100)},
         description="Track catalog with royalty splits (your_revenue_share in percent, 0-100).",
     ),
     Dataset(
@@ -141,6 +154,8 @@ CATALOG = (
             "uniqueClicks": "int",
             "clickThroughRate": "float",
         },
+        ranges={"totalViews": (0, None), "uniqueViews": (0, None), "totalClicks": (0, None),
+                "uniqueClicks": (0, None), "clickThroughRate": (0, None)},
         description="Linktree account daily analytics.",
     ),
     Dataset(
@@ -160,6 +175,8 @@ CATALOG = (
             "Followers": "int",
             "new_followers": "int",
         },
+        ranges={"Video Views": (0, None), "Profile Views": (0, None), "Likes": (0, None), "Comments": (0, None),
+                "Shares": (0, None), "engagement_rate": (0, None), "Followers": (0, None)},
         description="TikTok account daily analytics per artist (newest file).",
     ),
     Dataset(
@@ -167,6 +184,8 @@ CATALOG = (
         "BEDROT-ADS-Ads-*.csv",
         zone="landing",
         columns=META_ADS_EXPORT_COLUMNS,
+        ranges={"Results": (0, None), "Reach": (0, None), "Impressions": (0, None), "Cost per results": (0, None),
+                "Amount spent (USD)": (0, None)},
         description='Meta Ads Manager "Ads" export: one row per ad, totals over the reporting window.',
     ),
     Dataset(
@@ -174,6 +193,7 @@ CATALOG = (
         "dk_bank_details.csv",
         zone="staging",
         columns=DK_BANK_COLUMNS,
+        ranges=DK_BANK_RANGES,
         description="DistroKid statement in staging, input of the DistroKid cleaner.",
     ),
     Dataset(
@@ -181,6 +201,7 @@ CATALOG = (
         "daily_streams_distrokid.csv",
         zone="staging",
         columns=DAILY_STREAMS_COLUMNS,
+        ranges=DAILY_STREAMS_RANGES,
         description="DistroKid daily streams in staging, input of the DistroKid cleaner.",
     ),
     Dataset(

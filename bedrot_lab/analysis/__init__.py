@@ -1,0 +1,1 @@
+"""Shared analysis building blocks for BEDROT's plugins (royalty splits, statement aggregation)."""
