@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,15 +180,20 @@ def _check_columns(dataset: Dataset, path: Path, present: Sequence[str], wanted:
 _ARROW_ROW_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (\w+)[^']*'(.*)'")
 
 
-def _conversion_error(dataset: Dataset, path: Path, header: list[str], exc: Exception) -> DatasetError:
-    """Turn pyarrow's conversion error into one line naming the column and an example row."""
+def _conversion_error(
+    dataset: Dataset, path: Path, header: list[str], exc: Exception, row_known: bool = True
+) -> DatasetError:
+    """Turn pyarrow's conversion error into one line naming the column and an example row.
+
+    ``row_known`` is False when pyarrow's row number is relative to part of the file.
+    """
     match = _ARROW_ROW_ERROR.search(str(exc))
     if not match:
         return DatasetError(f"{path}: data set {dataset.name!r} cannot be read: {exc}")
     index, row, _, value = match.groups()
     column = header[int(index)] if int(index) < len(header) else f"#{index}"
     kind = dataset.columns.get(column, "string")
-    where = f"row {int(row) - 1}" if row else _find_row(path, dataset.delimiter, int(index), value)
+    where = f"row {int(row) - 1}" if row and row_known else _find_row(path, dataset.delimiter, int(index), value)
     return DatasetError(
         f"{path}: column {column!r} of data set {dataset.name!r} should be {kind} "
         f"({COLUMN_TYPES[kind]}), but {where} has {value!r}"
@@ -230,6 +237,31 @@ def _arrow_type_fits(arrow_type: Any, kind: str) -> bool:
         "datetime": lambda x: t.is_timestamp(x) or t.is_date(x),
     }
     return checks[kind](arrow_type)
+
+
+def cached_sha256(path: Path, cache_file: Path) -> str:
+    """sha256 of ``path``, remembered in ``cache_file`` (JSON) by path, size, mtime and
+    inode, so a large input is hashed once, not at every run that reads it."""
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    key = str(path.resolve())
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return str(entry["sha256"])
+    digest = file_sha256(path)
+    cache[key] = {"stamp": stamp, "sha256": digest}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(cache))
+        os.replace(temporary, cache_file)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+    return digest
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
