@@ -119,6 +119,13 @@ class RunContext:
         self.recorder.set_tags({f"skipped.{name}": reason[:500]})
         self.log.info("metric %s skipped: %s", name, reason)
 
+    def set_tag(self, key: str, value: str) -> None:
+        """Tag the run (a value that looks like a credential is stored masked)."""
+        from .secrets import mask_secrets
+
+        clean, masked = mask_secrets({key: value}, "tag")
+        self.recorder.set_tags({**clean, **({"bedrot.masked": "; ".join(masked)} if masked else {})})
+
     # -- artifacts ------------------------------------------------------------------
 
     def log_table(self, frame: pd.DataFrame, name: str, *, mlflow_table: bool | None = None) -> None:
@@ -216,8 +223,11 @@ def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy MLflow's table logger can serialise: datetimes as ISO strings."""
     out = frame.copy()
     for column in out.columns:
-        if str(out[column].dtype).startswith(("datetime", "period")):
+        dtype = str(out[column].dtype)
+        if dtype.startswith(("datetime", "period")):
             out[column] = out[column].astype(str)
+        elif dtype in ("string", "str"):
+            out[column] = out[column].astype(object)
     out.columns = [str(c) for c in out.columns]
     return out
 

@@ -94,7 +94,7 @@ def spec_requests(lab: Lab, spec: Spec, overrides: Mapping[str, Any], note: str 
         main = RunRequest(experiment, experiment.validate(base), **fields)
         children = []
         keys = sorted(spec.sweep)
-        for combo in itertools.product(*(spec.sweep[k] for k in keys)):
+        for combo in itertools.product(*(spec.sweep[k] for k in keys)) if keys else ():
             values = dict(zip(keys, combo))
             label = ", ".join(f"{k}={v}" for k, v in values.items())
             children.append(RunRequest(

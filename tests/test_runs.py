@@ -42,6 +42,7 @@ RECORDER = """
         ctx.report("## Findings\\n\\nAll good.")
         ctx.log_output(pd.DataFrame({"artist": ["A", "B"], "share": [100.0, 50.0]}), "shares")
         (ctx.workdir / "scratch.txt").write_text("kept in the sandbox")
+        ctx.set_tag("best_store", "Spotify")
 
     @experiment("explode")
     def explode(ctx):
@@ -89,6 +90,7 @@ def test_a_run_records_params_metrics_artifacts_inputs_tags_and_description(lab,
 
     tags = stored.data.tags
     assert tags["skipped.ratio"] == "value is nan"
+    assert tags["best_store"] == "Spotify"
     assert tags["bedrot.user"] == tags["mlflow.user"] == "tester"
     assert (tags["bedrot.plugin"], tags["bedrot.plugin_version"], tags["bedrot.plugin_source"]) == ("recorder", "0.3", "path")
     assert tags["bedrot.host"]
@@ -355,3 +357,11 @@ def test_a_credential_in_an_error_message_is_scrubbed(bedrot_lake, write_plugin)
     client = MlflowClient(lab.settings.tracking_uri)
     traceback_text = open(client.download_artifacts(result.run_id, "error/traceback.txt")).read()
     assert FAKE_META_TOKEN not in traceback_text and "token **** was refused" in traceback_text
+
+
+def test_a_spec_without_a_sweep_is_one_plain_run(lab, bedrot_lake):
+    spec_file = bedrot_lake / "experiments" / "plain.toml"
+    spec_file.write_text('experiment = "record"\npurpose = "Just once."\n[params]\nn = 2\n')
+    parent, children = spec_requests(lab, load_spec(spec_file), {"factor": "3"})
+    assert children == []
+    assert (parent.params["n"], parent.params["factor"], parent.purpose) == (2, 3.0, "Just once.")
