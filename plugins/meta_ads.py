@@ -1,0 +1,247 @@
+"""Meta Ads performance from the Ads Manager export, and its return against royalty revenue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bedrot_lab import Param, experiment, hookimpl
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bedrot_lab.context import RunContext
+
+__version__ = "1.0.0"
+
+SPEND, IMPRESSIONS, REACH, RESULTS = "Amount spent (USD)", "Impressions", "Reach", "Results"
+COUNTS = (SPEND, IMPRESSIONS, REACH, RESULTS)
+EXPORT_COLUMNS = ["Reporting starts", "Reporting ends", "Ad name", "Ad Set Name", *COUNTS]
+STATEMENT_COLUMNS = ["Sale Month", "Artist", "Title", "Earnings (USD)"]
+CREATIVE_CODE = r"(AD\d+)"
+UNKNOWN = "unknown"
+
+
+def campaign_label(adset_names: pd.Series) -> pd.Series:
+    """The campaign of each ad: its ad set name up to the first " - ", stripped.
+
+    Ad sets are named ``<CAMPAIGN LABEL> - <TARGETING>``; splitting on " - " rather
+    than on any "-" keeps hyphenated labels (``LO-FI``) whole. A name without " - "
+    is its own campaign; an empty one is "unknown".
+    """
+    label = adset_names.str.split(" - ", n=1).str[0].str.strip()
+    return label.mask(label.isna() | label.eq(""), UNKNOWN)
+
+
+def creative_code(ad_names: pd.Series) -> pd.Series:
+    """The first ``AD<n>`` code in each ad name, or "unknown"."""
+    return ad_names.str.extract(CREATIVE_CODE, expand=False).fillna(UNKNOWN)
+
+
+def ratio(numerator: pd.Series, denominator: pd.Series, scale: float = 1.0) -> pd.Series:
+    """``numerator / denominator * scale``, NaN (never inf) where the denominator is not positive."""
+    return numerator / denominator.where(denominator > 0) * scale
+
+
+def performance(ads: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Spend, impressions, reach, results and ads summed by ``by``, with CPM, cost per result
+    and effectiveness (results per USD); sorted by spend."""
+    out = ads.groupby(by, as_index=False).agg(
+        spend_usd=(SPEND, "sum"), impressions=(IMPRESSIONS, "sum"), reach=(REACH, "sum"),
+        results=(RESULTS, "sum"), ads=(SPEND, "size"),
+    )
+    out["cpm_usd"] = ratio(out["spend_usd"], out["impressions"], 1000.0)
+    out["cost_per_result_usd"] = ratio(out["spend_usd"], out["results"])
+    out["effectiveness"] = ratio(out["results"], out["spend_usd"])
+    return out.sort_values(["spend_usd", by], ascending=[False, True], ignore_index=True)
+
+
+def most_effective(table: pd.DataFrame, by: str, top_n: int) -> pd.DataFrame:
+    """The ``top_n`` rows by effectiveness (ties by spend); undefined effectiveness and "unknown" left out."""
+    ranked = table[table["effectiveness"].notna() & table[by].ne(UNKNOWN)]
+    return ranked.sort_values(["effectiveness", "spend_usd"], ascending=False, ignore_index=True).head(top_n)
+
+
+def check_not_negative(frame: pd.DataFrame, columns: tuple[str, ...], where: str) -> None:
+    """Raise naming the file, the column and the first row when a count or amount is negative."""
+    negative = frame[list(columns)].lt(0)
+    if negative.to_numpy().any():
+        column = negative.any().idxmax()
+        row = int(negative[column].to_numpy().argmax())
+        raise ValueError(f"{where}: column {column!r} should be 0 or more, but data row {row + 1} "
+                         f"has {frame[column].iloc[row]:g}")
+
+
+def log_ratio(ctx: RunContext, name: str, numerator: float, denominator: float, reason: str,
+              scale: float = 1.0) -> None:
+    """Log ``numerator / denominator * scale``, or skip ``name`` with ``reason`` when the denominator is 0."""
+    if denominator > 0:
+        ctx.log_metric(name, numerator / denominator * scale)
+    else:
+        ctx.skip_metric(name, reason)
+
+
+@experiment(
+    "meta-ads",
+    datasets=["meta_ads_export", "dk_bank_details", "track_catalog"],
+    params={
+        "top_n": Param(int, 5, "campaigns and creatives shown in the most-effective lists", min=1),
+        "default_share": Param(float, 100.0, "percent of earnings kept for tracks missing from the catalog",
+                               min=0, max=100),
+        "revenue_window": Param(str, "all", "revenue counted for ROI: the whole statement, or only the sale "
+                                "months overlapping the export's reporting window", choices=("all", "campaign")),
+    },
+)
+def meta_ads(ctx: RunContext) -> None:
+    """Meta Ads performance by campaign and creative, with ROI and ROAS against royalties.
+
+    Reads the newest Ads Manager "Ads" export (one row per ad, totals over the
+    reporting window): totals, CPM, cost per result, a breakdown by campaign (ad set
+    name before the first " - ") and by creative (the AD<n> code in the ad name),
+    then ROI and ROAS against gross DistroKid earnings and against the earnings the
+    label keeps after royalty splits.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
+
+    params = ctx.params
+    ads = ctx.load("meta_ads_export", columns=EXPORT_COLUMNS)
+    export_path = ctx.dataset_path("meta_ads_export")
+    blanks = int(ads[list(COUNTS)].isna().to_numpy().sum())
+    ads[list(COUNTS)] = ads[list(COUNTS)].fillna(0)
+    ads[[IMPRESSIONS, REACH]] = ads[[IMPRESSIONS, REACH]].astype("int64")
+    check_not_negative(ads, COUNTS, str(export_path))
+    ads["campaign"] = campaign_label(ads["Ad Set Name"])
+    ads["creative"] = creative_code(ads["Ad name"])
+
+    spend, impressions = float(ads[SPEND].sum()), float(ads[IMPRESSIONS].sum())
+    reach, results = float(ads[REACH].sum()), float(ads[RESULTS].sum())
+    campaigns, creatives = performance(ads, "campaign"), performance(ads, "creative")
+    adsets = performance(ads.rename(columns={"Ad Set Name": "ad_set"}), "ad_set")
+    ctx.log_metrics({
+        "total_spend_usd": spend, "total_impressions": impressions, "total_reach": reach,
+        "total_results": results, "num_ads": len(ads), "campaigns": len(campaigns),
+        "creatives": int(creatives["creative"].ne(UNKNOWN).sum()),
+    })
+    log_ratio(ctx, "cpm_usd", spend, impressions, "the export has no impressions", 1000.0)
+    log_ratio(ctx, "cost_per_result_usd", spend, results, "the export has no results")
+    log_ratio(ctx, "effectiveness", results, spend, "the export has no spend")
+
+    catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
+    statement = apply_shares(ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS), catalog,
+                             default_share=params["default_share"])
+    starts, ends = ads["Reporting starts"].min(), ads["Reporting ends"].max()
+    window_text = "" if pd.isna(starts) or pd.isna(ends) else f"{starts:%Y-%m-%d} to {ends:%Y-%m-%d}"
+    revenue_scope = "the whole statement"
+    if params["revenue_window"] == "campaign":
+        if not window_text:
+            statement = statement.iloc[0:0]
+        else:
+            first_month = starts.to_period("M").to_timestamp()
+            statement = statement[statement["Sale Month"].ge(first_month) & statement["Sale Month"].le(ends)]
+        revenue_scope = f"sale months overlapping {window_text or 'no reporting window'}"
+
+    gross, kept = float(statement["Earnings (USD)"].sum()), float(statement[ACTUAL_COLUMN].sum())
+    missing = statement.loc[~statement["in_catalog"], ["Artist", "Title"]].drop_duplicates()
+    months = int(statement["Sale Month"].nunique())
+    returns = {}
+    revenue_names = ("revenue_gross_usd", "revenue_royalty_adjusted_usd", "revenue_months",
+                     "roi_gross_pct", "roas_gross", "roi_royalty_adjusted_pct", "roas_royalty_adjusted")
+    if params["revenue_window"] == "campaign" and not window_text:
+        for name in revenue_names:
+            ctx.skip_metric(name, "the export gives no reporting window to match sale months against")
+    else:
+        ctx.log_metrics({"revenue_gross_usd": gross, "revenue_royalty_adjusted_usd": kept, "revenue_months": months})
+        for label, revenue in (("gross", gross), ("royalty_adjusted", kept)):
+            if spend > 0:
+                returns[label] = ((revenue - spend) / spend * 100.0, revenue / spend)
+                ctx.log_metrics({f"roi_{label}_pct": returns[label][0], f"roas_{label}": returns[label][1]})
+            else:
+                ctx.skip_metric(f"roi_{label}_pct", "no ad spend to return on")
+                ctx.skip_metric(f"roas_{label}", "no ad spend to return on")
+    ctx.log_metric("tracks_not_in_catalog", len(missing))
+
+    top_campaigns = most_effective(campaigns, "campaign", params["top_n"])
+    top_creatives = most_effective(creatives, "creative", params["top_n"])
+    ctx.log_table(campaigns, "campaigns")
+    ctx.log_table(creatives, "creatives")
+    ctx.log_table(adsets, "ad_sets")
+    ctx.log_table(top_campaigns, "top_campaigns")
+    ctx.log_table(top_creatives, "top_creatives")
+    ads_out = ads.rename(columns={SPEND: "spend_usd"})[["Ad name", "campaign", "creative", "spend_usd",
+                                                       IMPRESSIONS, REACH, RESULTS]]
+    ctx.log_table(ads_out, "ads")
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    shown = campaigns.head(12)[::-1]
+    left.barh(shown["campaign"], shown["spend_usd"], color="#1877f2")
+    for y, (value, cpr) in enumerate(zip(shown["spend_usd"], shown["cost_per_result_usd"])):
+        left.annotate("no results" if pd.isna(cpr) else f"{cpr:,.2f}/result", (value, y),
+                      xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    left.set_xlabel("spend (USD)")
+    left.set_title("Spend by campaign (label: cost per result)")
+    left.margins(x=0.25)
+    chart = top_creatives[::-1]
+    right.barh(chart["creative"], chart["effectiveness"], color="#42b72a")
+    right.set_xlabel("results per USD")
+    right.set_title(f"Top {params['top_n']} creatives by effectiveness")
+    figure.tight_layout()
+    ctx.log_figure(figure, "spend_and_effectiveness")
+
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    bars = axis.bar(["ad spend", "gross revenue", "royalty-adjusted\nrevenue"], [spend, gross, kept],
+                    color=["#1877f2", "#7f7f7f", "#2ca02c"])
+    axis.bar_label(bars, fmt="{:,.2f}")
+    axis.set_ylabel("USD")
+    axis.set_title(f"Ad spend against revenue ({revenue_scope})", fontsize=10)
+    figure.tight_layout()
+    ctx.log_figure(figure, "spend_vs_revenue")
+
+    def money(value: float) -> str:
+        return "n/a" if pd.isna(value) else f"{value:,.2f}"
+
+    lines = [
+        f"## Meta Ads: {export_path.name}",
+        (f"Reporting window {window_text or 'not given'}: {len(ads):,} ads in {len(campaigns)} campaigns spent "
+         f"{spend:,.2f} USD for {impressions:,.0f} impressions, {reach:,.0f} reach (summed over ads, so an "
+         f"upper bound of unique reach) and {results:,.0f} results."),
+        "",
+        "| campaign | ads | spend (USD) | impressions | results | CPM (USD) | cost per result (USD) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {r.campaign} | {r.ads} | {r.spend_usd:,.2f} | {r.impressions:,.0f} | {r.results:,.0f} | "
+              f"{money(r.cpm_usd)} | {money(r.cost_per_result_usd)} |" for r in campaigns.itertuples()]
+    lines += ["", f"### Most effective creatives (results per USD, top {params['top_n']})", "",
+              "| creative | ads | spend (USD) | results | results per USD |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.creative} | {r.ads} | {r.spend_usd:,.2f} | {r.results:,.0f} | {r.effectiveness:.3f} |"
+              for r in top_creatives.itertuples()]
+    lines += ["", f"### Return on ad spend ({revenue_scope}, {months} sale months)", "",
+              "| revenue | USD | ROI | ROAS |", "|---|---:|---:|---:|"]
+    for label, title, revenue in (("gross", "gross", gross), ("royalty_adjusted", "after royalty splits", kept)):
+        roi, roas = returns.get(label, (float("nan"), float("nan")))
+        shown_roi = "n/a" if pd.isna(roi) else f"{roi:,.1f} %"
+        lines.append(f"| {title} | {revenue:,.2f} | {shown_roi} | {money(roas)} |")
+    notes = []
+    if blanks:
+        notes.append(f"{blanks} blank spend, impression, reach or result cells were counted as 0.")
+    unknown = int(ads["creative"].eq(UNKNOWN).sum())
+    if unknown:
+        notes.append(f"{unknown} ads have no AD<n> code in their name; they are grouped as 'unknown' "
+                     "and left out of the rankings.")
+    if len(missing):
+        names = ", ".join(f"{a} / {t}" for a, t in missing.head(5).itertuples(index=False))
+        notes.append(f"Tracks missing from the catalog ({len(missing)}), counted at {params['default_share']:g} % "
+                     f"of their earnings: {names}{' ...' if len(missing) > 5 else ''}.")
+    notes += [f"`{name}` not computed: {reason}." for name, reason in ctx.skipped.items()]
+    if notes:
+        lines += ["", "**Notes.**", "", *(f"- {note}" for note in notes)]
+    ctx.report("\n".join(lines))
+
+
+@hookimpl
+def register_experiments(register):
+    register(meta_ads)

@@ -1,0 +1,217 @@
+"""Monthly streaming trends by platform, store and artist, with month-over-month growth."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bedrot_lab import Param, experiment, hookimpl
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bedrot_lab.context import RunContext
+
+__version__ = "1.0.0"
+
+#: platform group -> regex on the lower-cased store name; anything else is "Other"
+PLATFORM_PATTERNS = {"Spotify": "spotify", "Apple": "apple|itunes"}
+DAILY_STORES = {"spotify_streams": "Spotify", "apple_streams": "Apple Music"}
+COLORS = {"Spotify": "#1db954", "Apple": "#fa243c", "Other": "#7f7f7f"}
+
+
+def platform_group(stores: pd.Series) -> pd.Series:
+    """Spotify, Apple (Apple Music and iTunes) or Other, by substring of the store name."""
+    import numpy as np
+    import pandas as pd
+
+    lowered = stores.astype("string").str.lower()
+    conditions = [lowered.str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+                  for pattern in PLATFORM_PATTERNS.values()]
+    return pd.Series(np.select(conditions, list(PLATFORM_PATTERNS), "Other"), index=stores.index)
+
+
+def monthly(streams: pd.DataFrame, by: str, months: pd.DatetimeIndex) -> pd.DataFrame:
+    """Streams by month (rows, every month of ``months``) and ``by`` (columns), 0 where nothing was streamed."""
+    wide = streams.pivot_table(index="month", columns=by, values="streams", aggfunc="sum", fill_value=0)
+    wide = wide.reindex(months, fill_value=0).astype("int64")
+    wide = wide[wide.sum().sort_values(ascending=False, kind="stable").index]
+    wide.index.name, wide.columns.name = "month", by
+    return wide
+
+
+def growth_pct(wide: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """Month-over-month growth in percent; NaN for the first month and after a month with no streams."""
+    previous = wide.shift(1)
+    return (wide - previous) / previous.where(previous > 0) * 100.0
+
+
+def long_table(wide: pd.DataFrame) -> pd.DataFrame:
+    """``month`` (YYYY-MM), the group, ``streams`` and ``mom_growth_pct``, one row per month and group."""
+    by = wide.columns.name
+    out = wide.stack().rename("streams").reset_index()
+    out["mom_growth_pct"] = growth_pct(wide.astype("float64")).stack(future_stack=True).to_numpy()
+    out["month"] = out["month"].dt.strftime("%Y-%m")
+    return out[["month", by, "streams", "mom_growth_pct"]]
+
+
+def load_streams(ctx: RunContext, source: str) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Streams as ``month``, ``store``, ``artist`` (statement only), ``streams``; for the daily
+    source also the number of days with data in each month."""
+    if source == "statement":
+        data = ctx.load("dk_bank_details", columns=["Sale Month", "Store", "Artist", "Quantity"])
+        data = data.rename(columns={"Sale Month": "month", "Store": "store", "Artist": "artist",
+                                    "Quantity": "streams"})
+        data["artist"] = data["artist"].str.strip()
+        return data, None
+    daily = ctx.load("tidy_daily_streams", columns=["date", *DAILY_STORES])
+    daily["month"] = daily["date"].dt.to_period("M").dt.to_timestamp()
+    days = daily.groupby("month")["date"].nunique().rename("days_with_data")
+    data = daily.melt(id_vars=["month"], value_vars=list(DAILY_STORES), var_name="store", value_name="streams")
+    data["store"] = data["store"].map(DAILY_STORES)
+    return data, days
+
+
+def check_not_negative(streams: pd.Series, where: str) -> None:
+    if streams.lt(0).any():
+        raise ValueError(f"{where}: streams should be 0 or more, but found {int(streams.min())}")
+
+
+@experiment(
+    "streaming-trends",
+    datasets=["dk_bank_details", "tidy_daily_streams"],
+    params={
+        "source": Param(str, "statement", "statement: DistroKid statement Quantity by Sale Month; daily: "
+                        "tidy_daily_streams Spotify + Apple streams summed by month",
+                        choices=("statement", "daily")),
+        "top_stores": Param(int, 6, "stores drawn as their own line in the by-store chart, by streams", min=1),
+    },
+)
+def streaming_trends(ctx: RunContext) -> None:
+    """Monthly streams by platform, store and artist, with month-over-month growth.
+
+    Sums streams by calendar month over every month from the first to the last one
+    with data (a month without data counts 0 streams), by platform group (Spotify,
+    Apple, Other), by store and, from the statement, by artist.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    source, top_stores = ctx.params["source"], ctx.params["top_stores"]
+    data, days = load_streams(ctx, source)
+    dataset = "dk_bank_details" if source == "statement" else "tidy_daily_streams"
+    check_not_negative(data["streams"], str(ctx.dataset_path(dataset)))
+    data["platform"] = platform_group(data["store"])
+
+    months = pd.date_range(data["month"].min(), data["month"].max(), freq="MS") if len(data) else \
+        pd.DatetimeIndex([], name="month")
+    by_platform = monthly(data, "platform", months)
+    by_store = monthly(data, "store", months)
+    totals = by_store.sum(axis=1).astype("int64")
+    growth = growth_pct(totals.astype("float64"))
+
+    total_table = pd.DataFrame({"month": months.strftime("%Y-%m"), "streams": totals.to_numpy(),
+                                "mom_growth_pct": growth.to_numpy()})
+    if days is not None:
+        total_table["days_with_data"] = days.reindex(months, fill_value=0).to_numpy()
+        total_table["days_in_month"] = months.days_in_month
+    ctx.log_table(total_table, "monthly_totals")
+    ctx.log_table(long_table(by_platform), "monthly_by_platform")
+    ctx.log_table(long_table(by_store), "monthly_by_store")
+    by_artist = monthly(data, "artist", months) if source == "statement" else None
+    if by_artist is not None:
+        ctx.log_table(long_table(by_artist), "monthly_by_artist")
+
+    ctx.log_metrics({"total_streams": int(totals.sum()), "months_covered": len(months),
+                     "months_without_streams": int(totals.eq(0).sum())})
+    ctx.log_metrics({f"streams_{group.lower()}": int(by_platform[group].sum()) for group in by_platform.columns})
+    if len(months) == 0:
+        for name in ("latest_month_streams", "latest_mom_growth_pct", "best_month", "best_month_streams"):
+            ctx.skip_metric(name, f"no streams in {dataset}")
+    else:
+        latest = months[-1]
+        ctx.log_metric("latest_month_streams", int(totals.iloc[-1]))
+        if len(months) < 2:
+            ctx.skip_metric("latest_mom_growth_pct", f"only one month of data ({latest:%Y-%m})")
+        elif totals.iloc[-2] == 0:
+            ctx.skip_metric("latest_mom_growth_pct", f"no streams in {months[-2]:%Y-%m}, the month before "
+                                                     f"{latest:%Y-%m}: growth from 0 is undefined")
+        else:
+            ctx.log_metric("latest_mom_growth_pct", float(growth.iloc[-1]))
+        best = totals.idxmax()
+        ctx.log_metrics({"best_month": best.year * 100 + best.month, "best_month_streams": int(totals.max())})
+
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=(3, 2))
+    for group in by_platform.columns:
+        top.plot(months, by_platform[group], marker="o", ms=3, label=group, color=COLORS.get(group))
+    top.plot(months, totals, ls="--", color="black", label="all platforms")
+    top.set_ylabel("streams")
+    top.set_title(f"Monthly streams by platform ({source})")
+    top.legend(loc="upper left", fontsize=8)
+    defined = growth.notna()
+    bottom.bar(months[defined.to_numpy()], growth[defined], width=20,
+               color=np.where(growth[defined] >= 0, "#2ca02c", "#d62728"))
+    for month in months[(~defined).to_numpy()][1:]:
+        bottom.annotate("n/a", (month, 0), ha="center", va="bottom", fontsize=8, color="#7f7f7f")
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.set_ylabel("MoM growth (%)")
+    figure.tight_layout()
+    ctx.log_figure(figure, "monthly_streams")
+
+    shown = by_store.iloc[:, :top_stores].copy()
+    if by_store.shape[1] > top_stores:
+        shown["other stores"] = by_store.iloc[:, top_stores:].sum(axis=1)
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    for store in shown.columns:
+        axis.plot(months, shown[store], marker="o", ms=3, label=store)
+    axis.set_ylabel("streams")
+    axis.set_title(f"Monthly streams by store (top {min(top_stores, by_store.shape[1])}, the rest summed)")
+    if shown.shape[1]:
+        axis.legend(loc="upper left", fontsize=8, ncol=2)
+    figure.tight_layout()
+    ctx.log_figure(figure, "monthly_streams_top_stores")
+
+    if by_artist is not None:
+        figure, axis = plt.subplots(figsize=(10, 4))
+        for artist in by_artist.columns:
+            axis.plot(months, by_artist[artist], marker="o", ms=3, label=artist)
+        axis.set_ylabel("streams")
+        axis.set_title("Monthly streams by artist")
+        if by_artist.shape[1]:
+            axis.legend(loc="upper left", fontsize=8)
+        figure.tight_layout()
+        ctx.log_figure(figure, "monthly_streams_by_artist")
+
+    origin = "DistroKid statement, by Sale Month" if source == "statement" else "tidy_daily_streams, Spotify + Apple"
+    shown_growth = total_table["mom_growth_pct"].map(lambda g: "n/a" if pd.isna(g) else f"{g:+.1f} %")
+    lines = [f"## Monthly streams ({origin})", "", "| month | streams | MoM growth |", "|---|---:|---:|"]
+    lines += [f"| {month} | {streams:,} | {growth_text} |"
+              for month, streams, growth_text in zip(total_table["month"], total_table["streams"], shown_growth)]
+    lines += ["", f"{int(totals.sum()):,} streams over {len(months)} months: "
+              + ", ".join(f"{g} {int(by_platform[g].sum()):,}" for g in by_platform.columns) + "."]
+    notes = []
+    empty = months[totals.eq(0).to_numpy()]
+    if len(empty):
+        notes.append(f"Months without streams, counted as 0: {', '.join(empty.strftime('%Y-%m'))}.")
+    if source == "statement":
+        notes.append("Statements report a sale month 1-3 months late, so the latest months are likely "
+                     "incomplete and their growth understated.")
+        if by_artist is not None and by_artist.shape[1]:
+            notes.append("By artist: " + ", ".join(f"{a} {int(by_artist[a].sum()):,}" for a in by_artist.columns)
+                         + " streams.")
+    elif len(months):
+        partial = total_table[total_table["days_with_data"] < total_table["days_in_month"]]
+        if len(partial):
+            notes.append(f"Months with fewer days of data than calendar days: {', '.join(partial['month'])}.")
+        notes.append("The daily data has no artist column, so there is no by-artist breakdown.")
+    notes += [f"`{name}` not computed: {reason}." for name, reason in ctx.skipped.items()]
+    lines += ["", "**Notes.**", "", *(f"- {note}" for note in notes)]
+    ctx.report("\n".join(lines))
+
+
+@hookimpl
+def register_experiments(register):
+    register(streaming_trends)
