@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 from bedrot_lab import Param, experiment, hookimpl
+from bedrot_lab.analysis.platforms import COLORS, platform_group
 
 __version__ = "1.0.0"
-
-PLATFORM_GROUPS = (("Spotify", ("spotify",)), ("Apple", ("apple", "itunes")))
-
-
-def platform_group(store: str) -> str:
-    """Spotify, Apple (Apple Music and iTunes) or Other, by substring of the store name."""
-    lowered = store.lower()
-    for group, needles in PLATFORM_GROUPS:
-        if any(needle in lowered for needle in needles):
-            return group
-    return "Other"
 
 
 def per_stream(frame):
@@ -51,7 +41,7 @@ def revenue_per_stream(ctx):
     sums = ["Quantity", "Earnings (USD)"]
     by_store = per_stream(data.groupby("Store", as_index=False)[sums].sum())
     by_store = by_store.sort_values("streams", ascending=False, ignore_index=True)
-    by_store["platform"] = by_store["Store"].map(platform_group)
+    by_store["platform"] = platform_group(by_store["Store"])
     by_group = per_stream(by_store.rename(columns={"streams": "Quantity", "earnings_usd": "Earnings (USD)"})
                           .groupby("platform", as_index=False)[sums].sum())
 
@@ -75,9 +65,8 @@ def revenue_per_stream(ctx):
 
     chart = shown.head(ctx.params["chart_top"]).dropna(subset=["earnings_per_1000_streams"])
     figure, axis = plt.subplots(figsize=(9, 4.5))
-    colors = {"Spotify": "#1db954", "Apple": "#fa243c", "Other": "#7f7f7f"}
     axis.barh(chart["Store"][::-1], chart["earnings_per_1000_streams"][::-1],
-              color=[colors[p] for p in chart["platform"][::-1]])
+              color=[COLORS[p] for p in chart["platform"][::-1]])
     axis.set_xlabel("USD per 1,000 streams")
     axis.set_title("Revenue per 1,000 streams by store")
     figure.tight_layout()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bedrot_lab import Param, experiment, hookimpl
+from bedrot_lab.analysis.platforms import COLORS, platform_group
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -14,20 +15,7 @@ if TYPE_CHECKING:
 __version__ = "1.0.0"
 
 #: platform group -> regex on the lower-cased store name; anything else is "Other"
-PLATFORM_PATTERNS = {"Spotify": "spotify", "Apple": "apple|itunes"}
 DAILY_STORES = {"spotify_streams": "Spotify", "apple_streams": "Apple Music"}
-COLORS = {"Spotify": "#1db954", "Apple": "#fa243c", "Other": "#7f7f7f"}
-
-
-def platform_group(stores: pd.Series) -> pd.Series:
-    """Spotify, Apple (Apple Music and iTunes) or Other, by substring of the store name."""
-    import numpy as np
-    import pandas as pd
-
-    lowered = stores.astype("string").str.lower()
-    conditions = [lowered.str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
-                  for pattern in PLATFORM_PATTERNS.values()]
-    return pd.Series(np.select(conditions, list(PLATFORM_PATTERNS), "Other"), index=stores.index)
 
 
 def monthly(streams: pd.DataFrame, by: str, months: pd.DatetimeIndex) -> pd.DataFrame:
