@@ -24,8 +24,6 @@ def royalty_tables(statement, catalog, default_share: float = 100.0) -> dict:
     result as applying it to every statement line. Returns the tables by name plus
     ``tracks_with_splits`` and ``totals`` (a dict).
     """
-    import pandas as pd
-
     from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
 
     lines = apply_shares(statement, catalog, default_share=default_share)
