@@ -80,3 +80,31 @@ def on_run_failure(ctx, error):
             (KILLED for Ctrl-C or SIGTERM).
         error: the exception. Exceptions raised by this hook are logged, not raised.
     """
+
+
+@hookspec
+def validate_promotion(name, version, curated_path, path, tags):
+    """Check a registered version before it is promoted into the curated zone.
+
+    Args:
+        name: the registered model's name.
+        version: the version number, a string.
+        curated_path: where it would go, relative to 4_curated/.
+        path: a local file with the version's bytes (already digest-checked).
+        tags: the version's tags (format, schema, rows, sha256, plugin, experiment ...).
+
+    Return a list of reasons to refuse (a veto), or None / an empty list to allow.
+    Every plugin is asked; any reason stops the promotion and is printed.
+    """
+
+
+@hookspec
+def after_promotion(result, lab):
+    """Called after a promotion or rollback changed the curated zone (for example, to notify).
+
+    Args:
+        result: the :class:`bedrot_lab.promotion.PromotionResult` (name, version,
+            curated_path, status, run_id, sha256, replaced).
+        lab: the :class:`bedrot_lab.lab.Lab`. Exceptions propagate to the caller,
+            after the promotion is complete.
+    """

@@ -43,7 +43,9 @@ class Dataset:
     newest match by name (the lake's files carry sortable timestamps) is read.
     ``columns`` maps each column the readers rely on to one of :data:`COLUMN_TYPES`;
     a file may hold more columns than declared. ``ranges`` gives the valid
-    ``(low, high)`` of numeric columns, either end ``None`` for open.
+    ``(low, high)`` of numeric columns, either end ``None`` for open; ``key`` the
+    columns that identify a row; ``min_rows`` the fewest rows a valid file has.
+    Together they are the data set's contract when a run's output is promoted.
     """
 
     name: str
@@ -53,6 +55,8 @@ class Dataset:
     description: str = ""
     delimiter: str = ","
     ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    key: tuple[str, ...] = ()
+    min_rows: int = 0
 
     def __post_init__(self) -> None:
         unknown = {c: t for c, t in self.columns.items() if t not in COLUMN_TYPES}

@@ -19,6 +19,10 @@ COMMANDS = {
     "run": "bedrot_lab.cli.run:run",
     "runs": "bedrot_lab.cli.runs:runs",
     "ui": "bedrot_lab.cli.runs:ui",
+    "register": "bedrot_lab.cli.promote:register",
+    "promote": "bedrot_lab.cli.promote:promote",
+    "rollback": "bedrot_lab.cli.promote:rollback",
+    "promotions": "bedrot_lab.cli.promote:promotions",
 }
 
 
@@ -37,10 +41,11 @@ def user_error(exc: BaseException) -> CliError | None:
     from ..lab import UnknownExperiment
     from ..lake import DatasetError
     from ..plugins import PluginError
+    from ..promotion import PromotionError
 
     if isinstance(exc, (ConfigError, ParamError, UnknownExperiment)):
         return CliError(str(exc), exit_code=2)
-    if isinstance(exc, (DatasetError, PluginError)):
+    if isinstance(exc, (DatasetError, PluginError, PromotionError)):
         return CliError(str(exc))
     return None
 

@@ -1,0 +1,148 @@
+"""``bedrot-lab register / promote / rollback / promotions``: run outputs into the curated zone."""
+
+from __future__ import annotations
+
+import click
+
+from . import CliError
+from .output import echo_json, echo_table
+
+
+def _promotion_errors():
+    from ..promotion import PromotionError
+
+    return PromotionError
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("output")
+@click.option("--as", "curated_path", required=True, metavar="CURATED_PATH",
+              help="Where it goes, relative to 4_curated/ (e.g. dk_bank_details.csv).")
+@click.option("--name", help="Registered model name (default: curated.<path>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@click.pass_obj
+def register(state, run_id: str, output: str, curated_path: str, name: str | None, as_json: bool) -> None:
+    """Register OUTPUT of run RUN_ID as a model version for CURATED_PATH.
+
+    The version's tags record the curated path, format, schema, rows and sha256;
+    the alias `candidate` moves to it. Only FINISHED runs can be registered.
+    """
+    from ..promotion import register as register_output
+
+    try:
+        version = register_output(state.lab, run_id, output, curated_path, name)
+    except _promotion_errors() as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        echo_json(version)
+        return
+    click.echo(f"registered {version['name']} v{version['version']} ({version['rows']} rows, "
+               f"sha256 {version['sha256'][:12]}...) for {curated_path}; alias candidate -> v{version['version']}")
+    click.echo(f"next:  bedrot-lab promote {version['name']} --dry-run")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--version", "version", help="Version number to promote.")
+@click.option("--alias", help="Alias of the version to promote (default: candidate).")
+@click.option("--dry-run", is_flag=True, help="Check everything, change nothing.")
+@click.option("--force", is_flag=True, help="Archive a curated file changed outside bedrot-lab, then go on.")
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for another promotion of the same file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def promote(state, name: str, version: str | None, alias: str | None, dry_run: bool, force: bool,
+            wait: float, as_json: bool) -> None:
+    """Promote a registered version of NAME into the curated zone.
+
+    Validated against its contract and every plugin's veto, digest-checked,
+    written atomically; the replaced file is archived under 5_archive/curated/,
+    the lineage under 4_curated/_lineage/ records it, alias `curated` moves.
+    Exit 1 with every reason when anything is wrong; nothing changes then.
+    """
+    from ..promotion import promote as promote_version
+
+    if version and alias:
+        raise CliError("give --version or --alias, not both", exit_code=2)
+    _report(lambda: promote_version(state.lab, name, version=version, alias=alias, dry_run=dry_run,
+                                    force=force, wait=wait), as_json)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--to-version", help="Version to restore (default: the one before the current).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def rollback(state, name: str, to_version: str | None, as_json: bool) -> None:
+    """Restore an earlier promoted version of NAME (validated and written like a promotion)."""
+    from ..promotion import rollback as rollback_version
+
+    _report(lambda: rollback_version(state.lab, name, to_version), as_json)
+
+
+def _report(action, as_json: bool) -> None:
+    try:
+        result = action()
+    except _promotion_errors() as exc:
+        if as_json:
+            echo_json({"status": "refused", "error": str(exc).splitlines()[0], "problems": exc.problems})
+            raise SystemExit(1) from None
+        raise CliError(str(exc)) from None
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    if result.recovered:
+        click.echo(result.recovered)
+    messages = {
+        "already current": f"{result.name} v{result.version} is already current in {result.curated_path}; nothing to do",
+        "dry run": f"dry run: {result.name} v{result.version} would be promoted to {result.curated_path} (all checks pass)",
+    }
+    verb = "rolled back to" if result.status == "rollback" else "promoted"
+    line = messages.get(result.status, f"{verb} {result.name} v{result.version} -> {result.curated_path}")
+    click.echo(line)
+    if result.replaced:
+        click.echo(f"  replaced file archived as {result.replaced['archived_to']}")
+
+
+@click.group()
+def promotions() -> None:
+    """What is in the curated zone, from which run, since when."""
+
+
+@promotions.command("list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def promotions_list(state, name: str | None, as_json: bool) -> None:
+    """List curated files with their current version (or the promotions of NAME)."""
+    from ..promotion import current_promotions
+
+    rows = current_promotions(state.lab, name)
+    if as_json:
+        echo_json(rows)
+        return
+    echo_table(rows, ["curated_path", "model", "version", "action", "run_id", "promoted_at", "promoted_by"],
+               empty="nothing promoted yet")
+
+
+@promotions.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def promotions_show(state, name: str, as_json: bool) -> None:
+    """Show the history of NAME's curated file: every promotion and rollback, newest first."""
+    from ..promotion import history_of
+
+    try:
+        curated_path, history = history_of(state.lab, name)
+    except _promotion_errors() as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    if as_json:
+        echo_json({"curated_path": curated_path, "history": history})
+        return
+    click.echo(f"{name} -> {curated_path}")
+    for entry in reversed(history):
+        replaced = entry.get("replaced") or {}
+        click.echo(f"  {entry['promoted_at']}  {entry['action']:<8} v{entry['version']}  run {entry['run_id']}  "
+                   f"by {entry['promoted_by']}  sha256 {entry['sha256'][:12]}..."
+                   + (f"  (replaced {replaced.get('archived_to')})" if replaced else ""))

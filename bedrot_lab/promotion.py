@@ -1,0 +1,526 @@
+"""Registering run outputs in the MLflow Model Registry and promoting them into 4_curated/.
+
+A promotion never leaves a half-written or unexplained file in the curated zone:
+the bytes are copied and hashed in one pass into a temporary file beside the
+target, checked against the version's digest, its contract and every plugin's
+``validate_promotion``; the file it replaces is archived (hard link, or a
+verified copy) before an atomic rename; an intent journal in the lake's state
+folder lets the next promotion finish a promotion that was killed half way, and
+the lineage only records what happened.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+CANDIDATE, CURATED = "candidate", "curated"
+LINEAGE_DIR = "_lineage"
+CHUNK = 8 << 20
+
+
+class PromotionError(Exception):
+    """A promotion that cannot go ahead; the message says why and what to do."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+
+@dataclass
+class PromotionResult:
+    """What a promote or rollback did."""
+
+    name: str
+    version: str
+    curated_path: str
+    status: str  # promote, rollback, already current, dry run
+    run_id: str = ""
+    sha256: str = ""
+    replaced: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    recovered: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# -- paths ----------------------------------------------------------------------------
+
+
+def curated_target(lab: Lab, curated_path: str) -> Path:
+    """The file ``curated_path`` names inside 4_curated/, refusing absolute paths, ``..``
+    and anything that resolves (through links too) outside the curated zone."""
+    pure = PurePosixPath(curated_path)
+    if not curated_path or pure.is_absolute() or Path(curated_path).is_absolute():
+        raise PromotionError(f"curated path {curated_path!r} must be relative to the curated zone")
+    if ".." in pure.parts or any(part.startswith("_") for part in pure.parts[:1]):
+        raise PromotionError(f"curated path {curated_path!r} may not contain '..' or start with '_'")
+    zone = lab.settings.zone("curated").resolve()
+    target = zone / pure
+    resolved = target.resolve()
+    if resolved != zone and zone not in resolved.parents:
+        raise PromotionError(f"curated path {curated_path!r} resolves to {resolved}, outside {zone}")
+    return target
+
+
+def default_model_name(curated_path: str) -> str:
+    """``metaads/campaign_summary.csv`` -> ``curated.metaads.campaign_summary``."""
+    stem = str(PurePosixPath(curated_path).with_suffix(""))
+    return "curated." + re.sub(r"[^A-Za-z0-9_.-]+", ".", stem).strip(".")
+
+
+# -- register -------------------------------------------------------------------------
+
+
+def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | None = None) -> dict[str, Any]:
+    """Make output ``output`` of run ``run_id`` a version of registered model ``name``,
+    tagged with its curated path, format, schema, rows, digest, plugin and experiment,
+    and move alias ``candidate`` to it. Returns the version's fields."""
+    from mlflow.exceptions import MlflowException
+
+    client = lab.store.client
+    target = curated_target(lab, curated_path)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise PromotionError(f"no run {run_id!r} in {lab.settings.tracking_uri}") from None
+    if run.info.status != "FINISHED":
+        raise PromotionError(f"run {run_id} is {run.info.status}; only FINISHED runs can be registered")
+    record = _output_record(client, run_id, output)
+    if Path(record["file"]).suffix != target.suffix:
+        raise PromotionError(
+            f"output {output!r} is {record['format']} but {curated_path!r} ends in {target.suffix or 'nothing'}; "
+            f"log it with ctx.log_output(..., format={target.suffix.lstrip('.')!r}) or change the path")
+    if _artifact_path(client, run_id, record["file"]) is None and not _artifact_listed(client, run_id, record["file"]):
+        raise PromotionError(f"run {run_id} has no artifact {record['file']}; its output was lost")
+    name = name or default_model_name(curated_path)
+    try:
+        client.create_registered_model(name, description=f"Curated data set {curated_path}")
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    tags = {
+        "curated_path": curated_path,
+        "format": record["format"],
+        "schema": json.dumps(record["schema"]),
+        "rows": str(record["rows"]),
+        "sha256": record["sha256"],
+        "bytes": str(record.get("bytes", "")),
+        "output": output,
+        "plugin": run.data.tags.get("bedrot.plugin", ""),
+        "experiment": run.data.tags.get("bedrot.experiment", ""),
+    }
+    version = client.create_model_version(name, f"runs:/{run_id}/{record['file']}", run_id=run_id, tags=tags,
+                                          description=f"{output} of run {run_id}")
+    client.set_registered_model_alias(name, CANDIDATE, version.version)
+    return {"name": name, "version": str(version.version), "run_id": run_id, "source": version.source, **tags}
+
+
+def _output_record(client: Any, run_id: str, output: str) -> dict[str, Any]:
+    from .context import artifact_name
+
+    try:
+        local = client.download_artifacts(run_id, f"outputs/{artifact_name(output)}.json")
+    except Exception:
+        names = sorted(k.split(".")[1] for k in client.get_run(run_id).data.tags if k.startswith("output.")
+                       and k.endswith(".sha256"))
+        raise PromotionError(
+            f"run {run_id} has no output {output!r}; its outputs: {', '.join(names) or 'none'}") from None
+    return json.loads(Path(local).read_text())
+
+
+def _artifact_path(client: Any, run_id: str, artifact: str) -> Path | None:
+    """The local file of a run artifact when the artifact store is a local folder, else None."""
+    from urllib.parse import unquote, urlparse
+
+    uri = client.get_run(run_id).info.artifact_uri
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    path = Path(unquote(parsed.path)) / artifact
+    return path if path.is_file() else None
+
+
+def _artifact_listed(client: Any, run_id: str, artifact: str) -> bool:
+    parent = str(PurePosixPath(artifact).parent)
+    return any(item.path == artifact for item in client.list_artifacts(run_id, parent))
+
+
+# -- lineage ---------------------------------------------------------------------------
+
+
+def lineage_file(lab: Lab, curated_path: str) -> Path:
+    return lab.settings.zone("curated") / LINEAGE_DIR / f"{curated_path}.json"
+
+
+def read_lineage(lab: Lab, curated_path: str) -> list[dict[str, Any]]:
+    """The promotions of ``curated_path``, oldest first."""
+    path = lineage_file(lab, curated_path)
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text())["history"]
+
+
+def _append_lineage(lab: Lab, curated_path: str, entry: dict[str, Any]) -> None:
+    history = read_lineage(lab, curated_path)
+    if history and history[-1].get("promotion_id") == entry["promotion_id"]:
+        return  # already recorded (a recovery after the lineage was written)
+    path = lineage_file(lab, curated_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, json.dumps({"curated_path": curated_path, "history": [*history, entry]}, indent=2).encode())
+
+
+def current_promotions(lab: Lab, name: str | None = None) -> list[dict[str, Any]]:
+    """The newest lineage entry of every curated file (or every entry of model ``name``)."""
+    root = lab.settings.zone("curated") / LINEAGE_DIR
+    rows = []
+    for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        history = json.loads(path.read_text())
+        entries = history["history"] if name else history["history"][-1:]
+        rows += [{"curated_path": history["curated_path"], **e} for e in entries if not name or e["model"] == name]
+    return rows
+
+
+def history_of(lab: Lab, name: str) -> tuple[str, list[dict[str, Any]]]:
+    """The curated path of model ``name`` and its file's whole lineage."""
+    for alias in (CURATED, CANDIDATE):
+        try:
+            curated_path = _version(lab.store.client, name, None, alias).tags["curated_path"]
+            return curated_path, read_lineage(lab, curated_path)
+        except PromotionError:
+            continue
+    raise PromotionError(f"registered model {name!r} has no candidate or curated version")
+
+
+# -- promote ---------------------------------------------------------------------------
+
+
+def promote(lab: Lab, name: str, *, version: str | None = None, alias: str | None = None,
+            dry_run: bool = False, force: bool = False, wait: float = 60.0,
+            action: str = "promote", source: Path | None = None) -> PromotionResult:
+    """Promote a version of registered model ``name`` into the curated zone.
+
+    ``version`` or ``alias`` (default: the ``candidate`` alias) picks the version.
+    Any problem (contract, digest, a plugin's veto, a curated file changed behind
+    our back without ``force``) raises :class:`PromotionError` and changes nothing.
+    """
+    client = lab.store.client
+    chosen = _version(client, name, version, alias)
+    tags = chosen.tags
+    curated_path = tags.get("curated_path")
+    if not curated_path:
+        raise PromotionError(f"{name} v{chosen.version} has no curated_path tag; register it with `bedrot-lab register`")
+    target = curated_target(lab, curated_path)
+    result = PromotionResult(name, str(chosen.version), curated_path, "dry run" if dry_run else action,
+                             run_id=chosen.run_id, sha256=tags.get("sha256", ""))
+
+    with _promotion_lock(lab, curated_path, wait):
+        result.recovered = _recover(lab, curated_path, target)
+        history = read_lineage(lab, curated_path)
+        current = history[-1] if history else None
+        on_disk = _file_state(target, current)
+        if current and current["version"] == str(chosen.version) and current["model"] == name \
+                and on_disk == current["sha256"]:
+            result.status = "already current"
+            return result
+        if current and target.exists() and on_disk != current["sha256"] and not force:
+            raise PromotionError(
+                f"{target} was changed outside bedrot-lab since its last promotion "
+                f"(sha256 {on_disk[:12]}... is not in the lineage); look at it, then use --force to archive it and go on")
+
+        for stale in target.parent.glob(f".{target.name}.promote-*.tmp"):  # left by a killed promotion
+            stale.unlink()
+        origin = source or _source_file(lab, chosen)
+        _checkpoint("downloaded")
+        temporary = target.with_name(f".{target.name}.promote-{os.getpid()}.tmp")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            digest, size = _copy_and_hash(origin, None if dry_run else temporary)
+            problems = []
+            if digest != tags.get("sha256"):
+                problems.append(f"digest mismatch: the bytes hash to {digest}, the version says {tags.get('sha256')}")
+            _checkpoint("temp_written")
+            if not problems:
+                problems += _validate(lab, name, chosen, origin if dry_run else temporary, curated_path)
+            if problems:
+                raise PromotionError(f"{name} v{chosen.version} not promoted to {curated_path}:\n  - "
+                                     + "\n  - ".join(problems), problems)
+            if dry_run:
+                return result
+            entry = _lineage_entry(lab, name, chosen, digest, size, action)
+            archived = _archive(lab, target, curated_path, current, on_disk) if target.exists() else None
+            entry["replaced"] = archived
+            result.replaced = archived
+            _checkpoint("archived")
+            _write_journal(lab, curated_path, {"entry": entry, "temporary": str(temporary)})
+            os.replace(temporary, target)
+            _fsync_folder(target.parent)
+            _checkpoint("replaced")
+            _finish(lab, curated_path, target, entry)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+    lab.plugins.hook.after_promotion(result=result, lab=lab)
+    return result
+
+
+def rollback(lab: Lab, name: str, to_version: str | None = None, *, wait: float = 60.0) -> PromotionResult:
+    """Put back an earlier promoted version (default: the one before the current),
+    from its archived copy when there is one, the same way as :func:`promote`."""
+    client = lab.store.client
+    curated_path = _version(client, name, None, CURATED).tags["curated_path"]
+    history = [e for e in read_lineage(lab, curated_path) if e["model"] == name]
+    if not history:
+        raise PromotionError(f"{name} has never been promoted; nothing to roll back")
+    current = history[-1]["version"]
+    earlier = [e for e in history if e["version"] != current]
+    if to_version is None:
+        if not earlier:
+            raise PromotionError(f"{name} has only ever had v{current} in the curated zone; nothing to roll back to")
+        to_version = earlier[-1]["version"]
+    archived = [e["replaced"]["archived_to"] for e in read_lineage(lab, curated_path)
+                if e.get("replaced") and e["replaced"].get("version") == str(to_version)]
+    zone_root = lab.settings.root
+    source = next((zone_root / a for a in reversed(archived) if (zone_root / a).is_file()), None)
+    return promote(lab, name, version=str(to_version), wait=wait, action="rollback", source=source)
+
+
+# -- steps -----------------------------------------------------------------------------
+
+
+def _version(client: Any, name: str, version: str | None, alias: str | None) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is not None:
+            return client.get_model_version(name, str(version))
+        return client.get_model_version_by_alias(name, alias or CANDIDATE)
+    except MlflowException:
+        what = f"version {version}" if version is not None else f"alias {alias or CANDIDATE!r}"
+        raise PromotionError(f"registered model {name!r} has no {what}; see `bedrot-lab promotions list`") from None
+
+
+def _source_file(lab: Lab, version: Any) -> Path:
+    """The version's bytes: the run's artifact file when the store is local, else a download."""
+    client = lab.store.client
+    artifact = version.source.split(f"runs:/{version.run_id}/", 1)[-1]
+    local = _artifact_path(client, version.run_id, artifact)
+    if local is not None:
+        return local
+    scratch = lab.settings.state_dir / "downloads"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(version.run_id, artifact, str(scratch)))
+    except Exception as exc:
+        raise PromotionError(f"the source of {version.name} v{version.version} ({version.source}) "
+                             f"cannot be read: {exc}") from None
+
+
+def _copy_and_hash(source: Path, destination: Path | None) -> tuple[str, int]:
+    """sha256 and size of ``source``, copied to ``destination`` (fsynced) in the same pass."""
+    digest = hashlib.sha256()
+    size = 0
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(source, "rb", buffering=0) as reader:
+        writer = open(destination, "wb", buffering=0) if destination else None
+        try:
+            while count := reader.readinto(buffer):
+                chunk = view[:count]
+                digest.update(chunk)
+                if writer:
+                    writer.write(chunk)
+                size += count
+            if writer:
+                os.fsync(writer.fileno())
+        finally:
+            if writer:
+                writer.close()
+    return digest.hexdigest(), size
+
+
+def _validate(lab: Lab, name: str, version: Any, path: Path, curated_path: str) -> list[str]:
+    from .contracts import DataView, contract_for
+
+    problems = []
+    contract = contract_for(lab, curated_path)
+    if contract is not None:
+        try:
+            view = DataView(path, version.tags.get("format", "parquet"), contract)
+            problems += [f"contract ({contract.source}): {p}" for p in contract.check(view)]
+        except Exception as exc:
+            problems.append(f"contract ({contract.source}): the file cannot be read: {exc}")
+    for vetoes in lab.plugins.hook.validate_promotion(
+            name=name, version=version.version, curated_path=curated_path, path=path, tags=dict(version.tags)):
+        problems += [f"veto: {reason}" for reason in (vetoes or [])]
+    return problems
+
+
+def _lineage_entry(lab: Lab, name: str, version: Any, digest: str, size: int, action: str) -> dict[str, Any]:
+    run = lab.store.client.get_run(version.run_id)
+    inputs = [{"name": d.dataset.name, "source": d.dataset.source,
+               "sha256": next((t.value for t in d.tags if t.key == "sha256"), d.dataset.digest)}
+              for d in run.inputs.dataset_inputs]
+    return {
+        "promotion_id": f"{int(time.time() * 1000)}-{os.getpid()}",
+        "action": action,
+        "model": name,
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "experiment": run.data.tags.get("bedrot.experiment", ""),
+        "params": run.data.params,
+        "inputs": inputs,
+        "sha256": digest,
+        "bytes": size,
+        "rows": version.tags.get("rows"),
+        "promoted_by": lab.settings.user,
+        "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _file_state(target: Path, current: dict[str, Any] | None) -> str | None:
+    """The sha256 of the curated file now; trusted from the lineage while size, mtime
+    and inode are those recorded, so an unchanged file is not hashed again."""
+    if not target.exists():
+        return None
+    stat = target.stat()
+    if current and current.get("stat") == [stat.st_size, stat.st_mtime_ns, stat.st_ino]:
+        return current["sha256"]
+    return _copy_and_hash(target, None)[0]
+
+
+def _archive(lab: Lab, target: Path, curated_path: str, current: dict[str, Any] | None,
+             on_disk: str | None) -> dict[str, Any]:
+    """Keep the file about to be replaced under 5_archive/curated/<path>/<time>-v<version>.<ext>."""
+    known = current is not None and current["sha256"] == on_disk
+    label = f"v{current['version']}" if known else "unknown"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = lab.settings.zone("archive") / "curated" / curated_path
+    folder.mkdir(parents=True, exist_ok=True)
+    archived = folder / f"{stamp}-{label}{target.suffix}"
+    try:
+        os.link(target, archived)
+    except OSError:  # another file system: a verified copy
+        temporary = archived.with_name(f".{archived.name}.tmp")
+        copied, _ = _copy_and_hash(target, temporary)
+        if copied != on_disk:
+            temporary.unlink()
+            raise PromotionError(f"archiving {target} failed: the copy does not match") from None
+        os.replace(temporary, archived)
+    _fsync_folder(folder)
+    return {"version": current["version"] if known else None, "sha256": on_disk,
+            "archived_to": str(archived.relative_to(lab.settings.root))}
+
+
+def _finish(lab: Lab, curated_path: str, target: Path, entry: dict[str, Any]) -> None:
+    """After the rename: lineage, aliases and tags, then drop the journal."""
+    stat = target.stat()
+    entry["stat"] = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    _append_lineage(lab, curated_path, entry)
+    client = lab.store.client
+    client.set_registered_model_alias(entry["model"], CURATED, entry["version"])
+    client.set_model_version_tag(entry["model"], entry["version"], "promoted_at", entry["promoted_at"])
+    client.set_model_version_tag(entry["model"], entry["version"], "promoted_by", entry["promoted_by"])
+    _journal(lab, curated_path).unlink(missing_ok=True)
+
+
+def _recover(lab: Lab, curated_path: str, target: Path) -> str:
+    """Finish or forget a promotion that was killed half way; says which, or ''."""
+    journal = _journal(lab, curated_path)
+    if not journal.is_file():
+        return ""
+    pending = json.loads(journal.read_text())
+    entry = pending["entry"]
+    Path(pending["temporary"]).unlink(missing_ok=True)
+    if target.exists() and _copy_and_hash(target, None)[0] == entry["sha256"]:
+        _finish(lab, curated_path, target, entry)
+        return f"finished the interrupted promotion of {entry['model']} v{entry['version']}"
+    journal.unlink()
+    return f"discarded the interrupted promotion of {entry['model']} v{entry['version']} (the file was not replaced)"
+
+
+def _journal(lab: Lab, curated_path: str) -> Path:
+    return lab.settings.state_dir / "promotions" / f"{_slug(curated_path)}.pending.json"
+
+
+def _write_journal(lab: Lab, curated_path: str, data: dict[str, Any]) -> None:
+    path = _journal(lab, curated_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, json.dumps(data).encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _slug(curated_path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "__", curated_path)
+
+
+@contextmanager
+def _promotion_lock(lab: Lab, curated_path: str, wait: float) -> Iterator[None]:
+    """One promotion of a curated file at a time; the others wait up to ``wait`` seconds."""
+    path = lab.settings.state_dir / "locks" / f"promote-{_slug(curated_path)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise PromotionError(
+                        f"another promotion of {curated_path} is running ({holder}); try again when it ends") from None
+                time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} of {getpass.getuser()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _checkpoint(step: str) -> None:
+    """Crash here when ``BEDROT_LAB_CRASH_AT`` names this step: the fault-injection
+    tests kill a promotion at each step to prove it never leaves a mixed result."""
+    if os.environ.get("BEDROT_LAB_CRASH_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
