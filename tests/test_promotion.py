@@ -95,3 +95,15 @@ def test_plugins_can_veto_and_hear_about_promotions(lab):
     finally:
         lab.plugins.pm.unregister(name="gatekeeper")
     assert heard == [("curated.demo.table", "2", "promote")]
+
+
+def test_run_register_registers_when_the_run_finishes(lab, cli_env):
+    from conftest import bedrot
+
+    done = bedrot("run", "maker", "-P", "n=4", "--register", "table=demo/table.parquet", "--json", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["registered"][0]["name"] == "curated.demo.table" and record["registered"][0]["rows"] == "4"
+    refused = bedrot("run", "maker", "--register", "table=../outside.parquet", env=cli_env)
+    assert refused.returncode == 1 and "may not contain '..'" in refused.stderr
+    assert "running maker" not in refused.stderr  # refused before any run was created

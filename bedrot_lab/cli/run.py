@@ -36,9 +36,12 @@ def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
 @click.option("-P", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="Set a param (repeatable).")
 @click.option("--note", default="", help="A note for the run's description.")
 @click.option("--run-name", default=None, help="Name of the run in MLflow.")
+@click.option("--register", "registrations", multiple=True, metavar="OUTPUT=CURATED_PATH",
+              help="When the run finishes, register its OUTPUT for CURATED_PATH (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run id and status as JSON.")
 @click.pass_obj
-def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | None, as_json: bool) -> None:
+def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | None,
+        registrations: tuple[str, ...], as_json: bool) -> None:
     """Run experiment TARGET, or the spec file TARGET (experiments/NAME.toml).
 
     Params are checked before any run is created. Every run is recorded in
@@ -49,6 +52,12 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
 
     lab = state.lab
     params = parse_params(pairs)
+    to_register = parse_registrations(registrations)
+    if to_register:
+        from ..promotion import curated_target
+
+        for curated_path in to_register.values():
+            curated_target(lab, curated_path)  # refuse a bad path before the run, not after
     spec_path = _spec_path(target, lab.settings.specs_dir)
     started = time.perf_counter()
     if spec_path:
@@ -56,6 +65,9 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
 
         spec = load_spec(spec_path)
         main, children = spec_requests(lab, spec, params, note=note, run_name=run_name)
+        if children and to_register:
+            raise CliError("--register works with a single run, not a sweep; register a child run's output "
+                           "with `bedrot-lab register`", exit_code=2)
         _announce(main.experiment.name, len(children), as_json)
         result = run_sweep(lab, main, children) if children else run_one(lab, main)
     else:
@@ -63,13 +75,33 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
         _announce(request.experiment.name, 0, as_json)
         result = run_one(lab, request)
     elapsed = time.perf_counter() - started
+    registered = _register(lab, result, to_register) if result.status == "FINISHED" else []
 
     if as_json:
-        echo_json({**result.to_dict(), "seconds": round(elapsed, 3)})
+        echo_json({**result.to_dict(), "seconds": round(elapsed, 3), "registered": registered})
     else:
         _report(result, elapsed)
+    for version in registered if not as_json else ():
+        click.echo(f"registered {version['name']} v{version['version']} for {version['curated_path']}; "
+                   f"next: bedrot-lab promote {version['name']}")
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+def parse_registrations(pairs: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        output, sep, curated_path = pair.partition("=")
+        if not sep or not output.strip() or not curated_path.strip():
+            raise CliError(f"--register {pair!r}: expected OUTPUT=CURATED_PATH", exit_code=2)
+        found[output.strip()] = curated_path.strip()
+    return found
+
+
+def _register(lab, result, to_register: dict[str, str]) -> list[dict]:
+    from ..promotion import register
+
+    return [register(lab, result.run_id, output, curated_path) for output, curated_path in to_register.items()]
 
 
 def _announce(name: str, children: int, as_json: bool) -> None:
