@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from bedrot_lab.builtin.datasets import DK_BANK_COLUMNS
+
 REPO = Path(__file__).resolve().parents[1]
 REPO_PLUGINS = REPO / "plugins"
+
+#: the header line of a DistroKid statement (dk_bank_details.csv), from the catalog
+STATEMENT_HEADER = ",".join(DK_BANK_COLUMNS) + "\n"
 
 
 @pytest.fixture

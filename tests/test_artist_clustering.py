@@ -9,15 +9,13 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import pytest
+from conftest import REPO_PLUGINS
+from conftest import STATEMENT_HEADER as HEADER
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run, run_experiment
 
-from conftest import REPO_PLUGINS
-
-HEADER = ("Reporting Date,Sale Month,Store,Artist,Title,ISRC,UPC,Quantity,Team Percentage,Song/Album,"
-          "Country of Sale,Songwriter Royalties Withheld,Earnings (USD)\n")
 MONTHS = ("2025-01", "2025-02", "2025-03", "2025-04", "2025-05", "2025-06")
 CATALOG = ("AFTERGLOW", "CHROME", "HOLLOW")   # NOVA VANTA: long-running, two stores, flat
 FRESH = ("SUNDIAL", "BLOOM", "GHOST")          # GLASS ORCHID: one store, one (the latest) month

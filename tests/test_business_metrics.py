@@ -7,20 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO, REPO_PLUGINS, STATEMENT_HEADER
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.specs import load_spec
 from bedrot_lab.testing import read_run, run_experiment
 
-from conftest import REPO, REPO_PLUGINS
-
 ADS_HEADER = ("campaign_id,campaign_name,first_seen_date,last_seen_date,total_spend_usd,total_impressions,"
               "total_clicks,max_daily_reach,is_currently_active,data_source,api_version,avg_cpc,avg_ctr,"
               "total_days_active\n")
 AUDIENCE_HEADER = "date,listeners,streams,followers,artist_id,artist_name\n"
-STATEMENT_HEADER = ("Reporting Date,Sale Month,Store,Artist,Title,ISRC,UPC,Quantity,Team Percentage,Song/Album,"
-                    "Country of Sale,Songwriter Royalties Withheld,Earnings (USD)\n")
 CATALOG_HEADER = "artist,title,your_revenue_share,isrc,upc,release_date,release_type,royalty_percentage\n"
 AUDIENCE_FILE = "spotify_audience_curated_20250701_120000.csv"
 

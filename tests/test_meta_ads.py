@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO_PLUGINS, STATEMENT_HEADER
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run, run_experiment
-
-from conftest import REPO_PLUGINS
 
 EXPORT_NAME = "BEDROT-ADS-Ads-Feb-10-2025-Mar-20-2025.csv"
 EXPORT_HEADER = ("Reporting starts,Reporting ends,Ad name,Ad delivery,Ad Set Name,Bid,Bid type,Ad set budget,"
                  "Ad set budget type,Last significant edit,Attribution setting,Results,Result indicator,Reach,"
                  "Impressions,Cost per results,Quality ranking,Engagement rate ranking,Conversion rate ranking,"
                  "Amount spent (USD),Ends\n")
-STATEMENT_HEADER = ("Reporting Date,Sale Month,Store,Artist,Title,ISRC,UPC,Quantity,Team Percentage,Song/Album,"
-                    "Country of Sale,Songwriter Royalties Withheld,Earnings (USD)\n")
 CATALOG_HEADER = "artist,title,your_revenue_share,isrc,upc,release_date,release_type,royalty_percentage\n"
 
 

@@ -6,15 +6,12 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import REPO_PLUGINS
+from conftest import STATEMENT_HEADER as HEADER
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run, run_experiment
-
-from conftest import REPO_PLUGINS
-
-HEADER = ("Reporting Date,Sale Month,Store,Artist,Title,ISRC,UPC,Quantity,Team Percentage,Song/Album,"
-          "Country of Sale,Songwriter Royalties Withheld,Earnings (USD)\n")
 
 
 def line(store: str, quantity: int, earnings: float) -> str:

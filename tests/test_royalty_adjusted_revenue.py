@@ -6,14 +6,13 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import REPO_PLUGINS
+from conftest import STATEMENT_HEADER as HEADER
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run, run_experiment
-from conftest import REPO_PLUGINS
 
-HEADER = ("Reporting Date,Sale Month,Store,Artist,Title,ISRC,UPC,Quantity,Team Percentage,Song/Album,"
-          "Country of Sale,Songwriter Royalties Withheld,Earnings (USD)\n")
 CATALOG = """artist,title,your_revenue_share,isrc,upc,release_date,release_type,royalty_percentage
 NOVA VANTA,NIGHT DRIVE,100,,,,single,100
  glass orchid ,mirror fever (feat. sable echo),40,,,,single,100

@@ -6,16 +6,13 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import REPO_PLUGINS, STATEMENT_HEADER
 from mlflow import MlflowClient
 
 from bedrot_lab.experiments import ParamError
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run, run_experiment
 
-from conftest import REPO_PLUGINS
-
-STATEMENT_HEADER = ("Reporting Date,Sale Month,Store,Artist,Title,ISRC,UPC,Quantity,Team Percentage,Song/Album,"
-                    "Country of Sale,Songwriter Royalties Withheld,Earnings (USD)\n")
 DAILY_HEADER = "date,spotify_streams,apple_streams,combined_streams,source\n"
 
 
