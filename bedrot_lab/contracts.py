@@ -82,6 +82,7 @@ class DataView:
             self.schema = self._parquet.schema_arrow
             self.num_rows = self._parquet.metadata.num_rows
         else:
+            import pyarrow as pa
             from pyarrow import csv as pacsv
 
             from .lake import Dataset, _csv_header
@@ -89,7 +90,10 @@ class DataView:
             header = _csv_header(Dataset(path.name, path.name), path)
             wanted = [c for c in contract.needed_columns() if c in header]
             self._parquet = None
-            self._table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=wanted))
+            # text columns stay text: an all-digit UPC or campaign id is not a number
+            text = {c: pa.string() for c, kind in contract.columns.items() if kind in ("string", "month") and c in wanted}
+            self._table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types=text, strings_can_be_null=True))
             self.schema = self._table.schema
             self.num_rows = self._table.num_rows
 
@@ -127,9 +131,11 @@ def _footer_stats(parquet: Any, column: str) -> tuple[int, Any, Any] | None:
 
 
 def _fits(arrow_type: Any, kind: str) -> bool:
+    import pyarrow.types as types
+
     from .lake import _arrow_type_fits
 
-    return _arrow_type_fits(arrow_type, kind)
+    return types.is_null(arrow_type) or _arrow_type_fits(arrow_type, kind)  # null: a column with no values
 
 
 def contract_from_dataset(dataset: Any) -> Contract:

@@ -249,7 +249,7 @@ def promote(lab: Lab, name: str, *, version: str | None = None, alias: str | Non
         origin = source or _source_file(lab, chosen)
         _checkpoint("downloaded")
         temporary = target.with_name(f".{target.name}.promote-{os.getpid()}.tmp")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        new_folders = [] if dry_run else _make_folders(target.parent)
         try:
             digest, size = _copy_and_hash(origin, None if dry_run else temporary)
             problems = []
@@ -276,6 +276,9 @@ def promote(lab: Lab, name: str, *, version: str | None = None, alias: str | Non
         finally:
             if temporary.exists():
                 temporary.unlink()
+            if not target.exists():  # refused: leave no empty folders behind either
+                for folder in reversed(new_folders):
+                    folder.rmdir()
     lab.plugins.hook.after_promotion(result=result, lab=lab)
     return result
 
@@ -330,6 +333,13 @@ def _source_file(lab: Lab, version: Any) -> Path:
     except Exception as exc:
         raise PromotionError(f"the source of {version.name} v{version.version} ({version.source}) "
                              f"cannot be read: {exc}") from None
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
 
 
 def _copy_and_hash(source: Path, destination: Path | None) -> tuple[str, int]:

@@ -63,6 +63,8 @@ CATALOG = (
         columns=DK_BANK_COLUMNS,
         ranges=DK_BANK_RANGES,
         description="DistroKid royalty statement: one row per reporting date, sale month, store, track, country.",
+        # no unique key: at benchmark scale the synthetic statement repeats its grain
+        min_rows=1,
     ),
     Dataset(
         "tidy_daily_streams",
@@ -70,6 +72,8 @@ CATALOG = (
         columns={**DAILY_STREAMS_COLUMNS, "source": "string"},
         ranges=DAILY_STREAMS_RANGES,
         description="Daily Spotify and Apple Music streams per distributor (distrokid, toolost).",
+        key=("source", "date"),
+        min_rows=1,
     ),
     Dataset(
         "metaads_campaigns_daily",
@@ -94,6 +98,8 @@ CATALOG = (
                 "max_daily_reach": (0, None), "avg_cpc": (0, None), "avg_ctr": (0, 100),
                 "total_days_active": (1, None)},
         description="Meta Ads campaign lifetime summary: one row per campaign.",
+        key=("campaign_id",),
+        min_rows=1,
     ),
     Dataset(
         "metaads_campaigns_performance_log",
@@ -112,6 +118,8 @@ CATALOG = (
         ranges={"reach": (0, None), "cpc": (0, None), "spend_usd": (0, None), "impressions": (0, None),
                 "clicks": (0, None)},
         description="Meta Ads daily campaign log, last 28 days.",
+        key=("date", "campaign_id"),
+        min_rows=1,
     ),
     Dataset(
         "spotify_audience",
@@ -126,6 +134,8 @@ CATALOG = (
         },
         ranges={"listeners": (0, None), "streams": (0, None), "followers": (0, None)},
         description="Spotify for Artists audience timeline: one row per artist and day (newest file).",
+        key=("artist_name", "date"),
+        min_rows=1,
     ),
     Dataset(
         "track_catalog",
@@ -142,6 +152,8 @@ CATALOG = (
         },
         ranges={"your_revenue_share": (0, 100), "royalty_percentage": (0, 100)},
         description="Track catalog with royalty splits (your_revenue_share in percent, 0-100).",
+        key=("artist", "title"),
+        min_rows=1,
     ),
     Dataset(
         "linktree_analytics",
@@ -157,6 +169,8 @@ CATALOG = (
         ranges={"totalViews": (0, None), "uniqueViews": (0, None), "totalClicks": (0, None),
                 "uniqueClicks": (0, None), "clickThroughRate": (0, None)},
         description="Linktree account daily analytics.",
+        key=("date",),
+        min_rows=1,
     ),
     Dataset(
         "tiktok_analytics",
@@ -178,6 +192,8 @@ CATALOG = (
         ranges={"Video Views": (0, None), "Profile Views": (0, None), "Likes": (0, None), "Comments": (0, None),
                 "Shares": (0, None), "engagement_rate": (0, None), "Followers": (0, None)},
         description="TikTok account daily analytics per artist (newest file).",
+        key=("artist", "date"),
+        min_rows=1,
     ),
     Dataset(
         "meta_ads_export",
