@@ -93,7 +93,7 @@ class DataView:
             # text columns stay text: an all-digit UPC or campaign id is not a number
             text = {c: pa.string() for c, kind in contract.columns.items() if kind in ("string", "month") and c in wanted}
             self._table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                include_columns=wanted, column_types=text, strings_can_be_null=True))
+                include_columns=wanted, column_types=text, strings_can_be_null=True, null_values=[""]))
             self.schema = self._table.schema
             self.num_rows = self._table.num_rows
 

@@ -11,6 +11,7 @@ the lineage only records what happened.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import hashlib
@@ -63,6 +64,11 @@ class PromotionResult:
 # -- paths ----------------------------------------------------------------------------
 
 
+def normal_path(curated_path: str) -> str:
+    """One spelling per file: ``demo/./table.parquet`` and ``demo//table.parquet`` are ``demo/table.parquet``."""
+    return PurePosixPath(curated_path).as_posix() if curated_path else curated_path
+
+
 def curated_target(lab: Lab, curated_path: str) -> Path:
     """The file ``curated_path`` names inside 4_curated/, refusing absolute paths, ``..``
     and anything that resolves (through links too) outside the curated zone."""
@@ -96,6 +102,7 @@ def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | 
 
     client = lab.store.client
     target = curated_target(lab, curated_path)
+    curated_path = normal_path(curated_path)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -115,6 +122,11 @@ def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | 
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
+        existing = client.search_model_versions(f"name = '{name}'", max_results=1)
+        other = existing[0].tags.get("curated_path") if existing else None
+        if other and other != curated_path:
+            raise PromotionError(f"registered model {name!r} is for {other!r}, not {curated_path!r}; "
+                                 "give this one its own --name") from None
     tags = {
         "curated_path": curated_path,
         "format": record["format"],
@@ -212,96 +224,121 @@ def history_of(lab: Lab, name: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def promote(lab: Lab, name: str, *, version: str | None = None, alias: str | None = None,
-            dry_run: bool = False, force: bool = False, wait: float = 60.0,
-            action: str = "promote", source: Path | None = None) -> PromotionResult:
+            dry_run: bool = False, force: bool = False, wait: float = 60.0) -> PromotionResult:
     """Promote a version of registered model ``name`` into the curated zone.
 
     ``version`` or ``alias`` (default: the ``candidate`` alias) picks the version.
     Any problem (contract, digest, a plugin's veto, a curated file changed behind
     our back without ``force``) raises :class:`PromotionError` and changes nothing.
     """
-    client = lab.store.client
-    chosen = _version(client, name, version, alias)
-    tags = chosen.tags
-    curated_path = tags.get("curated_path")
-    if not curated_path:
-        raise PromotionError(f"{name} v{chosen.version} has no curated_path tag; register it with `bedrot-lab register`")
-    target = curated_target(lab, curated_path)
-    result = PromotionResult(name, str(chosen.version), curated_path, "dry run" if dry_run else action,
-                             run_id=chosen.run_id, sha256=tags.get("sha256", ""))
-
+    chosen = _version(lab.store.client, name, version, alias)
+    curated_path = _curated_path_of(chosen)
     with _promotion_lock(lab, curated_path, wait):
-        result.recovered = _recover(lab, curated_path, target)
-        history = read_lineage(lab, curated_path)
-        current = history[-1] if history else None
-        on_disk = _file_state(target, current)
-        if current and current["version"] == str(chosen.version) and current["model"] == name \
-                and on_disk == current["sha256"]:
-            result.status = "already current"
-            return result
-        if current and target.exists() and on_disk != current["sha256"] and not force:
-            raise PromotionError(
-                f"{target} was changed outside bedrot-lab since its last promotion "
-                f"(sha256 {on_disk[:12]}... is not in the lineage); look at it, then use --force to archive it and go on")
-
-        for stale in target.parent.glob(f".{target.name}.promote-*.tmp"):  # left by a killed promotion
-            stale.unlink()
-        origin = source or _source_file(lab, chosen)
-        _checkpoint("downloaded")
-        temporary = target.with_name(f".{target.name}.promote-{os.getpid()}.tmp")
-        new_folders = [] if dry_run else _make_folders(target.parent)
-        try:
-            digest, size = _copy_and_hash(origin, None if dry_run else temporary)
-            problems = []
-            if digest != tags.get("sha256"):
-                problems.append(f"digest mismatch: the bytes hash to {digest}, the version says {tags.get('sha256')}")
-            _checkpoint("temp_written")
-            if not problems:
-                problems += _validate(lab, name, chosen, origin if dry_run else temporary, curated_path)
-            if problems:
-                raise PromotionError(f"{name} v{chosen.version} not promoted to {curated_path}:\n  - "
-                                     + "\n  - ".join(problems), problems)
-            if dry_run:
-                return result
-            entry = _lineage_entry(lab, name, chosen, digest, size, action)
-            archived = _archive(lab, target, curated_path, current, on_disk) if target.exists() else None
-            entry["replaced"] = archived
-            result.replaced = archived
-            _checkpoint("archived")
-            _write_journal(lab, curated_path, {"entry": entry, "temporary": str(temporary)})
-            os.replace(temporary, target)
-            _fsync_folder(target.parent)
-            _checkpoint("replaced")
-            _finish(lab, curated_path, target, entry)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
-            if not target.exists():  # refused: leave no empty folders behind either
-                for folder in reversed(new_folders):
-                    folder.rmdir()
-    lab.plugins.hook.after_promotion(result=result, lab=lab)
+        recovered = _recover(lab, curated_path)
+        result = _promote_locked(lab, chosen, curated_path, dry_run=dry_run, force=force)
+    result.recovered = recovered
+    if result.status == "promote":
+        lab.plugins.hook.after_promotion(result=result, lab=lab)
     return result
 
 
-def rollback(lab: Lab, name: str, to_version: str | None = None, *, wait: float = 60.0) -> PromotionResult:
+def rollback(lab: Lab, name: str, to_version: str | None = None, *, force: bool = False,
+             wait: float = 60.0) -> PromotionResult:
     """Put back an earlier promoted version (default: the one before the current),
     from its archived copy when there is one, the same way as :func:`promote`."""
-    client = lab.store.client
-    curated_path = _version(client, name, None, CURATED).tags["curated_path"]
-    history = [e for e in read_lineage(lab, curated_path) if e["model"] == name]
-    if not history:
-        raise PromotionError(f"{name} has never been promoted; nothing to roll back")
-    current = history[-1]["version"]
-    earlier = [e for e in history if e["version"] != current]
-    if to_version is None:
-        if not earlier:
-            raise PromotionError(f"{name} has only ever had v{current} in the curated zone; nothing to roll back to")
-        to_version = earlier[-1]["version"]
-    archived = [e["replaced"]["archived_to"] for e in read_lineage(lab, curated_path)
-                if e.get("replaced") and e["replaced"].get("version") == str(to_version)]
-    zone_root = lab.settings.root
-    source = next((zone_root / a for a in reversed(archived) if (zone_root / a).is_file()), None)
-    return promote(lab, name, version=str(to_version), wait=wait, action="rollback", source=source)
+    curated_path = _curated_path_of(_version(lab.store.client, name, None, CURATED))
+    with _promotion_lock(lab, curated_path, wait):
+        recovered = _recover(lab, curated_path)  # first, so "the one before" is counted from the truth
+        lineage = read_lineage(lab, curated_path)
+        history = [e for e in lineage if e["model"] == name]
+        if not history:
+            raise PromotionError(f"{name} has never been promoted; nothing to roll back")
+        current = history[-1]["version"]
+        promoted = [e["version"] for e in history]
+        if to_version is None:
+            earlier = [v for v in promoted if v != current]
+            if not earlier:
+                raise PromotionError(f"{name} has only ever had v{current} in the curated zone; nothing to roll back to")
+            to_version = earlier[-1]
+        elif str(to_version) not in promoted:
+            raise PromotionError(f"{name} v{to_version} was never promoted, so there is nothing to roll back to; "
+                                 f"promote it with `bedrot-lab promote {name} --version {to_version}`")
+        archived = [e["replaced"]["archived_to"] for e in lineage
+                    if e.get("replaced") and e["replaced"].get("version") == str(to_version)]
+        root = lab.settings.root
+        source = next((root / a for a in reversed(archived) if (root / a).is_file()), None)
+        chosen = _version(lab.store.client, name, str(to_version), None)
+        result = _promote_locked(lab, chosen, curated_path, force=force, action="rollback", source=source)
+    result.recovered = recovered
+    if result.status == "rollback":
+        lab.plugins.hook.after_promotion(result=result, lab=lab)
+    return result
+
+
+def _curated_path_of(version: Any) -> str:
+    curated_path = version.tags.get("curated_path")
+    if not curated_path:
+        raise PromotionError(f"{version.name} v{version.version} has no curated_path tag; "
+                             "register it with `bedrot-lab register`")
+    return normal_path(curated_path)
+
+
+def _promote_locked(lab: Lab, chosen: Any, curated_path: str, *, dry_run: bool = False, force: bool = False,
+                    action: str = "promote", source: Path | None = None) -> PromotionResult:
+    """The promotion itself; the caller holds the file's lock and has recovered its journal."""
+    name, tags = chosen.name, chosen.tags
+    target = curated_target(lab, curated_path)
+    result = PromotionResult(name, str(chosen.version), curated_path, "dry run" if dry_run else action,
+                             run_id=chosen.run_id, sha256=tags.get("sha256", ""))
+    history = read_lineage(lab, curated_path)
+    current = history[-1] if history else None
+    on_disk = _file_state(target, current)
+    if current and current["version"] == str(chosen.version) and current["model"] == name \
+            and on_disk == current["sha256"]:
+        result.status = "already current"
+        return result
+    if current and target.exists() and on_disk != current["sha256"] and not force:
+        raise PromotionError(
+            f"{target} was changed outside bedrot-lab since its last promotion "
+            f"(sha256 {on_disk[:12]}... is not in the lineage); look at it, then use --force to archive it and go on")
+
+    for stale in target.parent.glob(f".{target.name}.promote-*.tmp"):  # left by a killed promotion
+        stale.unlink()
+    origin = source or _source_file(lab, chosen)
+    _checkpoint("downloaded")
+    temporary = target.with_name(f".{target.name}.promote-{os.getpid()}.tmp")
+    new_folders = [] if dry_run else _make_folders(target.parent)
+    try:
+        digest, size = _copy_and_hash(origin, None if dry_run else temporary)
+        problems = []
+        if digest != tags.get("sha256"):
+            problems.append(f"digest mismatch: the bytes hash to {digest}, the version says {tags.get('sha256')}")
+        _checkpoint("temp_written")
+        if not problems:
+            problems += _validate(lab, name, chosen, origin if dry_run else temporary, curated_path)
+        if problems:
+            raise PromotionError(f"{name} v{chosen.version} not promoted to {curated_path}:\n  - "
+                                 + "\n  - ".join(problems), problems)
+        if dry_run:
+            return result
+        entry = _lineage_entry(lab, name, chosen, digest, size, action)
+        archived = _archive(lab, target, curated_path, current, on_disk) if target.exists() else None
+        entry["replaced"] = archived
+        result.replaced = archived
+        _checkpoint("archived")
+        _write_journal(lab, curated_path, {"entry": entry, "temporary": str(temporary)})
+        os.replace(temporary, target)
+        _fsync_folder(target.parent)
+        _checkpoint("replaced")
+        _finish(lab, curated_path, target, entry)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+        if not target.exists():  # refused: leave no empty folders behind either
+            for folder in reversed(new_folders):
+                with contextlib.suppress(OSError):  # another promotion may be filling it
+                    folder.rmdir()
+    return result
 
 
 # -- steps -----------------------------------------------------------------------------
@@ -450,13 +487,14 @@ def _finish(lab: Lab, curated_path: str, target: Path, entry: dict[str, Any]) ->
     _journal(lab, curated_path).unlink(missing_ok=True)
 
 
-def _recover(lab: Lab, curated_path: str, target: Path) -> str:
-    """Finish or forget a promotion that was killed half way; says which, or ''."""
+def _recover(lab: Lab, curated_path: str) -> str:
+    """Finish or forget a promotion of ``curated_path`` that was killed half way; says which, or ''."""
     journal = _journal(lab, curated_path)
     if not journal.is_file():
         return ""
     pending = json.loads(journal.read_text())
     entry = pending["entry"]
+    target = curated_target(lab, curated_path)
     Path(pending["temporary"]).unlink(missing_ok=True)
     if target.exists() and _copy_and_hash(target, None)[0] == entry["sha256"]:
         _finish(lab, curated_path, target, entry)
@@ -494,7 +532,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _slug(curated_path: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "__", curated_path)
+    """A file name for ``curated_path`` that no other path shares."""
+    from urllib.parse import quote
+
+    return quote(curated_path, safe="")
 
 
 @contextmanager

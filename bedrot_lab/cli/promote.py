@@ -71,13 +71,15 @@ def promote(state, name: str, version: str | None, alias: str | None, dry_run: b
 @click.command()
 @click.argument("name")
 @click.option("--to-version", help="Version to restore (default: the one before the current).")
+@click.option("--force", is_flag=True, help="Archive a curated file changed outside bedrot-lab, then go on.")
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for another promotion of the same file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
-def rollback(state, name: str, to_version: str | None, as_json: bool) -> None:
+def rollback(state, name: str, to_version: str | None, force: bool, wait: float, as_json: bool) -> None:
     """Restore an earlier promoted version of NAME (validated and written like a promotion)."""
     from ..promotion import rollback as rollback_version
 
-    _report(lambda: rollback_version(state.lab, name, to_version), as_json)
+    _report(lambda: rollback_version(state.lab, name, to_version, force=force, wait=wait), as_json)
 
 
 def _report(action, as_json: bool) -> None:

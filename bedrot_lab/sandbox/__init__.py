@@ -1,0 +1,7 @@
+"""The sandbox zone's accounts: a usage index of every file, kept current by a watcher."""
+
+from __future__ import annotations
+
+from .index import Change, FileRecord, Owner, ReconcileStats, ScanStats, UsageIndex, owner_of
+
+__all__ = ["Change", "FileRecord", "Owner", "ReconcileStats", "ScanStats", "UsageIndex", "owner_of"]
