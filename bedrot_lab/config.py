@@ -36,6 +36,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "plugins": {"disabled": list, "paths": list},
     "experiments": {"specs": str},
+    "sandbox": {},  # its rules are checked by bedrot_lab.sandbox.rules, which owns them
 }
 
 
@@ -70,6 +71,7 @@ class Settings:
     system_metrics_interval: float = 10.0
     user: str = field(default_factory=lambda: current_user())
     name: str = "bedrot"
+    sandbox: Mapping[str, Any] = field(default_factory=dict)  # the [sandbox] table, raw
 
     @property
     def state_dir(self) -> Path:
@@ -129,6 +131,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"unknown table; expected one of {', '.join(SCHEMA)}", path, f"[{table}]")
         if not isinstance(values, dict):
             raise ConfigError("must be a table", path, table)
+        if table == "sandbox":
+            continue
         for key, value in values.items():
             expected = SCHEMA[table].get(key)
             name = f"{table}.{key}"
@@ -199,6 +203,7 @@ def settings_from(
         system_metrics_after=float(tracking.get("system_metrics_after", 10.0)),
         system_metrics_interval=float(tracking.get("system_metrics_interval", 10.0)),
         name=data.get("lake", {}).get("name", root.name),
+        sandbox=data.get("sandbox", {}),
     )
 
 

@@ -184,12 +184,14 @@ def _escaped_rows(rows: Iterable[tuple]) -> list[tuple]:
 
 
 def _insert_many(con: sqlite3.Connection, table: str, width: int, rows: list[tuple]) -> None:
-    marks = ",".join("?" * width)
+    sql = f"INSERT INTO {table} VALUES ({','.join('?' * width)})"
+    con.execute("SAVEPOINT batch")
     try:
-        con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        con.executemany(sql, rows)
     except UnicodeEncodeError:
-        # rows before the bad one are in already: replace them with themselves
-        con.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", _escaped_rows(rows))
+        con.execute("ROLLBACK TO batch")
+        con.executemany(sql, _escaped_rows(rows))
+    con.execute("RELEASE batch")
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -219,8 +221,8 @@ def _create_tables(con: sqlite3.Connection, suffix: str = "") -> None:
 
 # -- the walk -------------------------------------------------------------------------------
 
-#: a folder still to walk: (relative path, id, parent id, depth, owner key)
-_Pending = tuple[str, int, "int | None", int, tuple[str, str, str, str]]
+#: a folder still to walk: (relative path, parent id, depth, owner key)
+_Pending = tuple[str, "int | None", int, tuple[str, str, str, str]]
 
 
 class _Walker:
@@ -229,7 +231,9 @@ class _Walker:
     The loop is the cost of a full scan, so it stays tight: one ``scandir`` per
     folder on an open descriptor (so ``DirEntry.stat`` is an ``fstatat`` of the
     name), the folder type from ``d_type``, the owner computed once per folder
-    (and only in the top five levels, where it can change), rows batched.
+    (and only in the top five levels, where it can change), rows batched. Folder
+    ids are given in the order folders are listed, so rows reach the tables in
+    key order (appends, the cheapest B-tree insert).
     """
 
     def __init__(self, con: sqlite3.Connection, root: str, files_table: str, dirs_table: str,
@@ -246,7 +250,9 @@ class _Walker:
 
     def list_dir(self, pending: _Pending, children: list[_Pending]) -> None:
         """Record one folder's files; append its sub-folders to ``children``."""
-        rel, did, parent, depth, okey = pending
+        rel, parent, depth, okey = pending
+        did = self.next_id
+        self.next_id += 1
         prefix = self.prefix
         rows_append = self.rows.append
         nbytes = nfiles = 0
@@ -261,10 +267,8 @@ class _Walker:
                         name = entry.name
                         try:
                             if entry.is_dir(follow_symlinks=False):
-                                self.next_id += 1
                                 child = f"{rel}/{name}" if rel else name
-                                children.append((child, self.next_id, did, depth + 1,
-                                                 okey if depth >= 5 else _owner_key(child)))
+                                children.append((child, did, depth + 1, okey if depth >= 5 else _owner_key(child)))
                                 continue
                             st = entry.stat(follow_symlinks=False)
                         except OSError:  # gone since the listing
@@ -323,19 +327,20 @@ def _connect_scratch(path: str) -> sqlite3.Connection:
 def _scan_worker(argv: list[str]) -> None:
     """Entry point of the helper process of a full scan (see ``UsageIndex._start_helper``).
 
-    Arguments: sandbox root, shard database, claims folder, first folder id. Reads the
-    work units (JSON) from stdin, walks the ones it claims into the shard's ``files``
-    and ``scan_dirs`` tables, and prints its counts as JSON.
+    Arguments: sandbox root, shard database, claims folder (holding ``units.json``),
+    first folder id. Walks the units it claims into the shard's ``files`` and
+    ``scan_dirs`` tables, and prints its counts as JSON.
     """
     root, shard, claims, first_id = argv
-    units = json.load(sys.stdin)
+    with open(os.path.join(claims, "units.json")) as handle:
+        units = json.load(handle)
     con = _connect_scratch(shard)
     con.execute("BEGIN")
     walker = _Walker(con, root, "files", "scan_dirs", int(first_id))
     done = []
     for number, unit in enumerate(units):
         if _claim(claims, number):
-            walker.walk([(rel, did, parent, depth, tuple(okey)) for rel, did, parent, depth, okey in unit])
+            walker.walk([(rel, parent, depth, tuple(okey)) for rel, parent, depth, okey in unit])
             done.append(number)
     walker.flush()
     con.execute("COMMIT")
@@ -402,6 +407,7 @@ class _Writer:
 
     # totals
     def count(self, row: tuple[int, int], nbytes: int, nfiles: int) -> None:
+        """Add to the totals of folder ``row`` (id, owner id) and of its owner."""
         for table, key in ((self.dir_delta, row[0]), (self.owner_delta, row[1])):
             delta = table.get(key)
             if delta is None:
@@ -409,6 +415,12 @@ class _Writer:
             else:
                 delta[0] += nbytes
                 delta[1] += nfiles
+
+    def count_owner(self, owner: int, nbytes: int, nfiles: int) -> None:
+        """Add to the totals of one owner only."""
+        delta = self.owner_delta.setdefault(owner, [0, 0])
+        delta[0] += nbytes
+        delta[1] += nfiles
 
     def flush(self) -> None:
         """Write the pending folder and owner totals."""
@@ -468,12 +480,11 @@ class _Writer:
         self.con.executemany("DELETE FROM files WHERE dir_id = ?", [(r[0],) for r in rows])
         for did, path, owner, nbytes, nfiles in rows:
             self.removed += nfiles
-            delta = self.owner_delta.setdefault(owner, [0, 0])
-            delta[0] -= nbytes
-            delta[1] -= nfiles
+            self.count_owner(owner, -nbytes, -nfiles)
         gone = [(r[0],) for r in rows if r[1] != ""]
         self.con.executemany("DELETE FROM dirs WHERE id = ?", gone)
-        self.con.execute("UPDATE dirs SET bytes = 0, files = 0 WHERE path = ''")
+        if not rel:
+            self.con.execute("UPDATE dirs SET bytes = 0, files = 0 WHERE path = ''")
         self.dirs_removed += len(gone)
         self.cache.clear()
         self.flush()
@@ -481,18 +492,20 @@ class _Writer:
     def move_dir(self, src: str, dest: str) -> bool:
         """Move indexed folder ``src`` and its subtree to ``dest`` (owners follow the new
         paths); False when ``src`` is not indexed."""
-        if self.dir_row(src) is None or not dest:
+        if not src or not dest or self.dir_row(src) is None:
             return False
         if src == dest or dest.startswith(src + "/"):
             return True
-        if self.dir_row(dest) is not None:
-            self.remove_subtree(dest)  # rename(2) replaced an empty folder
         parent_rel, _, name = dest.rpartition("/")
         parent = self.ensure_dir(parent_rel)
         if parent is None:
             return False
-        if self.dir_row(dest) is not None:  # ensure_dir read it from disk already
+        if self.dir_row(dest) is not None:
+            # the destination is indexed already: read from disk after the moves of its
+            # files (the polling observer reports those first), or an empty folder that
+            # rename(2) replaced; either way the disk has the answer
             self.remove_subtree(src)
+            self.sync_tree(dest)
             return True
         prow = self.dir_row(parent_rel)
         if prow is not None:
@@ -504,9 +517,8 @@ class _Writer:
             new_path = dest_db + path[len(src_db):]
             new_owner = self.owner_id(_from_db(new_path))
             if new_owner != owner:
-                self.count((did, owner), -nbytes, -nfiles)
-                self.count((did, new_owner), nbytes, nfiles)
-                self.dir_delta.pop(did, None)
+                self.count_owner(owner, -nbytes, -nfiles)
+                self.count_owner(new_owner, nbytes, nfiles)
             updates.append((new_path, new_owner, did))
         self.con.executemany("UPDATE dirs SET path = ?, owner_id = ? WHERE id = ?", updates)
         self.con.execute("UPDATE dirs SET parent_id = ? WHERE path = ?", (parent[0], dest_db))
@@ -519,14 +531,17 @@ class _Writer:
         row = self.dir_row(rel)
         if row is not None:
             return row
+        if not rel:  # the root row is always there; recreate it if it was lost
+            return self.insert_dir("", None)
         missing = rel
         while True:
             parent = missing.rpartition("/")[0]
-            if self.dir_row(parent) is not None or not missing:
+            if self.dir_row(parent) is not None:
+                break
+            if not parent:
+                self.ensure_dir("")
                 break
             missing = parent
-        if not missing:  # the root row is always there; recreate it if someone dropped it
-            return self.insert_dir("", None)
         if not os.path.isdir(self.abspath(missing)) or os.path.islink(self.abspath(missing)):
             return None
         self.sync_tree(missing)
@@ -653,26 +668,23 @@ def _plan(changes: Iterable[Change]) -> list[tuple[str, Any]]:
     """Turn changes into steps: ("sync", {path: read_whole_tree}) runs, cut by ("move", (src, dest)).
 
     Every change but a folder move becomes a sync of its path(s) from disk, so
-    the order within a run does not matter and duplicates collapse. Moves of
-    children that a folder move in the same batch already covered are dropped.
+    the order within a run does not matter and duplicates collapse. (The moves
+    watchdog reports for each child of a moved folder are kept: a sync before
+    the move may already have dropped a child from its old place.)
     """
     steps: list[tuple[str, Any]] = []
     syncs: dict[str, bool] = {}
-    moved: list[tuple[str, str]] = []
     for change in changes:
         kind, path, dest = change.kind, change.path.strip("/"), change.dest
         if kind not in CHANGE_KINDS:
             raise ValueError(f"unknown change kind {kind!r}; expected one of {sorted(CHANGE_KINDS)}")
         if kind == "moved" and dest is not None:
             dest = dest.strip("/")
-            if any(path.startswith(s + "/") and dest == d + path[len(s):] for s, d in moved):
-                continue
             if change.is_dir:
                 if syncs:
                     steps.append(("sync", syncs))
                     syncs = {}
                 steps.append(("move", (path, dest)))
-                moved.append((path, dest))
                 continue
             syncs[path] = syncs.get(path, False)
             syncs[dest] = syncs.get(dest, False)
@@ -834,8 +846,8 @@ class UsageIndex:
             if self.workers > 0:
                 _create_shard(shard)
                 con.execute("ATTACH DATABASE ? AS shard", (shard,))
-            con.execute("BEGIN")
             con.execute("PRAGMA main.synchronous=OFF")
+            con.execute("BEGIN")
             for table in ("files_new", "dirs_new", "owners_new"):
                 con.execute(f"DROP TABLE IF EXISTS main.{table}")
             _create_tables(con, "_new")
@@ -906,37 +918,31 @@ class UsageIndex:
     def _top_levels(self, walker: _Walker) -> list[list[_Pending]]:
         """List the top levels breadth first until there are enough folders to share out;
         returns them as work units ([] when the tree was small enough to finish here)."""
-        want = 16 * (self.workers + 1)
-        frontier: list[_Pending] = [("", 1, None, 0, ("", "", "", ""))]
-        while frontier and (len(frontier) < want or self.workers == 0):
+        frontier: list[_Pending] = [("", None, 0, ("", "", "", ""))]
+        if self.workers <= 0:
+            walker.walk(frontier)
+            return []
+        while frontier and len(frontier) < 16 * (self.workers + 1):
             children: list[_Pending] = []
             for pending in frontier:
                 walker.list_dir(pending, children)
             frontier = children
-            if self.workers == 0:
-                walker.walk(frontier)
-                return []
         if not frontier:
             return []
         count = min(len(frontier), 64 * (self.workers + 1))
         return [frontier[i::count] for i in range(count)]
 
     def _start_helper(self, shard: str, claims: str, units: list[list[_Pending]]) -> subprocess.Popen[str] | None:
+        with open(os.path.join(claims, "units.json"), "w") as handle:
+            json.dump(units, handle)
         try:
-            helper = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _HELPER_BOOT, __file__, str(self.root), shard, claims,
                  str(_ID_STRIDE)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             log.warning("full scan: cannot start a helper process (%s); walking alone", exc)
             return None
-        assert helper.stdin is not None
-        try:
-            json.dump(units, helper.stdin)
-            helper.stdin.close()
-        except OSError:
-            pass  # it died: _finish_helper reports it
-        return helper
 
     def _finish_helper(self, helper: subprocess.Popen[str]) -> tuple[dict[str, int], bool]:
         out, err = helper.communicate()
@@ -1103,6 +1109,18 @@ class UsageIndex:
             return None
         return FileRecord(path.strip("/"), *row[:4], bool(row[4]), self._owner(row[5]))
 
+    def folders(self, under: str = "") -> Iterator[str]:
+        """Every indexed folder at or below ``under`` (relative paths; ``""`` is the root)."""
+        under = under.strip("/")
+        if under:
+            db = _to_db(under)
+            rows = self._con.execute("SELECT path FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
+                                     (db, db + "/", db + "0"))
+        else:
+            rows = self._con.execute("SELECT path FROM dirs")
+        for (path,) in rows:
+            yield _from_db(path)
+
     def folder_count(self) -> int:
         """How many folders the index holds, the root included."""
         return self._con.execute("SELECT COUNT(*) FROM dirs").fetchone()[0]
@@ -1120,7 +1138,8 @@ class UsageIndex:
 
 def _create_shard(path: str) -> None:
     con = _connect_scratch(path)
-    con.execute(_FILES_DDL.format(name="files"))
+    # a plain table: its rows are inserted once more, in order, when merged
+    con.execute("CREATE TABLE files (dir_id, name, size, mtime, atime, ctime, is_link)")
     con.execute(_SCAN_DIRS_DDL.format(name="scan_dirs"))
     con.close()
 
