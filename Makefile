@@ -24,3 +24,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_royalty.py
+	$(BIN)/python benchmarks/bench_promote.py

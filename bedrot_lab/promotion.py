@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 CANDIDATE, CURATED = "candidate", "curated"
 LINEAGE_DIR = "_lineage"
-CHUNK = 8 << 20
+CHUNK = 1 << 20  # 1 MiB: read, hash and write while the chunk is still in the CPU cache
 
 
 class PromotionError(Exception):
