@@ -108,3 +108,43 @@ def after_promotion(result, lab):
         lab: the :class:`bedrot_lab.lab.Lab`. Exceptions propagate to the caller,
             after the promotion is complete.
     """
+
+
+@hookspec
+def sandbox_rules(settings):
+    """Contribute rules that the sandbox is checked against.
+
+    Args:
+        settings: the lake's :class:`bedrot_lab.config.Settings` (``settings.sandbox``
+            is the raw ``[sandbox]`` table, if the rule wants its own keys).
+
+    Return a list of rule objects (or None). A rule is any object with a ``name``
+    (str, unique) and ``evaluate(index, now)`` that yields
+    :class:`bedrot_lab.sandbox.rules.Violation` objects whose ``rule`` is ``name``
+    or starts with ``name + "."``; ``index`` is the
+    :class:`bedrot_lab.sandbox.index.UsageIndex` and ``now`` the time of the check
+    (epoch seconds). Every plugin's rules are used, after the built-in ones
+    (``quota``, ``stale``, ``secrets``); a rule named like a built-in one replaces
+    it; two plugins returning the same name is an error. A rule that raises is
+    logged and skipped for that check, and its open violations stay open.
+    """
+
+
+@hookspec
+def handle_violation(transition, settings):
+    """Called for each new, escalated or resolved sandbox violation (for example, to notify).
+
+    Args:
+        transition: a :class:`bedrot_lab.sandbox.violations.Transition`: ``kind``
+            (``"new"``, ``"escalated"`` or ``"resolved"``), ``violation`` (rule,
+            subject, measured, limit, severity, detail, path, line; never a
+            secret's value), ``previous`` (what was last alerted, for
+            ``escalated``), ``first_seen`` (since when it is open) and ``at``.
+        settings: the lake's :class:`bedrot_lab.config.Settings`.
+
+    A violation that persists is not handed over again: only changes are.
+    Every plugin is called; an exception is logged and the other
+    implementations still run. The built-in sinks (``violation_sinks``, trylast)
+    write the log and ``<state>/violations.jsonl``; disable them with
+    ``[plugins] disabled = ["violation_sinks"]``.
+    """

@@ -26,6 +26,7 @@ LOCAL_PACKAGE = "bedrot_lab_local"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "bedrot_lab.builtin.datasets",
     "bedrot_lab.builtin.run_tags",
+    "bedrot_lab.builtin.violation_sinks",
 )
 
 

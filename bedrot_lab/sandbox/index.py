@@ -328,10 +328,10 @@ def _scan_worker(argv: list[str]) -> None:
     """Entry point of the helper process of a full scan (see ``UsageIndex._start_helper``).
 
     Arguments: sandbox root, shard database, claims folder (holding ``units.json``),
-    first folder id. Walks the units it claims into the shard's ``files`` and
-    ``scan_dirs`` tables, and prints its counts as JSON.
+    first folder id, helper number. Walks the units it claims into the shard's
+    ``files`` and ``scan_dirs`` tables, and prints its counts as JSON.
     """
-    root, shard, claims, first_id = argv
+    root, shard, claims, first_id, _number = argv
     with open(os.path.join(claims, "units.json")) as handle:
         units = json.load(handle)
     con = _connect_scratch(shard)
@@ -723,13 +723,14 @@ class UsageIndex:
     gets its own connection; the object may be shared between threads.
 
     ``workers`` is how many helper processes a full scan starts to walk with it:
-    None means one fewer than the CPUs this process may use (at most 3), 0 none.
+    None means one fewer than the CPUs this process may use (at most 3), 0 none
+    (at most 8).
     """
 
     def __init__(self, db_path: Path, root: Path, *, workers: int | None = None):
         self.db_path = Path(db_path)
         self.root = Path(root)
-        self.workers = min(_cpus() - 1, 3) if workers is None else workers
+        self.workers = min(_cpus() - 1, 3) if workers is None else max(0, min(workers, 8))
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -840,12 +841,12 @@ class UsageIndex:
             raise FileNotFoundError(f"the sandbox root {root} is not a folder")
         con = self._con
         scratch = tempfile.mkdtemp(prefix=f".{self.db_path.name}.scan-", dir=self.db_path.parent)
-        shard = os.path.join(scratch, "helper.db")
-        helper: subprocess.Popen[str] | None = None
+        shards = [os.path.join(scratch, f"helper{k}.db") for k in range(self.workers)]
+        running: list[tuple[int, subprocess.Popen[str]]] = []
         try:
-            if self.workers > 0:
+            for k, shard in enumerate(shards):
                 _create_shard(shard)
-                con.execute("ATTACH DATABASE ? AS shard", (shard,))
+                con.execute(f"ATTACH DATABASE ? AS shard{k}", (shard,))
             con.execute("PRAGMA main.synchronous=OFF")
             con.execute("BEGIN")
             for table in ("files_new", "dirs_new", "owners_new"):
@@ -856,29 +857,30 @@ class UsageIndex:
 
             walker = _Walker(con, root, "main.files_new", "temp.scan_dirs", 1, progress)
             units = self._top_levels(walker)
-            mine: list[int] = []
+            done: set[int] = set()
             if units:
-                if self.workers > 0:
-                    helper = self._start_helper(shard, scratch, units)
+                running = [(k, helper) for k, shard in enumerate(shards)
+                           if (helper := self._start_helper(shard, scratch, units, k)) is not None]
                 for number, unit in enumerate(units):
                     if _claim(scratch, number):
                         walker.walk(unit)
-                        mine.append(number)
-            helpers, extra = 0, {"files": 0, "bytes": 0, "dirs": 0, "errors": 0}
-            if helper is not None:
-                extra, failed = self._finish_helper(helper)
-                helper = None
-                if failed:  # walk what the helper claimed, here
-                    for number, unit in enumerate(units):
-                        if number not in mine:
-                            walker.walk(unit)
-                    extra = {"files": 0, "bytes": 0, "dirs": 0, "errors": 0}
-                else:
-                    helpers = 1
+                        done.add(number)
+            merged, extra = [], {"files": 0, "bytes": 0, "dirs": 0, "errors": 0}
+            for k, helper in running:
+                report = self._finish_helper(helper)
+                if report is not None:
+                    merged.append(k)
+                    done.update(report["units"])
+                    for key in extra:
+                        extra[key] += report[key]
+            running = []
+            for number, unit in enumerate(units):  # what a failed helper had claimed
+                if number not in done:
+                    walker.walk(unit)
             walker.flush()
-            if helpers:
-                con.execute("INSERT INTO main.files_new SELECT * FROM shard.files")
-                con.execute("INSERT INTO temp.scan_dirs SELECT * FROM shard.scan_dirs")
+            for k in merged:
+                con.execute(f"INSERT INTO main.files_new SELECT * FROM shard{k}.files")
+                con.execute(f"INSERT INTO temp.scan_dirs SELECT * FROM shard{k}.scan_dirs")
             con.execute("""INSERT INTO main.owners_new (area, user, project, run_id, bytes, files)
                 SELECT area, user, project, run_id, SUM(bytes), SUM(files) FROM temp.scan_dirs
                 GROUP BY area, user, project, run_id""")
@@ -901,19 +903,19 @@ class UsageIndex:
             raise
         finally:
             con.execute("PRAGMA main.synchronous=NORMAL")
-            if helper is not None:
+            for _, helper in running:
                 helper.kill()
                 helper.wait()
-            if self.workers > 0:
+            for k in range(len(shards)):
                 try:
-                    con.execute("DETACH DATABASE shard")
+                    con.execute(f"DETACH DATABASE shard{k}")
                 except sqlite3.OperationalError:
                     pass
             _remove_tree(scratch)
         con.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if progress is not None:
             progress(files)
-        return ScanStats(files, dirs, nbytes, errors, time.perf_counter() - started, helpers)
+        return ScanStats(files, dirs, nbytes, errors, time.perf_counter() - started, len(merged))
 
     def _top_levels(self, walker: _Walker) -> list[list[_Pending]]:
         """List the top levels breadth first until there are enough folders to share out;
@@ -932,28 +934,33 @@ class UsageIndex:
         count = min(len(frontier), 64 * (self.workers + 1))
         return [frontier[i::count] for i in range(count)]
 
-    def _start_helper(self, shard: str, claims: str, units: list[list[_Pending]]) -> subprocess.Popen[str] | None:
-        with open(os.path.join(claims, "units.json"), "w") as handle:
-            json.dump(units, handle)
+    def _start_helper(self, shard: str, claims: str, units: list[list[_Pending]],
+                      number: int) -> subprocess.Popen[str] | None:
+        """Start helper ``number`` of a full scan, walking into ``shard``."""
+        listing = os.path.join(claims, "units.json")
+        if not os.path.exists(listing):
+            with open(listing, "w") as handle:
+                json.dump(units, handle)
         try:
             return subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _HELPER_BOOT, __file__, str(self.root), shard, claims,
-                 str(_ID_STRIDE)],
+                 str((number + 1) * _ID_STRIDE), str(number)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
-            log.warning("full scan: cannot start a helper process (%s); walking alone", exc)
+            log.warning("full scan: cannot start a helper process (%s); walking without it", exc)
             return None
 
-    def _finish_helper(self, helper: subprocess.Popen[str]) -> tuple[dict[str, int], bool]:
+    def _finish_helper(self, helper: subprocess.Popen[str]) -> dict[str, Any] | None:
+        """The counts of a helper that finished well; None (and a warning) if it failed."""
         out, err = helper.communicate()
         if helper.returncode == 0:
             try:
-                return json.loads(out), False
+                return json.loads(out)
             except ValueError:
                 pass
-        log.warning("full scan: the helper process failed (exit %s); walking its part here: %s",
+        log.warning("full scan: a helper process failed (exit %s); walking its part here: %s",
                     helper.returncode, err.strip()[-500:])
-        return {}, True
+        return None
 
     def _bump(self, con: sqlite3.Connection, counter: str, **values: Any) -> None:
         con.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (counter,))
