@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from .index import Change, FileRecord, Owner, ReconcileStats, ScanStats, UsageIndex, owner_of
+from .watcher import SandboxWatcher
 
-__all__ = ["Change", "FileRecord", "Owner", "ReconcileStats", "ScanStats", "UsageIndex", "owner_of"]
+__all__ = ["Change", "FileRecord", "Owner", "ReconcileStats", "SandboxWatcher", "ScanStats", "UsageIndex",
+           "owner_of"]

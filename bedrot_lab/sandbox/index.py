@@ -19,15 +19,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
 
+#: bumped when the tables change; an index of another version is rebuilt empty
 SCHEMA_VERSION = 1
+#: the index's file name in the lake's state folder
 DB_NAME = "sandbox.db"
+#: an MLflow run id, as the folder name under ``users/<user>/<project>/runs/``
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 #: usage() groupings: ``by`` -> the key columns of each row
 USAGE_KEYS: dict[str, tuple[str, ...]] = {
@@ -36,6 +39,7 @@ USAGE_KEYS: dict[str, tuple[str, ...]] = {
     "project": ("user", "project"),
     "run": ("user", "project", "run_id"),
 }
+#: the kinds of :class:`Change`
 CHANGE_KINDS = frozenset({"created", "modified", "deleted", "moved"})
 
 _BATCH = 16384  # rows per executemany: big enough to amortise, small enough to keep memory flat
@@ -742,7 +746,7 @@ class UsageIndex:
         """The index of ``settings``' sandbox zone, in its state folder."""
         return cls(settings.state_dir / DB_NAME, settings.zone("sandbox"))
 
-    def __enter__(self) -> UsageIndex:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .index import Change, ReconcileStats, UsageIndex
 
@@ -29,9 +29,12 @@ NETWORK_FS = frozenset({
 })
 #: watchdog's loggers that report an inotify queue overflow (events were lost)
 OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+#: changes applied in one transaction at most
 MAX_BATCH = 20_000
-HEALTH_DELAY = 1.0  # seconds after folders were created or moved before the watches are counted
-MOVE_PAIRING_SECONDS = 0.1  # see _shorten_move_pairing
+#: seconds after folders were created or moved before the watches are counted
+HEALTH_DELAY = 1.0
+#: how long a moved-from event waits for its moved-to (see ``_shorten_move_pairing``)
+MOVE_PAIRING_SECONDS = 0.1
 _STOP = object()
 
 
@@ -176,6 +179,7 @@ class SandboxWatcher:
         self._check_pending = False
         self._overflow = threading.Event()
         self._spy = _OverflowSpy(self._overflow)
+        self._count_lock = threading.Lock()
         self._queued = 0
         self._done = 0
         self._last_event = 0.0
@@ -184,7 +188,7 @@ class SandboxWatcher:
         self._surplus = False
         self._next_reconcile = 0.0
 
-    def __enter__(self) -> SandboxWatcher:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -305,9 +309,8 @@ class SandboxWatcher:
             elif is_dir and self.mode == "polling" and dest is not None:
                 # a snapshot diff reports folder moves after everything else, even when
                 # the old path was reused in the same interval: read both from disk
-                self._queued += 2
-                self._queue.put(Change("created", src, None, True))
-                self._queue.put(Change("created", dest, None, True))
+                self._put(Change("created", src, None, True))
+                self._put(Change("created", dest, None, True))
                 return
             else:
                 change = Change("moved", src, dest, is_dir)
@@ -315,7 +318,11 @@ class SandboxWatcher:
             return
         else:
             change = Change(kind, src, None, is_dir)
-        self._queued += 1
+        self._put(change)
+
+    def _put(self, change: Change) -> None:
+        with self._count_lock:  # two observers overlap while one replaces the other
+            self._queued += 1
         self._queue.put(change)
 
     # -- the worker -------------------------------------------------------------------------
@@ -360,7 +367,7 @@ class SandboxWatcher:
             for function, future in requests:
                 try:
                     future.set_result(function())
-                except BaseException as exc:  # handed to the caller waiting on the future
+                except Exception as exc:  # handed to the caller waiting on the future
                     future.set_exception(exc)
             if stopping:
                 self._drain()
@@ -394,7 +401,7 @@ class SandboxWatcher:
             if isinstance(item, Change):
                 batch.append(item)
             elif item is not _STOP:
-                function, future = item
+                _function, future = item
                 future.cancel()
         self._apply(batch)
 
