@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import isolate_environment
 
 TARGET = 1.10
 EXPERIMENT = "bench-noop"
@@ -44,6 +44,7 @@ PLUGIN = '''\
 """The no-op experiment the overhead benchmark runs."""
 
 from bedrot_lab import Param, experiment, hookimpl
+
 
 METRICS = {metrics!r}
 
@@ -70,18 +71,6 @@ def register_experiments(register):
 '''
 
 
-def _isolate_environment() -> None:
-    from bedrot_lab.testing import ISOLATED_VARIABLES
-
-    for name in ISOLATED_VARIABLES:
-        os.environ.pop(name, None)
-    os.environ["BEDROT_USER"] = "bench"
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    warnings.filterwarnings("ignore")
-    import mlflow  # noqa: F401  (configures its loggers on import; quiet them afterwards)
-
-    for noisy in ("alembic", "mlflow", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 class BedrotSide:
@@ -320,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 2 or args.repeat < 1:
         parser.error("--runs must be at least 2 and --repeat at least 1")
 
-    _isolate_environment()
+    isolate_environment()
     with tempfile.TemporaryDirectory(prefix="bedrot-bench-") as tmp:
         rounds = [measure(args.runs, args.warmup, Path(tmp) / f"round-{i}") for i in range(args.repeat)]
         result = figures(rounds, args.runs, args.warmup)

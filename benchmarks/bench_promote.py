@@ -56,7 +56,6 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
-import logging
 import os
 import queue
 import resource
@@ -67,10 +66,11 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import isolate_environment
 
 TARGET = 1.0
 MEMORY_TARGET_MB = 64
@@ -170,18 +170,6 @@ min_rows = 1000
 """
 
 
-def _isolate_environment() -> None:
-    from bedrot_lab.testing import ISOLATED_VARIABLES
-
-    for name in ISOLATED_VARIABLES:
-        os.environ.pop(name, None)
-    os.environ["BEDROT_USER"] = "bench"
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    warnings.filterwarnings("ignore")
-    import mlflow  # noqa: F401  (configures its loggers on import; quiet them afterwards)
-
-    for noisy in ("alembic", "mlflow", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def maxrss_mb() -> float:
@@ -215,7 +203,7 @@ def child_promote(lake: Path, version: str, settle: Callable[[], None], candidat
     """Open the lake, settle, then promote ``version`` of MODEL with every step of promote()
     timed; ``candidate`` names a change of CANDIDATES applied to the promotion module first."""
     started = time.perf_counter()
-    _isolate_environment()
+    isolate_environment()
     from bedrot_lab import promotion
     from bedrot_lab.lab import Lab
 
@@ -759,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{needed / 2**30:.1f} GiB (use --dir or a smaller --size-mib)", file=sys.stderr)
         return 2
 
-    _isolate_environment()
+    isolate_environment()
     folder = Path(tempfile.mkdtemp(prefix="bedrot-bench-promote-", dir=args.dir))
     try:
         print(f"writing two {args.size_mib} MiB outputs in {folder} ...", file=sys.stderr)
