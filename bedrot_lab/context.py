@@ -52,10 +52,19 @@ class RunContext:
 
     @cached_property
     def workdir(self) -> Path:
-        """A folder for this run's files: ``sandbox/users/<user>/<experiment>/runs/<run id>``."""
-        folder = self.settings.zone("sandbox") / "users" / self.settings.user / self.experiment.name / "runs" / self.run_id
+        """A folder for this run's files: ``sandbox/users/<user>/<experiment>/runs/<run id>``.
+
+        Created on first use. Its bytes are logged as ``run.sandbox_bytes`` when
+        the run ends, and ``bedrot-lab sandbox usage --by run`` lists it.
+        """
+        folder = self.workdir_path
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    @property
+    def workdir_path(self) -> Path:
+        """Where :attr:`workdir` is, without creating it."""
+        return self.settings.zone("sandbox") / "users" / self.settings.user / self.experiment.name / "runs" / self.run_id
 
     # -- inputs ---------------------------------------------------------------------
 

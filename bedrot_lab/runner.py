@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .sandbox.runs import QuotaExceeded, quota_gate, workdir_bytes
 from .secrets import mask_secrets, scrub
 
 if TYPE_CHECKING:
@@ -100,7 +101,13 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     from .tracking import SystemMetrics
 
     experiment = request.experiment
+    gate = quota_gate(lab.settings, experiment.name)
+    if gate.hard:
+        raise QuotaExceeded(gate.refusal())
     tags, masked = _run_tags(lab, request)
+    if gate.soft:
+        log.warning("over a soft sandbox quota: %s", gate.tag())
+        tags["bedrot.sandbox.quota"] = gate.tag()
     params, masked_params = mask_secrets(request.params, "param")
     if masked or masked_params:
         tags["bedrot.masked"] = "; ".join(masked + masked_params)
@@ -128,7 +135,8 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
             system.stop()
             try:
                 ctx.close()
-                recorder.log_metrics(usage.metrics())
+                recorder.log_metrics({**usage.metrics(),
+                                      "run.sandbox_bytes": workdir_bytes(lab.settings, ctx.workdir_path)})
             finally:
                 recorder.end(outcome.status)
     return outcome

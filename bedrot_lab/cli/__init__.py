@@ -23,6 +23,7 @@ COMMANDS = {
     "promote": "bedrot_lab.cli.promote:promote",
     "rollback": "bedrot_lab.cli.promote:rollback",
     "promotions": "bedrot_lab.cli.promote:promotions",
+    "sandbox": "bedrot_lab.cli.sandbox:sandbox",
 }
 
 
@@ -42,10 +43,11 @@ def user_error(exc: BaseException) -> CliError | None:
     from ..lake import DatasetError
     from ..plugins import PluginError
     from ..promotion import PromotionError
+    from ..sandbox.runs import QuotaExceeded
 
     if isinstance(exc, (ConfigError, ParamError, UnknownExperiment)):
         return CliError(str(exc), exit_code=2)
-    if isinstance(exc, (DatasetError, PluginError, PromotionError)):
+    if isinstance(exc, (DatasetError, PluginError, PromotionError, QuotaExceeded)):
         return CliError(str(exc))
     return None
 

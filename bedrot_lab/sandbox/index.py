@@ -1011,16 +1011,17 @@ class UsageIndex:
             con.execute("ROLLBACK")
             raise
 
-    def reconcile(self, commit_seconds: float = 0.5) -> ReconcileStats:
-        """Compare the whole index with the disk and fix what events missed.
+    def reconcile(self, commit_seconds: float = 0.5, *, under: str = "") -> ReconcileStats:
+        """Compare the index with the disk and fix what events missed.
 
-        Walks the sandbox folder by folder, comparing each folder's files and
-        sub-folders with the index, and commits every ``commit_seconds`` so that
-        other writers are not held up for the whole walk. Also refreshes access
-        times, which the watcher cannot see (a refreshed atime alone is not
-        counted as an update).
+        Walks the sandbox (or only folder ``under``, relative) folder by folder,
+        comparing each folder's files and sub-folders with the index, and
+        commits every ``commit_seconds`` so that other writers are not held up
+        for the whole walk. Also refreshes access times, which the watcher
+        cannot see (a refreshed atime alone is not counted as an update).
         """
         started = time.perf_counter()
+        under = under.strip("/")
         con = self._con
         writer = _Writer(con, self.root)
         root = str(self.root)
@@ -1028,8 +1029,11 @@ class UsageIndex:
         try:
             if not os.path.isdir(root):
                 writer.remove_subtree("")
+            elif under and (start := writer.ensure_dir(under)) is None:
+                writer.forget(under)  # gone, or not a folder: sync what is there instead
+                writer.sync(under)
             else:
-                stack = [("", writer.ensure_dir(""))]
+                stack = [(under, start if under else writer.ensure_dir(""))]
                 generation, deadline = 0, time.monotonic() + commit_seconds
                 while stack:
                     rel, row = stack.pop()
@@ -1046,7 +1050,8 @@ class UsageIndex:
                         generation += 1
                         deadline = time.monotonic() + commit_seconds
             writer.flush()
-            self._bump(con, "reconciles", last_reconcile=time.time())
+            if not under:
+                self._bump(con, "reconciles", last_reconcile=time.time())
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -1081,6 +1086,16 @@ class UsageIndex:
     def total(self) -> tuple[int, int]:
         """Bytes and files in the whole sandbox."""
         nbytes, nfiles = self._con.execute("SELECT SUM(bytes), SUM(files) FROM owners").fetchone()
+        return (nbytes or 0, nfiles or 0)
+
+    def owner_totals(self, user: str, project: str | None = None) -> tuple[int, int]:
+        """Bytes and files of user ``user``'s workspace, or of one of its projects."""
+        sql = "SELECT SUM(bytes), SUM(files) FROM owners WHERE area = 'users' AND user = ?"
+        args = [_to_db(user)]
+        if project is not None:
+            sql += " AND project = ?"
+            args.append(_to_db(project))
+        nbytes, nfiles = self._con.execute(sql, args).fetchone()
         return (nbytes or 0, nfiles or 0)
 
     def run_bytes(self, run_id: str) -> int:
@@ -1138,8 +1153,16 @@ class UsageIndex:
 
     def info(self) -> dict[str, Any]:
         """Bookkeeping: ``full_scans`` and ``reconciles`` done, ``last_full_scan`` and
-        ``last_reconcile`` (epoch seconds), and the counts of the last full scan."""
+        ``last_reconcile`` (epoch seconds), the counts of the last full scan, and
+        what :meth:`note` recorded."""
         return {key: value for key, value in self._con.execute("SELECT key, value FROM meta")}
+
+    def note(self, **values: Any) -> None:
+        """Record bookkeeping values (a watcher's heartbeat, say), shown by :meth:`info`."""
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+        con.execute("COMMIT")
 
     def _owner(self, owner_id: int) -> Owner:
         area, user, project, run_id = self._con.execute(

@@ -86,6 +86,11 @@ def format_size(nbytes: float) -> str:
     return f"{int(nbytes)} B" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
 
 
+def files_count(count: int) -> str:
+    """``"1 file"``, ``"12,345 files"``."""
+    return f"{count:,} file" if count == 1 else f"{count:,} files"
+
+
 # -- globs ------------------------------------------------------------------------------------
 
 
@@ -298,16 +303,17 @@ class QuotaRule:
 
     def evaluate(self, index: UsageIndex, now: float) -> Iterator[Violation]:
         for row in index.usage("user"):
-            yield from self._check("user", row["user"], row["bytes"], row["files"])
+            yield from self.check("user", row["user"], row["bytes"], row["files"])
         for row in index.usage("project"):
-            yield from self._check("project", f"{row['user']}/{row['project']}", row["bytes"], row["files"])
+            yield from self.check("project", f"{row['user']}/{row['project']}", row["bytes"], row["files"])
         for row in index.usage("area"):
             if row["area"]:
-                yield from self._check("area", row["area"], row["bytes"], row["files"])
+                yield from self.check("area", row["area"], row["bytes"], row["files"])
         nbytes, nfiles = index.total()
-        yield from self._check("total", None, nbytes, nfiles)
+        yield from self.check("total", None, nbytes, nfiles)
 
-    def _check(self, scope: str, name: str | None, nbytes: int, nfiles: int) -> Iterator[Violation]:
+    def check(self, scope: str, name: str | None, nbytes: int, nfiles: int) -> Iterator[Violation]:
+        """The violation (if any) of ``name`` in ``scope`` holding ``nbytes`` in ``nfiles``."""
         broken = self.quotas.limits(scope, name).broken(nbytes)
         if broken is None:
             return
@@ -316,7 +322,7 @@ class QuotaRule:
         who = f"{scope} {name}" if name is not None else "the sandbox"
         yield Violation(
             f"quota.{scope}", subject, nbytes, limit, severity,
-            f"{who} holds {format_size(nbytes)} in {nfiles:,} files, over its {severity} limit "
+            f"{who} holds {format_size(nbytes)} in {files_count(nfiles)}, over its {severity} limit "
             f"of {format_size(limit)}",
             path=folder_of_scope(scope, name))
 

@@ -233,6 +233,10 @@ class ViolationStore:
         severe first, then the oldest."""
         return [v for v in self._stored("status = 'open'") if rule is None or owns(rule, v.violation.rule)]
 
+    def all_violations(self) -> list[StoredViolation]:
+        """Every violation ever recorded, open or resolved (open ones first)."""
+        return sorted(self._stored("1"), key=lambda s: s.status != "open")
+
     def get(self, rule: str, subject: str) -> StoredViolation | None:
         """The stored violation (rule, subject), open or resolved, or None."""
         found = self._stored("rule = ? AND subject = ?", (_to_db(rule), _to_db(subject)))

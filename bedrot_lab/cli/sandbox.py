@@ -1,0 +1,471 @@
+"""``bedrot-lab sandbox``: usage, rule checks, the live watcher, and safe clean-up."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import CliError
+from .output import echo_json, echo_table
+
+#: a watcher writes a heartbeat this often; usage calls it live while it is this fresh
+HEARTBEAT_SECONDS = 10.0
+LIVE_SECONDS = 3 * HEARTBEAT_SECONDS
+#: plan lines printed before "... and N more"
+SHOWN = 50
+
+
+@click.group()
+def sandbox() -> None:
+    """The sandbox's accounts: usage, rules, the watcher and clean-up.
+
+    \b
+    The usage index lives in the lake's state folder and is kept current by
+    `sandbox watch` (or the housekeeping daemon); the other commands bring the
+    part they need up to date themselves.
+    """
+
+
+# -- shared pieces -------------------------------------------------------------------------
+
+
+def _settings(state):
+    return state.lab.settings
+
+
+def _sandbox_root(settings) -> Path:
+    root = settings.zone("sandbox")
+    if not root.is_dir():
+        raise CliError(f"the sandbox folder {root} does not exist; create it, or set [zones] sandbox "
+                       f"in {settings.config_file}", exit_code=2)
+    return root
+
+
+def _open_index(settings, *, refresh: bool, quiet: bool = False):
+    """The usage index, built by a full scan if it never was, else reconciled when asked."""
+    from ..sandbox.index import UsageIndex
+
+    _sandbox_root(settings)
+    index = UsageIndex.for_settings(settings)
+    if not index.info().get("full_scans"):
+        _full_scan(index, quiet)
+    elif refresh:
+        index.reconcile()
+    return index
+
+
+def _full_scan(index, quiet: bool):
+    if quiet:
+        return index.full_scan()
+    click.echo(f"indexing {index.root} ...", err=True)
+    progress = _Progress("files indexed")
+    stats = index.full_scan(progress=progress.update)
+    progress.done()
+    return stats
+
+
+class _Progress:
+    """A count rewritten in place on a terminal's stderr; silent when stderr is not one."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def update(self, count: int, nbytes: int | None = None) -> None:
+        if self.tty:
+            extra = f" ({_size(nbytes)})" if nbytes is not None else ""
+            click.echo(f"\r{count:,} {self.what}{extra}", nl=False, err=True)
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo(err=True)
+
+
+def _size(nbytes: float | None) -> str:
+    from ..sandbox.rules import format_size
+
+    return "" if nbytes is None else format_size(nbytes)
+
+
+def files_count(count: int) -> str:
+    from ..sandbox.rules import files_count
+
+    return files_count(count)
+
+
+def _when(seconds: float | None) -> str | None:
+    return None if not seconds else datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+
+def _freshness(info: dict[str, Any], now: float) -> dict[str, Any]:
+    """How current the index is: the watcher's state, and when it last agreed with the disk."""
+    heartbeat = float(info.get("watcher_heartbeat") or 0)
+    live = now - heartbeat < LIVE_SECONDS
+    as_of = max(float(info.get(key) or 0) for key in ("last_full_scan", "last_reconcile", "watcher_heartbeat"))
+    return {"as_of": _when(as_of), "watcher": info.get("watcher_mode") if live else None}
+
+
+def _echo_freshness(fresh: dict[str, Any]) -> None:
+    watcher = f"live ({fresh['watcher']})" if fresh["watcher"] else "not running (bedrot-lab sandbox watch)"
+    click.echo(f"index as of {fresh['as_of']}; watcher {watcher}", err=True)
+
+
+# -- usage ---------------------------------------------------------------------------------
+
+
+@sandbox.command()
+@click.option("--by", type=click.Choice(["user", "project", "area", "run"]), default="user", show_default=True,
+              help="Group the usage by this.")
+@click.option("--refresh", is_flag=True, help="Reconcile the index with the disk first (walks the sandbox).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def usage(state, by: str, refresh: bool, as_json: bool) -> None:
+    """Bytes and files per user, project, shared area or run, with their quotas.
+
+    Read from the usage index, so it answers at once; the first use builds the
+    index with a full scan. Without a watcher running the index is as of its
+    last refresh (shown); --refresh brings it up to date.
+    """
+    from ..sandbox.rules import SandboxRules
+
+    settings = _settings(state)
+    quotas = SandboxRules.from_settings(settings).quotas
+    with _open_index(settings, refresh=refresh, quiet=as_json) as index:
+        rows = index.usage(by)
+        nbytes, nfiles = index.total()
+        fresh = _freshness(index.info(), time.time())
+    scope = {"user": "user", "project": "project", "area": "area"}.get(by)
+    for row in rows:
+        name = {"user": row.get("user"), "project": f"{row.get('user')}/{row.get('project')}",
+                "area": row.get("area")}.get(by)
+        limits = quotas.limits(scope, name) if scope else None
+        row["soft"], row["hard"] = (limits.soft, limits.hard) if limits else (None, None)
+        broken = limits.broken(row["bytes"]) if limits else None
+        row["over"] = broken[0] if broken else None
+    if as_json:
+        echo_json({"by": by, "rows": rows, "total": {"bytes": nbytes, "files": nfiles}, **fresh})
+        return
+    keys = {"user": ["user"], "project": ["user", "project"], "area": ["area"],
+            "run": ["user", "project", "run_id"]}[by]
+    shown = [{**{k: row[k] or "(root)" if k == "area" else row[k] for k in keys},
+              "size": _size(row["bytes"]), "files": f"{row['files']:,}",
+              "soft": _size(row["soft"]), "hard": _size(row["hard"]),
+              "over": row["over"] or ""} for row in rows]
+    columns = [*keys, "size", "files"]
+    if any(row["soft"] or row["hard"] for row in rows):
+        columns += ["soft", "hard", "over"]
+    echo_table(shown, columns, empty=f"no files by {by}")
+    click.echo(f"total: {_size(nbytes)} in {files_count(nfiles)}")
+    _echo_freshness(fresh)
+
+
+@sandbox.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def scan(state, as_json: bool) -> None:
+    """Rebuild the usage index from disk with a full scan.
+
+    Other commands (and a running watcher) keep using the old index until the
+    scan is done. Needed only when the index was lost or is suspect.
+    """
+    from ..sandbox.index import UsageIndex
+
+    settings = _settings(state)
+    _sandbox_root(settings)
+    with UsageIndex.for_settings(settings) as index:
+        stats = _full_scan(index, as_json)
+    if as_json:
+        echo_json({"files": stats.files, "folders": stats.dirs, "bytes": stats.bytes, "errors": stats.errors,
+                   "seconds": round(stats.seconds, 3)})
+        return
+    click.echo(f"indexed {stats.files:,} files ({_size(stats.bytes)}) in {stats.dirs:,} folders "
+               f"in {stats.seconds:.1f}s" + (f"; {stats.errors:,} could not be read" if stats.errors else ""))
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+@sandbox.command()
+@click.option("--no-refresh", is_flag=True, help="Check the index as it is, without reconciling it first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def check(state, no_refresh: bool, as_json: bool) -> None:
+    """The sandbox's violations now: quotas, stale files, secrets and plugin rules.
+
+    New, escalated and resolved violations go to the handle_violation hooks
+    (the log and violations.jsonl in the state folder by default). Exit code 1
+    when any violation is hard.
+    """
+    from ..sandbox.violations import check as check_rules
+
+    lab = state.lab
+    if not state.debug:  # the table below says it all; the sinks still record
+        logging.getLogger("bedrot_lab.sandbox.violations").setLevel(logging.ERROR)
+    with _open_index(lab.settings, refresh=not no_refresh, quiet=as_json) as index:
+        result = check_rules(lab.settings, index, lab.plugins.hook)
+    for name, error in result.failed_rules.items():
+        click.echo(f"warning: sandbox rule {name!r} failed ({error}); its earlier violations stay open", err=True)
+    if as_json:
+        echo_json({"violations": [v.to_dict() for v in result.violations],
+                   "transitions": [t.to_dict() for t in result.transitions],
+                   "failed_rules": result.failed_rules, "hard": len(result.hard)})
+    else:
+        _echo_violations(result.violations)
+        kinds = [t.kind for t in result.transitions]
+        if kinds:
+            counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("new", "escalated", "resolved") if k in kinds)
+            click.echo(f"since the last check: {counts}")
+    if result.hard:
+        sys.exit(1)
+
+
+def _echo_violations(violations) -> None:
+    order = {"hard": 0, "soft": 1, "info": 2}
+    rows = [{"severity": v.severity, "rule": v.rule, "subject": _printable(v.subject), "detail": _printable(v.detail)}
+            for v in sorted(violations, key=lambda v: (order[v.severity], v.rule, v.subject))]
+    echo_table(rows, ["severity", "rule", "subject", "detail"], empty="no violations")
+
+
+def _printable(text: str) -> str:
+    """Names that are not UTF-8 shown with escapes rather than failing to print."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@sandbox.command()
+@click.option("--all", "show_all", is_flag=True, help="Also list resolved violations.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def violations(state, show_all: bool, as_json: bool) -> None:
+    """The violations recorded by the last checks (open ones, since when)."""
+    from ..sandbox.violations import ViolationStore
+
+    settings = _settings(state)
+    with ViolationStore.for_settings(settings) as store:
+        stored = store.all_violations() if show_all else store.open_violations()
+    rows = [{**s.violation.to_dict(), "status": s.status, "since": _when(s.first_seen),
+             "last_seen": _when(s.last_seen), "resolved_at": _when(s.resolved_at)} for s in stored]
+    if as_json:
+        echo_json(rows)
+        return
+    shown = [{**row, "subject": _printable(row["subject"]), "detail": _printable(row["detail"])} for row in rows]
+    columns = ["status", "severity", "rule", "subject", "since", "detail"]
+    echo_table(shown, columns if show_all else columns[1:], empty="no open violations")
+
+
+# -- watch ---------------------------------------------------------------------------------
+
+
+@sandbox.command()
+@click.option("--polling", is_flag=True, help="Poll instead of using inotify.")
+@click.option("--check-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="Check the rules this often (violations are reported when they change).")
+@click.option("--status-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="Print a usage line this often.")
+@click.option("--reconcile-every", type=click.FloatRange(min=60), default=3600.0, show_default=True,
+              metavar="SECONDS", help="Reconcile the index with the disk this often, for what events missed.")
+@click.pass_obj
+def watch(state, polling: bool, check_every: float, status_every: float, reconcile_every: float) -> None:
+    """Watch the sandbox in the foreground: keep the usage index live and report
+    violations as they appear, escalate or resolve. Ctrl-C stops it.
+    """
+    from ..sandbox.index import UsageIndex
+    from ..sandbox.violations import check as check_rules
+    from ..sandbox.watcher import SandboxWatcher
+
+    lab = state.lab
+    settings = lab.settings
+    root = _sandbox_root(settings)
+    _log_to_terminal()
+    stop = _stop_on_signals()
+    with UsageIndex.for_settings(settings) as index:
+        if not index.info().get("full_scans"):
+            _full_scan(index, quiet=False)
+        watcher = SandboxWatcher(index, root, polling=True if polling else None, reconcile_seconds=reconcile_every,
+                                 on_warning=lambda message: _say(f"warning: {message}"))
+        watcher.start()
+        try:
+            _say(f"watching {root} ({watcher.reason}); Ctrl-C to stop")
+            next_beat = next_check = next_status = 0.0
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    index.note(watcher_heartbeat=time.time(), watcher_mode=watcher.mode)
+                    next_beat = now + HEARTBEAT_SECONDS
+                if now >= next_check:
+                    result = check_rules(settings, index, lab.plugins.hook)  # the log sink prints transitions
+                    next_check = now + check_every
+                    open_count = len(result.violations)
+                if now >= next_status:
+                    nbytes, nfiles = index.total()
+                    _say(f"{_size(nbytes)} in {files_count(nfiles)}; {watcher.mode}; {open_count} open violations; "
+                         f"{watcher.applied:,} changes applied")
+                    next_status = now + status_every
+                stop.wait(min(next_beat, next_check, next_status) - time.monotonic())
+        finally:
+            watcher.stop()
+            index.note(watcher_heartbeat=0, watcher_mode="stopped")
+    _say("stopped")
+
+
+def _say(message: str) -> None:
+    click.echo(f"{time.strftime('%H:%M:%S')} {_printable(message)}")
+
+
+def _log_to_terminal() -> None:
+    """Violation transitions (the built-in log sink) print as lines of their own."""
+    logger = logging.getLogger("bedrot_lab.sandbox.violations")
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+def _stop_on_signals():
+    import threading
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+# -- clean and restore -----------------------------------------------------------------------
+
+
+@sandbox.command()
+@click.option("--apply", "do_apply", is_flag=True, help="Do it: archive (or delete, where a rule says so).")
+@click.option("--older-than", type=click.FloatRange(min=0, min_open=True), default=None, metavar="DAYS",
+              help="Files unused for more than DAYS, instead of each rule's own days.")
+@click.option("--user", default=None, help="Only this user's workspace (sandbox/users/USER).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_json: bool) -> None:
+    """Move stale files to 5_archive/sandbox/<date>/, with a manifest to restore them.
+
+    Without --apply, prints the plan and changes nothing. Pinned files (.keep,
+    keep globs), links, files under a RUNNING run's workdir and files changed
+    since the plan are left alone. Only a stale rule with action = "delete"
+    deletes; everything else can be put back with `bedrot-lab sandbox restore`.
+    """
+    from ..sandbox.cleanup import apply_clean, plan_clean
+
+    lab = state.lab
+    settings = lab.settings
+    if user is not None and not (settings.zone("sandbox") / "users" / user).is_dir():
+        raise CliError(f"--user {user}: no folder sandbox/users/{user}", exit_code=2)
+    with _open_index(settings, refresh=True, quiet=as_json) as index:
+        plan = plan_clean(settings, index, older_than=older_than, user=user)
+        running = _running_runs(lab, plan)
+        if running:
+            plan = plan_clean(settings, index, older_than=older_than, user=user, running_runs=running)
+        if not do_apply:
+            if as_json:
+                echo_json({"applied": False, **plan.to_dict()})
+            else:
+                _echo_plan(plan)
+            return
+        progress = _Progress("files done")
+        result = apply_clean(settings, plan, index, running_runs=running, progress=progress.update)
+        progress.done()
+    if as_json:
+        echo_json({"applied": True, "archived": result.archived, "deleted": result.deleted,
+                   "skipped": [vars(s) for s in result.skipped], "bytes": result.bytes,
+                   "manifest": str(result.manifest) if result.manifest else None})
+        return
+    for skipped in result.skipped:
+        click.echo(f"left alone: {_printable(skipped.path)}: {skipped.reason}")
+    click.echo(f"archived {len(result.archived):,} files, deleted {len(result.deleted):,} "
+               f"({_size(result.bytes)} freed)")
+    if result.manifest:
+        click.echo(f"manifest: {result.manifest}")
+        if result.archived:
+            click.echo(f"undo with: bedrot-lab sandbox restore {result.manifest}")
+
+
+def _running_runs(lab, plan) -> set[str]:
+    """The MLflow runs still RUNNING among those whose workdirs hold planned files
+    (MLflow is opened only when the plan touches a run's workdir)."""
+    from ..sandbox.index import RUN_ID
+
+    candidates = set()
+    for item in plan.items:
+        parts = item.path.split("/")
+        if len(parts) > 5 and parts[0] == "users" and parts[3] == "runs" and RUN_ID.fullmatch(parts[4]):
+            candidates.add(parts[4])
+    if not candidates:
+        return set()
+    client = lab.store.client
+    running = set()
+    for run_id in candidates:
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                running.add(run_id)
+        except Exception:  # not a run of this store: nothing runs there
+            continue
+    return running
+
+
+def _echo_plan(plan) -> None:
+    items = plan.items
+    rows = [{"path": _printable(item.path), "size": _size(item.size), "unused": f"{item.age_days:.0f}d",
+             "rule": item.rule, "action": item.action} for item in items[:SHOWN]]
+    echo_table(rows, ["path", "size", "unused", "rule", "action"], empty="nothing to clean")
+    if len(items) > SHOWN:
+        click.echo(f"... and {len(items) - SHOWN:,} more files (--json lists them all)")
+    for skipped in plan.skipped[:SHOWN]:
+        click.echo(f"left alone: {_printable(skipped.path)}: {skipped.reason}")
+    if len(plan.skipped) > SHOWN:
+        click.echo(f"... and {len(plan.skipped) - SHOWN:,} more left alone")
+    archive = [item for item in items if item.action == "archive"]
+    delete = [item for item in items if item.action == "delete"]
+    if items:
+        click.echo(f"would archive {len(archive):,} files ({_size(sum(i.size for i in archive))}) and delete "
+                   f"{len(delete):,} ({_size(sum(i.size for i in delete))}); run again with --apply to do it")
+
+
+@sandbox.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> None:
+    """Put files archived by `sandbox clean` back where they were, byte for byte,
+    with their times. PATHS (sandbox paths or folders) restore only those.
+
+    A file that exists again in the sandbox is not overwritten. Exit code 1
+    when a selected file could not be restored.
+    """
+    from ..sandbox.cleanup import restore as restore_files
+
+    settings = _settings(state)
+    from ..sandbox.index import DB_NAME, UsageIndex
+
+    index = UsageIndex.for_settings(settings) if (settings.state_dir / DB_NAME).exists() else None
+    try:
+        result = restore_files(settings, manifest, list(paths), index=index)
+    finally:
+        if index is not None:
+            index.close()
+    failed = [s for s in result.skipped if not s.reason.startswith(("already restored", "deleted by"))]
+    if as_json:
+        echo_json({"restored": result.restored, "skipped": [vars(s) for s in result.skipped]})
+    else:
+        for skipped in result.skipped:
+            click.echo(f"not restored: {_printable(skipped.path)}: {skipped.reason}")
+        click.echo(f"restored {len(result.restored):,} files")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,105 @@
+"""A run and the sandbox: the quota gate before it starts, its workdir's bytes when it ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .index import DB_NAME, UsageIndex
+from .rules import QuotaRule, SandboxRules, Violation
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class QuotaExceeded(Exception):
+    """A run may not start: its user or project is over a hard sandbox quota."""
+
+
+@dataclass(frozen=True)
+class QuotaGate:
+    """The quota violations of the user and project a run is about to write to."""
+
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def hard(self) -> list[Violation]:
+        return [v for v in self.violations if v.severity == "hard"]
+
+    @property
+    def soft(self) -> list[Violation]:
+        return [v for v in self.violations if v.severity == "soft"]
+
+    def refusal(self) -> str:
+        """The one line a refused run prints: usage, limit and what to do."""
+        first = self.hard[0]
+        who = first.subject.split(":", 1)[1]
+        return (f"not starting the run: {first.detail}; free space "
+                f"(bedrot-lab sandbox clean --user {who.split('/')[0]}) or raise the limit in [sandbox.quotas]")
+
+    def tag(self) -> str:
+        """The ``bedrot.sandbox.quota`` tag of a run that starts over a soft limit."""
+        return "; ".join(v.detail for v in self.soft)
+
+
+def quota_gate(settings: Settings, project: str) -> QuotaGate:
+    """Check ``settings.user``'s workspace and its ``project`` against their quotas.
+
+    Costs nothing when neither has a limit. Otherwise the user's folder is
+    reconciled into the usage index first (a walk of that folder alone), so
+    the answer is current even when no watcher runs.
+    """
+    quotas = SandboxRules.from_settings(settings).quotas
+    user = settings.user
+    scopes = [("user", user, None), ("project", f"{user}/{project}", project)]
+    scopes = [(scope, name, part) for scope, name, part in scopes if quotas.limits(scope, name)]
+    if not scopes:
+        return QuotaGate()
+    sandbox = settings.zone("sandbox")
+    if not sandbox.is_dir():
+        return QuotaGate()
+    rule = QuotaRule(quotas)
+    found: list[Violation] = []
+    with UsageIndex.for_settings(settings) as index:
+        index.reconcile(under=f"users/{user}")
+        for scope, name, part in scopes:
+            nbytes, nfiles = index.owner_totals(user, part)
+            found.extend(rule.check(scope, name, nbytes, nfiles))
+    return QuotaGate(tuple(found))
+
+
+def workdir_bytes(settings: Settings, workdir: Path) -> int:
+    """Bytes under a run's workdir (links counted as themselves, never followed); 0
+    when the run made none. The usage index, when there is one, is brought up to
+    date for that folder too, so ``sandbox usage --by run`` lists the run at once."""
+    total = 0
+    stack = [str(workdir)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    if (settings.state_dir / DB_NAME).exists():
+        sandbox = settings.zone("sandbox")
+        try:
+            relative = workdir.relative_to(sandbox).as_posix()
+            with UsageIndex.for_settings(settings) as index:
+                index.reconcile(under=relative)
+        except (ValueError, OSError, sqlite3.Error) as exc:
+            log.debug("usage index not updated for %s: %s", workdir, exc)
+    return total
+
