@@ -180,3 +180,58 @@ def test_watch_keeps_usage_live_and_reports_violations(lake: Path, cli_env) -> N
     assert code == 0, watch.seen
     watch.expect("stopped")
     assert usage_json(cli_env)["watcher"] is None  # it said goodbye
+
+
+def test_clean_plans_then_applies_then_restores_through_the_cli(lake: Path, cli_env) -> None:
+    from mlflow import MlflowClient
+
+    from bedrot_lab.lab import Lab
+
+    lab = Lab.open(lake)
+    client = MlflowClient(lab.settings.tracking_uri)
+    live = client.create_run(lab.store.experiment_id("churn")).info.run_id  # left RUNNING
+    sandbox = lake / "sandbox"
+    busy = write(sandbox / f"users/ana/churn/runs/{live}/partial.bin", 64)
+    pinned = write(sandbox / "users/bob/royalties/final/.keep", 0)
+    old = {path: path.read_bytes() for path in sandbox.rglob("*") if path.is_file() and path != busy}
+    times = {path: os.stat(path).st_mtime_ns for path in old}
+    time.sleep(1.2)  # every file is now older than the 0.00001 days (0.9 s) asked below
+    tiny = ["--older-than", "0.00001"]
+
+    plan = json.loads(bedrot("sandbox", "clean", *tiny, "--json", env=cli_env).stdout)
+    assert plan["applied"] is False
+    planned = {item["path"] for item in plan["items"]}
+    assert f"users/ana/churn/runs/{live}/partial.bin" not in planned
+    assert {s["path"]: s["reason"] for s in plan["skipped"]}[f"users/ana/churn/runs/{live}/partial.bin"] == \
+        f"run {live} is still RUNNING"
+    assert "users/bob/royalties/final/.keep" not in planned  # a pin is not itself cleaned
+    assert all(path.exists() for path in old)  # a plan changes nothing
+
+    user_plan = json.loads(bedrot("sandbox", "clean", *tiny, "--user", "bob", "--json", env=cli_env).stdout)
+    assert {item["path"] for item in user_plan["items"]} == {"users/bob/royalties/splits.parquet"}
+
+    done = bedrot("sandbox", "clean", *tiny, "--apply", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert f"archived {len(planned)} files, deleted 0" in done.stdout
+    manifest = next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("manifest: "))
+    assert busy.exists() and pinned.exists()
+    for path in old:
+        if path.relative_to(sandbox).as_posix() in planned:
+            assert not path.exists()
+    assert usage_json(cli_env)["total"]["bytes"] == 64  # the index followed the clean: only the busy file
+
+    back = bedrot("sandbox", "restore", manifest, "users/bob", env=cli_env)  # one folder first
+    assert back.returncode == 0 and "restored 1 file\n" in back.stdout, back.stdout
+    assert (sandbox / "users/bob/royalties/splits.parquet").read_bytes() == old[sandbox / "users/bob/royalties/splits.parquet"]
+    everything = bedrot("sandbox", "restore", manifest, "--json", env=cli_env)
+    assert everything.returncode == 0, everything.stderr
+    result = json.loads(everything.stdout)
+    assert len(result["restored"]) == len(planned) - 1
+    assert [s["reason"] for s in result["skipped"]] == ["already restored"]
+    for path, data in old.items():
+        assert path.read_bytes() == data and os.stat(path).st_mtime_ns == times[path], path
+    assert usage_json(cli_env, "--refresh")["total"]["bytes"] == sum(map(len, old.values())) + 64
+
+    missing = bedrot("sandbox", "restore", str(lake / "no-such.jsonl"), env=cli_env)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "no-such.jsonl" in missing.stderr

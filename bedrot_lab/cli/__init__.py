@@ -43,11 +43,12 @@ def user_error(exc: BaseException) -> CliError | None:
     from ..lake import DatasetError
     from ..plugins import PluginError
     from ..promotion import PromotionError
+    from ..sandbox.cleanup import CleanupError
     from ..sandbox.runs import QuotaExceeded
 
     if isinstance(exc, (ConfigError, ParamError, UnknownExperiment)):
         return CliError(str(exc), exit_code=2)
-    if isinstance(exc, (DatasetError, PluginError, PromotionError, QuotaExceeded)):
+    if isinstance(exc, (DatasetError, PluginError, PromotionError, QuotaExceeded, CleanupError)):
         return CliError(str(exc))
     return None
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..sandbox.rules import files_count, format_size
 from . import CliError
 from .output import echo_json, echo_table
 
@@ -91,15 +92,7 @@ class _Progress:
 
 
 def _size(nbytes: float | None) -> str:
-    from ..sandbox.rules import format_size
-
     return "" if nbytes is None else format_size(nbytes)
-
-
-def files_count(count: int) -> str:
-    from ..sandbox.rules import files_count
-
-    return files_count(count)
 
 
 def _when(seconds: float | None) -> str | None:
@@ -372,7 +365,7 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
         running = _running_runs(lab, plan)
         if running:
             plan = plan_clean(settings, index, older_than=older_than, user=user, running_runs=running)
-        if not do_apply:
+        if not do_apply or not plan.items:
             if as_json:
                 echo_json({"applied": False, **plan.to_dict()})
             else:
@@ -382,13 +375,11 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
         result = apply_clean(settings, plan, index, running_runs=running, progress=progress.update)
         progress.done()
     if as_json:
-        echo_json({"applied": True, "archived": result.archived, "deleted": result.deleted,
-                   "skipped": [vars(s) for s in result.skipped], "bytes": result.bytes,
-                   "manifest": str(result.manifest) if result.manifest else None})
+        echo_json({"applied": True, **result.to_dict()})
         return
     for skipped in result.skipped:
         click.echo(f"left alone: {_printable(skipped.path)}: {skipped.reason}")
-    click.echo(f"archived {len(result.archived):,} files, deleted {len(result.deleted):,} "
+    click.echo(f"archived {files_count(len(result.archived))}, deleted {len(result.deleted):,} "
                f"({_size(result.bytes)} freed)")
     if result.manifest:
         click.echo(f"manifest: {result.manifest}")
@@ -419,9 +410,13 @@ def _running_runs(lab, plan) -> set[str]:
     return running
 
 
+def _age(days: float) -> str:
+    return f"{days:.0f}d" if days >= 1 else f"{days * 24:.0f}h"
+
+
 def _echo_plan(plan) -> None:
     items = plan.items
-    rows = [{"path": _printable(item.path), "size": _size(item.size), "unused": f"{item.age_days:.0f}d",
+    rows = [{"path": _printable(item.path), "size": _size(item.size), "unused": _age(item.age_days),
              "rule": item.rule, "action": item.action} for item in items[:SHOWN]]
     echo_table(rows, ["path", "size", "unused", "rule", "action"], empty="nothing to clean")
     if len(items) > SHOWN:
@@ -433,7 +428,7 @@ def _echo_plan(plan) -> None:
     archive = [item for item in items if item.action == "archive"]
     delete = [item for item in items if item.action == "delete"]
     if items:
-        click.echo(f"would archive {len(archive):,} files ({_size(sum(i.size for i in archive))}) and delete "
+        click.echo(f"would archive {files_count(len(archive))} ({_size(sum(i.size for i in archive))}) and delete "
                    f"{len(delete):,} ({_size(sum(i.size for i in delete))}); run again with --apply to do it")
 
 
@@ -462,10 +457,10 @@ def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> Non
             index.close()
     failed = [s for s in result.skipped if not s.reason.startswith(("already restored", "deleted by"))]
     if as_json:
-        echo_json({"restored": result.restored, "skipped": [vars(s) for s in result.skipped]})
+        echo_json(result.to_dict())
     else:
         for skipped in result.skipped:
             click.echo(f"not restored: {_printable(skipped.path)}: {skipped.reason}")
-        click.echo(f"restored {len(result.restored):,} files")
+        click.echo(f"restored {files_count(len(result.restored))}")
     if failed:
         sys.exit(1)

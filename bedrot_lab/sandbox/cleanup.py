@@ -1,4 +1,4 @@
-"""``sandbox clean`` and ``sandbox restore``: stale files moved into the archive zone, with a manifest to put them back."""
+"""`sandbox clean` and `sandbox restore`: stale files moved to the archive zone, with a manifest to put them back."""
 
 from __future__ import annotations
 
