@@ -12,7 +12,6 @@ the lineage only records what happened.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import hashlib
 import json
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+
+from .locks import LockBusy, owned_lock
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -542,30 +543,12 @@ def _slug(curated_path: str) -> str:
 def _promotion_lock(lab: Lab, curated_path: str, wait: float) -> Iterator[None]:
     """One promotion of a curated file at a time; the others wait up to ``wait`` seconds."""
     path = lab.settings.state_dir / "locks" / f"promote-{_slug(curated_path)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise PromotionError(
-                        f"another promotion of {curated_path} is running ({holder}); try again when it ends") from None
-                time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} of {getpass.getuser()}")
-        handle.flush()
-        try:
+    try:
+        with owned_lock(path, getpass.getuser(), wait):
             yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except LockBusy as busy:
+        raise PromotionError(f"another promotion of {curated_path} is running ({busy.holder}); "
+                             "try again when it ends") from None
 
 
 def _checkpoint(step: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import logging
@@ -11,11 +10,12 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+from .locks import file_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,18 +35,6 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     parsed = urlparse(uri)
     return Path(parsed.path) if parsed.path else None
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created if missing), held for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def use_tracking_uri(uri: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bedrot_lab import hookimpl
-from bedrot_lab.tracking import file_lock
+from bedrot_lab.locks import file_lock
 
 if TYPE_CHECKING:
     from bedrot_lab.config import Settings

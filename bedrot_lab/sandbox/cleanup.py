@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..locks import LockBusy, owned_lock
 from .index import Change, owner_of
 from .rules import ACTIONS, Pins, SandboxRules
 
@@ -752,23 +752,9 @@ def _fsync_folder(folder: Path) -> None:
 @contextmanager
 def _exclusive(settings: Settings) -> Iterator[None]:
     """One clean or restore at a time in a lake; another one fails at once."""
-    path = settings.state_dir / "locks" / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise CleanupError(f"another sandbox clean or restore is running ({holder}); "
-                               "try again when it ends") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} of {settings.user}")
-        handle.flush()
-        try:
+    try:
+        with owned_lock(settings.state_dir / "locks" / LOCK_NAME, settings.user):
             yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except LockBusy as busy:
+        raise CleanupError(f"another sandbox clean or restore is running ({busy.holder}); "
+                           "try again when it ends") from None

@@ -779,7 +779,7 @@ class UsageIndex:
 
     def _create(self) -> None:
         """Create the database and its tables on first use (under a lock beside it)."""
-        from ..tracking import file_lock
+        from ..locks import file_lock
 
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.db_path.with_name(self.db_path.name + ".lock")):

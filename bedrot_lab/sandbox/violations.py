@@ -145,7 +145,7 @@ class ViolationStore:
         self._con.close()
 
     def _create(self) -> None:
-        from ..tracking import file_lock
+        from ..locks import file_lock
 
         with file_lock(self.db_path.with_name(self.db_path.name + ".lock")):
             if self._con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
