@@ -228,6 +228,17 @@ def test_the_documented_example_parses(lake: Path):
     assert [r.name for r in rules.rules()] == ["quota", "stale", "secrets"]
 
 
+def test_a_configured_rule_named_like_a_built_in_one_takes_its_place(lake: Path):
+    settings = settings_for(lake, {"stale": [{"name": "default", "glob": "**", "days": 180},
+                                             {"name": "scratch", "glob": "scratch", "days": 2}]})
+    rules = SandboxRules.from_settings(settings)
+    assert [(s.name, s.days) for s in rules.stale] == [
+        ("scratch", 2), ("tmp", 7), ("cache", 14), ("checkpoint", 30), ("default", 180)]
+    stale = rules.stale_rule()
+    assert stale.spec_for("users/ana/p/x.tmp").name == "tmp"  # not shadowed by the new catch-all
+    assert stale.spec_for("users/ana/p/model.bin").days == 180
+
+
 def test_globs_match_anywhere_unless_anchored_and_cover_folders():
     globs = GlobSet(["*.tmp", "tmp/**", "/users/ana/final", "ckpt", "part-[0-9].csv"])
     assert globs.first("a.tmp") == globs.first("users/ana/x/a.tmp") == "*.tmp"
@@ -320,7 +331,7 @@ def test_stale_files_by_glob_with_shorter_limits_for_temporary_patterns(lake: Pa
         ("stale.default", "project:ana/churn"), ("stale.cache", "area:analysis"), ("stale.cache", "project:bob/p")}
     tmp = violations["stale.tmp", "project:ana/churn"]
     assert (tmp.severity, tmp.limit, round(tmp.measured), tmp.path) == ("soft", 7, 100, "users/ana/churn")
-    assert tmp.detail.startswith("2 files (20 B) unused for more than 7 days, the oldest for 100")
+    assert tmp.detail.startswith("2 files (20 B) unused for more than 7 days, the oldest for 100 days")
     older = {s.record.path: s.spec.name for s in rule.stale_files(index, LATER, older_than=12)}
     assert older == {**{path: name for path, (name, _) in stale.items() if path != "users/ana/churn/tmp/part/b.csv"},
                      "users/ana/churn/runs/e1/ckpt/w.pt": "checkpoint", "analysis/q3/fresh.html": "default"}

@@ -113,7 +113,7 @@ def test_over_a_hard_user_quota_the_run_is_refused_before_it_exists(lake: Path) 
         run(lab, prepare(lab, "quiet", {}))
     message = str(caught.value)
     assert "user tester holds 150.0 KiB" in message and "hard limit of 100.0 KiB" in message
-    assert "sandbox clean --user tester" in message
+    assert "bedrot-lab sandbox usage --by project" in message
     client = MlflowClient(lab.settings.tracking_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 

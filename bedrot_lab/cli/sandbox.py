@@ -29,8 +29,8 @@ def sandbox() -> None:
 
     \b
     The usage index lives in the lake's state folder and is kept current by
-    `sandbox watch` (or the housekeeping daemon); the other commands bring the
-    part they need up to date themselves.
+    `sandbox watch`; the other commands bring the part they need up to date
+    themselves.
     """
 
 
@@ -52,8 +52,10 @@ def _sandbox_root(settings) -> Path:
 def _open_index(settings, *, refresh: bool, quiet: bool = False):
     """The usage index, built by a full scan if it never was, else reconciled when asked."""
     from ..sandbox.index import UsageIndex
+    from ..sandbox.rules import SandboxRules
 
     _sandbox_root(settings)
+    SandboxRules.from_settings(settings)  # a mistake in [sandbox] is told before a long scan
     index = UsageIndex.for_settings(settings)
     if not index.info().get("full_scans"):
         _full_scan(index, quiet)
@@ -300,7 +302,7 @@ def watch(state, polling: bool, check_every: float, status_every: float, reconci
                 if now >= next_status:
                     nbytes, nfiles = index.total()
                     _say(f"{_size(nbytes)} in {files_count(nfiles)}; {watcher.mode}; {open_count} open violations; "
-                         f"{watcher.applied:,} changes applied")
+                         f"{watcher.applied:,} events applied")
                     next_status = now + status_every
                 stop.wait(min(next_beat, next_check, next_status) - time.monotonic())
         finally:
@@ -445,10 +447,9 @@ def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> Non
     when a selected file could not be restored.
     """
     from ..sandbox.cleanup import restore as restore_files
-
-    settings = _settings(state)
     from ..sandbox.index import DB_NAME, UsageIndex
 
+    settings = _settings(state)
     index = UsageIndex.for_settings(settings) if (settings.state_dir / DB_NAME).exists() else None
     try:
         result = restore_files(settings, manifest, list(paths), index=index)

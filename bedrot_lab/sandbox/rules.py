@@ -447,8 +447,9 @@ class StaleRule:
         for (name, subject), (spec, folder, count, nbytes, oldest) in groups.items():
             yield Violation(
                 f"stale.{name}", subject, round(oldest, 2), spec.days, spec.severity,
-                f"{count:,} files ({format_size(nbytes)}) unused for more than {spec.days:g} days, "
-                f"the oldest for {oldest:.0f}; `sandbox clean` will {spec.action} them",
+                f"{files_count(count)} ({format_size(nbytes)}) unused for more than {spec.days:g} days, "
+                f"the oldest for {oldest:.0f} days; `sandbox clean` will {spec.action} "
+                f"{'it' if count == 1 else 'them'}",
                 path=folder)
 
 
@@ -750,8 +751,12 @@ class SandboxRules:
             raise ConfigError("expected a list of tables ([[sandbox.stale]])", path, "sandbox.stale")
         specs = [_stale_spec(item, n, path) for n, item in enumerate(configured)]
         if _bool(table.get("stale_defaults", True), "sandbox.stale_defaults", path):
-            taken = {spec.name for spec in specs}
-            specs += [StaleSpec(name, GlobSet(globs), days) for name, globs, days in DEFAULT_STALE if name not in taken]
+            # a configured rule named like a built-in one takes its place in the order, so
+            # redefining "default" (glob "**") does not shadow tmp, cache and checkpoint
+            mine = {spec.name: spec for spec in specs}
+            builtin = [mine.get(name) or StaleSpec(name, GlobSet(globs), days) for name, globs, days in DEFAULT_STALE]
+            replaced = {spec.name for spec in builtin}
+            specs = [spec for spec in specs if spec.name not in replaced] + builtin
         names = [spec.name for spec in specs]
         duplicate = next((name for name in names if names.count(name) > 1), None)
         if duplicate:

@@ -38,10 +38,8 @@ class QuotaGate:
 
     def refusal(self) -> str:
         """The one line a refused run prints: usage, limit and what to do."""
-        first = self.hard[0]
-        who = first.subject.split(":", 1)[1]
-        return (f"not starting the run: {first.detail}; free space "
-                f"(bedrot-lab sandbox clean --user {who.split('/')[0]}) or raise the limit in [sandbox.quotas]")
+        return (f"not starting the run: {self.hard[0].detail}; free space (see bedrot-lab sandbox usage "
+                f"--by project) or raise the limit in [sandbox.quotas]")
 
     def tag(self) -> str:
         """The ``bedrot.sandbox.quota`` tag of a run that starts over a soft limit."""
