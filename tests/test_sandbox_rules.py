@@ -487,7 +487,16 @@ def test_unchanged_files_are_not_read_again(lake: Path, indexed, monkeypatch):
     (box / "users/ana/p/gone.txt").unlink()
     assert [v.subject for v in rule.evaluate(indexed(settings), NOW)] == ["users/ana/p/aws.txt:3"]
     assert reads[2:] == [str(box / "users/ana/p/aws.txt")]
-    assert rules_module.SecretScanCache(settings.state_dir / "secret-scan.db").count() == 1  # gone.txt forgotten
+    cache = rules_module.SecretScanCache(settings.state_dir / "secret-scan.db")
+    assert [(path, [f.line for f in found]) for path, _, found in cache.with_findings()] == [
+        ("users/ana/p/aws.txt", [3])]
+    cache.close()
+    (box / "users/ana/p/aws.txt").unlink()  # a file with findings that goes is forgotten at once
+    assert list(rule.evaluate(indexed(settings), NOW)) == []
+    assert len(reads) == 3
+    cache = rules_module.SecretScanCache(settings.state_dir / "secret-scan.db")
+    assert cache.with_findings() == []
+    cache.close()
 
 
 # -- the violation store ----------------------------------------------------------------------
@@ -679,3 +688,26 @@ def test_evaluate_runs_every_rule_even_when_one_fails(lake: Path, indexed):
     result = evaluate([Broken(), TooManyFiles(0)], indexed(settings), NOW)
     assert [v.subject for v in result.violations] == ["project:ana/p"]
     assert result.failed == {"broken": "RuntimeError: plugin bug"}
+
+
+def test_the_cache_finds_changed_files_with_any_name(lake: Path, indexed, monkeypatch):
+    box = lake / "sandbox"
+    odd = os.fsdecode(b"caf\xe9 keys.txt")  # not UTF-8
+    write(box / "users/ana/p" / odd, AWS + "\n")
+    write(box / "top.env", "TOKEN=" + ENV_VALUE + "\n")  # at the sandbox root
+    write(box / "users/ana/p/big.txt", "x" * 300)
+    settings = settings_for(lake)
+    reads: list[str] = []
+    real_scan = rules_module.scan_file
+    monkeypatch.setattr(rules_module, "scan_file", lambda path, limit: reads.append(path) or real_scan(path, limit))
+    rule = SecretsRule(max_bytes=200, cache_path=settings.state_dir / "secret-scan.db")
+    index = indexed(settings)
+    expected = [f"users/ana/p/{odd}:1", "top.env:1"]
+    assert sorted(v.subject for v in rule.evaluate(index, NOW)) == sorted(expected)
+    assert len(reads) == 2  # big.txt is over max_bytes: never read
+    assert sorted(v.subject for v in rule.evaluate(index, NOW)) == sorted(expected)
+    assert len(reads) == 2
+    with open(box / "top.env", "a") as handle:
+        handle.write("# rotated\n")
+    assert sorted(v.subject for v in rule.evaluate(indexed(settings), NOW)) == sorted(expected)
+    assert reads[2:] == [str(box / "top.env")]

@@ -167,6 +167,17 @@ class ReconcileStats:
 _SHIFT = 0x10FF80 - 0xDC80
 
 
+def db_text(path: str) -> str:
+    """``path`` as the index stores it (names that are not UTF-8 shifted into private
+    code points), for tables kept beside the index and joined with it."""
+    return _to_db(path)
+
+
+def from_db_text(text: str) -> str:
+    """The path that :func:`db_text` gave ``text`` for."""
+    return _from_db(text)
+
+
 def _to_db(text: str) -> str:
     if text.isascii():
         return text
@@ -1104,18 +1115,22 @@ class UsageIndex:
         row = self._con.execute("SELECT SUM(bytes) FROM owners WHERE run_id = ?", (run_id,)).fetchone()
         return row[0] or 0
 
-    def files(self, under: str = "") -> Iterator[FileRecord]:
+    def files(self, under: str = "", *, unused_before: float | None = None) -> Iterator[FileRecord]:
         """Every indexed file in folder ``under`` (relative, ``""`` = all) and below,
-        folder by folder. Streams from the database: memory stays flat."""
+        folder by folder; with ``unused_before``, only those whose atime, mtime and
+        ctime are all older than it. Streams from the database: memory stays flat."""
         under = under.strip("/")
         sql = ("SELECT d.path, f.name, f.size, f.mtime, f.atime, f.ctime, f.is_link, d.owner_id "
                "FROM dirs d JOIN files f ON f.dir_id = d.id")
+        where, args = [], []
         if under:
             db = _to_db(under)
-            rows = self._con.execute(f"{sql} WHERE d.path = ? OR (d.path >= ? AND d.path < ?)",
-                                     (db, db + "/", db + "0"))
-        else:
-            rows = self._con.execute(sql)
+            where.append("(d.path = ? OR (d.path >= ? AND d.path < ?))")
+            args += [db, db + "/", db + "0"]
+        if unused_before is not None:
+            where.append("max(f.atime, f.mtime, f.ctime) < ?")
+            args.append(unused_before)
+        rows = self._con.execute(f"{sql} WHERE {' AND '.join(where)}" if where else sql, args)
         owners: dict[int, Owner] = {}
         for path, name, size, mtime, atime, ctime, is_link, owner_id in rows:
             owner = owners.get(owner_id)
@@ -1123,6 +1138,40 @@ class UsageIndex:
                 owner = owners[owner_id] = self._owner(owner_id)
             full = f"{path}/{name}" if path else name
             yield FileRecord(_from_db(full), size, mtime, atime, ctime, bool(is_link), owner)
+
+    def changed_files(self, stamps_db: Path, *, max_size: int | None = None) -> Iterator[FileRecord]:
+        """The regular, non-empty files (up to ``max_size`` bytes) whose size, mtime or
+        ctime differ from their row in table ``stamps`` of SQLite database ``stamps_db``,
+        or that have no row there: what a per-file cache must look at again.
+
+        ``stamps`` has columns ``path`` (the primary key, as :func:`db_text` gives it),
+        ``size``, ``mtime`` and ``ctime``. The comparison runs inside SQLite (one
+        key lookup per file), so an unchanged sandbox of a million files costs about
+        a second, not a Python loop over every file.
+        """
+        full = "CASE WHEN d.path = '' THEN f.name ELSE d.path || '/' || f.name END"
+        con = self._connect()  # a connection of its own: the attached database stays private to it
+        try:
+            con.execute("ATTACH DATABASE ? AS stamps_db", (str(stamps_db),))
+            rows = con.execute(
+                f"SELECT d.path, f.name, f.size, f.mtime, f.atime, f.ctime, d.owner_id FROM dirs d "
+                f"JOIN files f ON f.dir_id = d.id LEFT JOIN stamps_db.stamps s ON s.path = {full} "
+                f"WHERE f.is_link = 0 AND f.size > 0 AND f.size <= ? AND (s.path IS NULL OR s.size != f.size "
+                f"OR s.mtime != f.mtime OR s.ctime != f.ctime)",
+                (max_size if max_size is not None else 1 << 62,))
+            owners: dict[int, Owner] = {}
+            for path, name, size, mtime, atime, ctime, owner_id in rows:
+                owner = owners.get(owner_id)
+                if owner is None:
+                    owner = owners[owner_id] = self._owner(owner_id)
+                full_path = f"{path}/{name}" if path else name
+                yield FileRecord(_from_db(full_path), size, mtime, atime, ctime, False, owner)
+        finally:
+            con.close()
+
+    def file_count(self) -> int:
+        """How many files the index holds."""
+        return self._con.execute("SELECT SUM(files) FROM owners").fetchone()[0] or 0
 
     def get(self, path: str) -> FileRecord | None:
         """The record of file ``path`` (relative), or None when the index has no such file."""

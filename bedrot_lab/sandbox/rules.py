@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..config import ConfigError
 from ..secrets import VALUE_PATTERNS, is_secret_name
 
+from .index import db_text, from_db_text
+
 if TYPE_CHECKING:
     from ..config import Settings
     from .index import FileRecord, Owner, UsageIndex
@@ -409,21 +411,26 @@ class StaleRule:
     def __init__(self, specs: Iterable[StaleSpec], keep: GlobSet):
         self.specs = tuple(specs)
         self.keep = keep
+        # one expression, a named group per rule: the regex engine tries the rules in order
+        alternatives = [f"(?P<s{n}>{'|'.join(f'(?:{glob_regex(p)})' for p in spec.globs.patterns)})"
+                        for n, spec in enumerate(self.specs) if spec.globs]
+        self._first = re.compile("|".join(alternatives), re.DOTALL) if alternatives else None
 
     def spec_for(self, path: str) -> StaleSpec | None:
         """The first stale rule whose globs match ``path``."""
-        for spec in self.specs:
-            if spec.globs.match(path):
-                return spec
-        return None
+        found = self._first.fullmatch(path) if self._first is not None else None
+        return self.specs[int(found.lastgroup[1:])] if found else None
 
     def stale_files(self, index: UsageIndex, now: float | None = None, *, under: str = "",
                     older_than: float | None = None) -> Iterator[StaleFile]:
         """Every stale, unpinned file at or below ``under``. ``older_than`` (days), when
         given, replaces every rule's own days (the rule still gives the action)."""
         now = time.time() if now is None else now
+        if not self.specs:
+            return
         pins = Pins(self.keep, lambda p: index.get(p) is not None)
-        for record in index.files(under):
+        shortest = older_than if older_than is not None else min(spec.days for spec in self.specs)
+        for record in index.files(under, unused_before=now - shortest * DAY):  # younger ones cannot be stale
             spec = self.spec_for(record.path)
             if spec is None:
                 continue
@@ -626,51 +633,59 @@ def scan_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_SECRET_MAX_
 
 
 class SecretScanCache:
-    """What :func:`scan_file` found in each file, keyed by path and stamped with the
-    size, mtime and ctime the index gives, so an unchanged file is not read again."""
+    """What :func:`scan_file` found in each file, stamped with the size, mtime and
+    ctime the index gave, so that an unchanged file is not read again. Paths are
+    kept as the index stores them (:func:`~bedrot_lab.sandbox.index.db_text`), so
+    the index can find the changed files itself (:meth:`UsageIndex.changed_files`)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, isolation_level=None, timeout=60)
         self._con.execute("PRAGMA busy_timeout=60000")
-        # paths as bytes: file names need not be valid UTF-8
-        self._con.execute("""CREATE TABLE IF NOT EXISTS scans (path BLOB PRIMARY KEY, size INTEGER,
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("DROP TABLE IF EXISTS scans")  # the first layout, keyed by bytes
+        self._con.execute("""CREATE TABLE IF NOT EXISTS stamps (path TEXT PRIMARY KEY, size INTEGER,
             mtime REAL, ctime REAL, findings TEXT NOT NULL) WITHOUT ROWID""")
         self._pending: list[tuple[Any, ...]] = []
 
-    def get(self, record: FileRecord) -> list[SecretFinding] | None:
-        row = self._con.execute("SELECT size, mtime, ctime, findings FROM scans WHERE path = ?",
-                                (os.fsencode(record.path),)).fetchone()
-        if row is None or tuple(row[:3]) != (record.size, record.mtime, record.ctime):
-            return None
-        return [SecretFinding(line, kind) for line, kind in json.loads(row[3])]
-
     def put(self, record: FileRecord, findings: list[SecretFinding]) -> None:
-        self._pending.append((os.fsencode(record.path), record.size, record.mtime, record.ctime,
+        self._pending.append((db_text(record.path), record.size, record.mtime, record.ctime,
                               json.dumps([[f.line, f.kind] for f in findings])))
         if len(self._pending) >= 4096:
             self.flush()
 
     def flush(self) -> None:
         if self._pending:
-            with self._con:
-                self._con.execute("BEGIN")
-                self._con.executemany("INSERT OR REPLACE INTO scans VALUES (?, ?, ?, ?, ?)", self._pending)
+            self._con.execute("BEGIN")
+            self._con.executemany("INSERT OR REPLACE INTO stamps VALUES (?, ?, ?, ?, ?)", self._pending)
+            self._con.execute("COMMIT")
             self._pending.clear()
+
+    def with_findings(self) -> list[tuple[str, tuple[float, float, float], list[SecretFinding]]]:
+        """(path, (size, mtime, ctime), findings) of every file where something was found."""
+        self.flush()
+        rows = self._con.execute("SELECT path, size, mtime, ctime, findings FROM stamps WHERE findings != '[]'")
+        return [(from_db_text(path), (size, mtime, ctime), [SecretFinding(line, kind) for line, kind in json.loads(found)])
+                for path, size, mtime, ctime, found in rows]
+
+    def forget(self, paths: Iterable[str]) -> None:
+        self.flush()
+        self._con.execute("BEGIN")
+        self._con.executemany("DELETE FROM stamps WHERE path = ?", [(db_text(p),) for p in paths])
+        self._con.execute("COMMIT")
 
     def prune(self, keep: Callable[[str], bool]) -> int:
         """Forget files for which ``keep(path)`` is false; returns how many."""
         self.flush()
-        gone = [p for (p,) in self._con.execute("SELECT path FROM scans") if not keep(os.fsdecode(p))]
+        gone = [from_db_text(p) for (p,) in self._con.execute("SELECT path FROM stamps")]
+        gone = [p for p in gone if not keep(p)]
         if gone:
-            with self._con:
-                self._con.execute("BEGIN")
-                self._con.executemany("DELETE FROM scans WHERE path = ?", [(p,) for p in gone])
+            self.forget(gone)
         return len(gone)
 
     def count(self) -> int:
-        return self._con.execute("SELECT COUNT(*) FROM scans").fetchone()[0]
+        return self._con.execute("SELECT COUNT(*) FROM stamps").fetchone()[0]
 
     def close(self) -> None:
         self.flush()
@@ -680,7 +695,11 @@ class SecretScanCache:
 class SecretsRule:
     """Files in the sandbox that hold credentials: violation ``secrets`` per finding,
     subject ``<path>:<line>``, ``detail`` the kind, severity hard. Regular files up
-    to ``max_bytes``; links are never followed; ``ignore`` globs are skipped."""
+    to ``max_bytes``; links are never followed; ``ignore`` globs are skipped.
+
+    With a cache, only files that are new or changed since they were last read
+    are read again, and the index picks them out itself; the findings of the
+    others come from the cache."""
 
     name = "secrets"
 
@@ -695,28 +714,42 @@ class SecretsRule:
         return not record.is_link and 0 < record.size <= self.max_bytes and not self.ignore.match(record.path)
 
     def evaluate(self, index: UsageIndex, now: float) -> Iterator[Violation]:
-        cache = SecretScanCache(self.cache_path) if self.cache_path is not None else None
-        root = str(index.root).rstrip("/") + "/"
-        candidates = 0
-        try:
+        if self.cache_path is None:
             for record in index.files():
-                if not self.readable(record):
+                if self.readable(record):
+                    yield from self._violations(record.path, self._scan(index, record))
+            return
+        cache = SecretScanCache(self.cache_path)
+        try:
+            known = {path: (stamp, findings) for path, stamp, findings in cache.with_findings()}
+            for record in index.changed_files(cache.path, max_size=self.max_bytes):
+                if self.ignore.match(record.path):
                     continue
-                candidates += 1
-                findings = cache.get(record) if cache is not None else None
-                if findings is None:
-                    findings = scan_file(root + record.path, self.max_bytes)
-                    if cache is not None:
-                        cache.put(record, findings)
-                for finding in findings:
-                    yield Violation(
-                        self.name, f"{record.path}:{finding.line}", 1, 0, "hard", finding.kind,
-                        path=record.path, line=finding.line)
-            if cache is not None and cache.count() > candidates:
+                findings = self._scan(index, record)
+                cache.put(record, findings)
+                known.pop(record.path, None)
+                yield from self._violations(record.path, findings)
+            stale = []
+            for path, (stamp, findings) in known.items():  # the files with findings not read again
+                record = index.get(path)
+                if record is None or not self.readable(record) or stamp != (record.size, record.mtime, record.ctime):
+                    stale.append(path)  # gone or changed (and so read again above, if still readable)
+                    continue
+                yield from self._violations(path, findings)
+            if stale:
+                cache.forget(stale)
+            if cache.count() > 1.2 * index.file_count() + 1000:  # files that left the sandbox
                 cache.prune(lambda p: (record := index.get(p)) is not None and self.readable(record))
         finally:
-            if cache is not None:
-                cache.close()
+            cache.close()
+
+    def _scan(self, index: UsageIndex, record: FileRecord) -> list[SecretFinding]:
+        return scan_file(str(index.root).rstrip("/") + "/" + record.path, self.max_bytes)
+
+    def _violations(self, path: str, findings: list[SecretFinding]) -> Iterator[Violation]:
+        for finding in findings:
+            yield Violation(self.name, f"{path}:{finding.line}", 1, 0, "hard", finding.kind,
+                            path=path, line=finding.line)
 
 
 # -- the [sandbox] table -------------------------------------------------------------------
