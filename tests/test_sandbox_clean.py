@@ -25,6 +25,7 @@ import pytest
 from bedrot_lab.config import settings_from
 from bedrot_lab.sandbox import cleanup
 from bedrot_lab.sandbox.cleanup import (
+    CREDENTIAL,
     CHANGED,
     EXISTS,
     LINK,
@@ -182,7 +183,7 @@ def test_plan_lists_stale_files_with_rule_and_action_and_changes_nothing(lake: L
     lake.write("users/ana/p/fresh.csv", days=2)
     lake.write("users/ana/p/recent.log", days=5)
     lake.write("analysis/q3/old.html", b"h" * 5, days=120)
-    before = disk(lake.root)
+    before = disk(lake.box)
     plan = lake.plan()
     assert {i.path: (i.rule, i.action, round(i.age_days)) for i in plan.items} == {
         "users/ana/p/report.csv": ("default", "archive", 100),
@@ -195,7 +196,7 @@ def test_plan_lists_stale_files_with_rule_and_action_and_changes_nothing(lake: L
     report = next(i for i in plan.items if i.path == "users/ana/p/report.csv")
     assert (report.size, report.mtime) == (10, (lake.box / report.path).stat().st_mtime)
     assert json.loads(json.dumps(plan.to_dict()))["files"] == 4
-    assert disk(lake.root) == before
+    assert disk(lake.box) == before  # not even an atime: the secrets check reads with O_NOATIME
     assert not lake.archive.exists()
 
 
@@ -545,6 +546,23 @@ def test_files_of_running_runs_are_left_alone(lake: Lake):
     assert result.skipped == [Skipped(f"users/ana/p/runs/{RUN}/ckpt/w.pt", f"run {RUN} is still RUNNING")]
     assert [e["path"] for e in result.archived] == [f"users/ana/p/runs/{OTHER_RUN}/ckpt/w.pt"]
     assert read(running) == b"w"
+
+
+def test_files_holding_credentials_stay_where_the_secrets_rule_sees_them(lake: Lake):
+    key = "AKIA" + "Z" * 16  # a fake AWS-style key, built here
+    lake.write("users/ana/p/old-notes.txt", f"aws_access_key_id = {key}\n", days=150)
+    lake.write("users/ana/p/old-data.csv", "a,b\n1,2\n", days=150)
+    plan = lake.plan()
+    assert paths(plan) == {"users/ana/p/old-data.csv"}
+    assert plan.skipped == [Skipped("users/ana/p/old-notes.txt", CREDENTIAL)]
+    assert key not in json.dumps(plan.to_dict())  # the plan names the file, never the key
+
+    quiet = Lake(lake.tmp / "no-secrets", sandbox={**RULES, "secrets": False})
+    try:
+        quiet.write("users/ana/p/old-notes.txt", f"aws_access_key_id = {key}\n", days=150)
+        assert paths(quiet.plan()) == {"users/ana/p/old-notes.txt"}  # the rule is off: cleaned like any file
+    finally:
+        quiet.close()
 
 
 def test_one_clean_at_a_time(lake: Lake):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..locks import LockBusy, owned_lock
 from .index import Change, owner_of
-from .rules import ACTIONS, Pins, SandboxRules
+from .rules import ACTIONS, Pins, SandboxRules, SecretsRule
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -40,6 +40,8 @@ CHUNK = 1 << 20
 LINK = "a link; links are never followed or moved"
 CHANGED = "changed since the plan (size or mtime)"
 EXISTS = "exists in the sandbox; move it away first"
+CREDENTIAL = ("holds a credential (bedrot-lab sandbox check shows where); archiving would only hide it: "
+              "remove the credential by hand")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO must not hang us
@@ -146,8 +148,9 @@ def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | Non
     what a clean would do to each. Changes nothing.
 
     ``older_than`` (days) replaces every rule's own days; ``user`` keeps only
-    ``users/<user>/``. Links, and files under the workdir of a run in
-    ``running_runs``, are listed in ``skipped``; pinned files are not listed at all.
+    ``users/<user>/``. Links, files under the workdir of a run in
+    ``running_runs`` and files holding a credential (when the secrets rule is
+    on) are listed in ``skipped``; pinned files are not listed at all.
     """
     now = time.time() if now is None else now
     under = ""
@@ -159,12 +162,15 @@ def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | Non
         raise CleanupError(f"--older-than must be a number of days, 0 or more; got {older_than!r}")
     running = frozenset(running_runs)
     plan = CleanPlan([], [], now, older_than, user)
-    rule = SandboxRules.from_settings(settings).stale_rule()
-    for stale in rule.stale_files(index, now, under=under, older_than=older_than):
+    rules = SandboxRules.from_settings(settings)
+    credentials = _credential_files(rules, index, now)
+    for stale in rules.stale_rule().stale_files(index, now, under=under, older_than=older_than):
         record = stale.record
         run_id = _running_run(record.path, running)
         if record.is_link:
             plan.skipped.append(Skipped(record.path, LINK))
+        elif record.path in credentials:
+            plan.skipped.append(Skipped(record.path, CREDENTIAL))
         elif run_id:
             plan.skipped.append(Skipped(record.path, f"run {run_id} is still RUNNING"))
         else:
@@ -173,6 +179,15 @@ def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | Non
     plan.items.sort(key=lambda item: item.path)
     plan.skipped.sort(key=lambda skip: skip.path)
     return plan
+
+
+def _credential_files(rules: SandboxRules, index: UsageIndex, now: float) -> set[str]:
+    """The files the secrets rule finds credentials in (read again only where changed
+    since the last check, thanks to its cache)."""
+    if not rules.secrets:
+        return set()
+    rule = SecretsRule(rules.secret_max_bytes, rules.secret_ignore, rules.secret_cache)
+    return {violation.path for violation in rule.evaluate(index, now) if violation.path}
 
 
 # -- apply ------------------------------------------------------------------------------
