@@ -25,8 +25,8 @@ import pytest
 from bedrot_lab.config import settings_from
 from bedrot_lab.sandbox import cleanup
 from bedrot_lab.sandbox.cleanup import (
-    CREDENTIAL,
     CHANGED,
+    CREDENTIAL,
     EXISTS,
     LINK,
     CleanItem,

@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from bedrot_lab.sandbox.index import USAGE_KEYS, Change, Owner, UsageIndex, owner_of
-from bedrot_lab.sandbox.watcher import SandboxWatcher, filesystem_type, inotify_watches, is_network_fs
+from bedrot_lab.sandbox.watcher import (
+    SandboxWatcher,
+    filesystem_type,
+    inotify_watches,
+    is_network_fs,
+)
 
 # watchdog warns when a moved folder is watched twice (its own race); the index is unaffected
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")

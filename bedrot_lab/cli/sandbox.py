@@ -401,14 +401,16 @@ def _running_runs(lab, plan) -> set[str]:
             candidates.add(parts[4])
     if not candidates:
         return set()
+    from mlflow.exceptions import MlflowException
+
     client = lab.store.client
     running = set()
     for run_id in candidates:
         try:
             if client.get_run(run_id).info.status == "RUNNING":
                 running.add(run_id)
-        except Exception:  # not a run of this store: nothing runs there
-            continue
+        except MlflowException:  # not a run of this store: nothing runs there
+            pass
     return running
 
 

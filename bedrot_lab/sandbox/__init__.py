@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .index import Change, FileRecord, Owner, ReconcileStats, ScanStats, UsageIndex, owner_of
+from .index import (
+           Change,
+           FileRecord,
+           Owner,
+           ReconcileStats,
+           ScanStats,
+           UsageIndex,
+           owner_of,
+)
 from .watcher import SandboxWatcher
 
 __all__ = ["Change", "FileRecord", "Owner", "ReconcileStats", "SandboxWatcher", "ScanStats", "UsageIndex",

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..config import ConfigError
 from ..secrets import VALUE_PATTERNS, is_secret_name
-
 from .index import db_text, from_db_text
 
 if TYPE_CHECKING:
