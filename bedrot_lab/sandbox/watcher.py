@@ -508,8 +508,9 @@ class SandboxWatcher:
         limit = _read_int("/proc/sys/fs/inotify/max_user_watches")
         self._fall_back(
             f"inotify holds {held} watches for {folders} folders and cannot watch {len(still)} of them: "
-            f"fs.inotify.max_user_watches = {limit if limit is not None else '?'} is too low for this user's "
-            f"watches (watchdog skips the rest silently): polling every {self.poll_seconds:g} s")
+            f"this user's inotify watch limit is reached (fs.inotify.max_user_watches is "
+            f"{limit if limit is not None else '?'}, shared by all of the user's processes; raise it with "
+            f"sysctl), and watchdog skips the rest silently: polling every {self.poll_seconds:g} s")
         return False
 
     def _apply_queued(self) -> int:
