@@ -131,7 +131,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"unknown table; expected one of {', '.join(SCHEMA)}", path, f"[{table}]")
         if not isinstance(values, dict):
             raise ConfigError("must be a table", path, table)
-        if table == "sandbox":
+        if table == "sandbox":  # its own module knows its keys; checked here so every command says so
+            from .sandbox.rules import SandboxRules
+
+            SandboxRules.from_table(values, path)
             continue
         for key, value in values.items():
             expected = SCHEMA[table].get(key)

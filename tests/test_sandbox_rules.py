@@ -138,9 +138,8 @@ def test_parse_size_rejects_nonsense(bad):
 def test_a_bad_size_names_the_file_and_the_key(lake: Path):
     config = lake / "bedrot-lab.toml"
     config.write_text('[sandbox.quotas]\nuser = { soft = "5 gigs", hard = "10GiB" }\n')
-    settings = load_settings(lake, env={})
-    with pytest.raises(ConfigError) as caught:
-        SandboxRules.from_settings(settings)
+    with pytest.raises(ConfigError) as caught:  # when the config is read, for every command
+        load_settings(lake, env={})
     assert caught.value.path == config and caught.value.key == "sandbox.quotas.user.soft"
     assert str(caught.value).startswith(f"{config}: sandbox.quotas.user.soft: not a size: '5 gigs'")
 

@@ -52,10 +52,8 @@ def _sandbox_root(settings) -> Path:
 def _open_index(settings, *, refresh: bool, quiet: bool = False):
     """The usage index, built by a full scan if it never was, else reconciled when asked."""
     from ..sandbox.index import UsageIndex
-    from ..sandbox.rules import SandboxRules
 
     _sandbox_root(settings)
-    SandboxRules.from_settings(settings)  # a mistake in [sandbox] is told before a long scan
     index = UsageIndex.for_settings(settings)
     if not index.info().get("full_scans"):
         _full_scan(index, quiet)
