@@ -136,7 +136,7 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
             try:
                 ctx.close()
                 recorder.log_metrics({**usage.metrics(),
-                                      "run.sandbox_bytes": workdir_bytes(lab.settings, ctx.workdir_path)})
+                                      "run.sandbox_bytes": workdir_bytes(lab.settings, ctx.workdir_path, ctx.run_id)})
             finally:
                 recorder.end(outcome.status)
     return outcome

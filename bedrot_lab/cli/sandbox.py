@@ -128,6 +128,7 @@ def usage(state, by: str, refresh: bool, as_json: bool) -> None:
     index with a full scan. Without a watcher running the index is as of its
     last refresh (shown); --refresh brings it up to date.
     """
+    from ..sandbox.index import USAGE_KEYS
     from ..sandbox.rules import SandboxRules
 
     settings = _settings(state)
@@ -136,29 +137,33 @@ def usage(state, by: str, refresh: bool, as_json: bool) -> None:
         rows = index.usage(by)
         nbytes, nfiles = index.total()
         fresh = _freshness(index.info(), time.time())
-    scope = {"user": "user", "project": "project", "area": "area"}.get(by)
     for row in rows:
-        name = {"user": row.get("user"), "project": f"{row.get('user')}/{row.get('project')}",
-                "area": row.get("area")}.get(by)
-        limits = quotas.limits(scope, name) if scope else None
-        row["soft"], row["hard"] = (limits.soft, limits.hard) if limits else (None, None)
+        limits = _limits_of(quotas, by, row)
         broken = limits.broken(row["bytes"]) if limits else None
-        row["over"] = broken[0] if broken else None
+        row.update(soft=limits.soft if limits else None, hard=limits.hard if limits else None,
+                   over=broken[0] if broken else None)
     if as_json:
         echo_json({"by": by, "rows": rows, "total": {"bytes": nbytes, "files": nfiles}, **fresh})
         return
-    keys = {"user": ["user"], "project": ["user", "project"], "area": ["area"],
-            "run": ["user", "project", "run_id"]}[by]
-    shown = [{**{k: row[k] or "(root)" if k == "area" else row[k] for k in keys},
-              "size": _size(row["bytes"]), "files": f"{row['files']:,}",
-              "soft": _size(row["soft"]), "hard": _size(row["hard"]),
-              "over": row["over"] or ""} for row in rows]
+    keys = list(USAGE_KEYS[by])
+    shown = [{**{key: row[key] for key in keys}, "size": _size(row["bytes"]), "files": f"{row['files']:,}",
+              "soft": _size(row["soft"]), "hard": _size(row["hard"]), "over": row["over"] or ""} for row in rows]
+    for row in shown:
+        if by == "area" and not row["area"]:
+            row["area"] = "(root)"
     columns = [*keys, "size", "files"]
     if any(row["soft"] or row["hard"] for row in rows):
         columns += ["soft", "hard", "over"]
     echo_table(shown, columns, empty=f"no files by {by}")
     click.echo(f"total: {_size(nbytes)} in {files_count(nfiles)}")
     _echo_freshness(fresh)
+
+
+def _limits_of(quotas, by: str, row: dict[str, Any]):
+    """The quota limits of one usage row (None for runs, which have no quota)."""
+    if by == "run":
+        return None
+    return quotas.limits(by, f"{row['user']}/{row['project']}" if by == "project" else row[by])
 
 
 @sandbox.command()
@@ -362,9 +367,8 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
         raise CliError(f"--user {user}: no folder sandbox/users/{user}", exit_code=2)
     with _open_index(settings, refresh=True, quiet=as_json) as index:
         plan = plan_clean(settings, index, older_than=older_than, user=user)
-        running = _running_runs(lab, plan)
-        if running:
-            plan = plan_clean(settings, index, older_than=older_than, user=user, running_runs=running)
+        running = _running_runs(lab, plan.run_ids())
+        plan.leave_running(running)
         if not do_apply or not plan.items:
             if as_json:
                 echo_json({"applied": False, **plan.to_dict()})
@@ -387,23 +391,16 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
             click.echo(f"undo with: bedrot-lab sandbox restore {result.manifest}")
 
 
-def _running_runs(lab, plan) -> set[str]:
-    """The MLflow runs still RUNNING among those whose workdirs hold planned files
-    (MLflow is opened only when the plan touches a run's workdir)."""
-    from ..sandbox.index import RUN_ID
-
-    candidates = set()
-    for item in plan.items:
-        parts = item.path.split("/")
-        if len(parts) > 5 and parts[0] == "users" and parts[3] == "runs" and RUN_ID.fullmatch(parts[4]):
-            candidates.add(parts[4])
-    if not candidates:
+def _running_runs(lab, run_ids: set[str]) -> set[str]:
+    """The runs among ``run_ids`` that MLflow says are still RUNNING (MLflow is opened
+    only when there are some to ask about)."""
+    if not run_ids:
         return set()
     from mlflow.exceptions import MlflowException
 
     client = lab.store.client
     running = set()
-    for run_id in candidates:
+    for run_id in run_ids:
         try:
             if client.get_run(run_id).info.status == "RUNNING":
                 running.add(run_id)

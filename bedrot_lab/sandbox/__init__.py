@@ -1,17 +1,24 @@
-"""The sandbox zone's accounts: a usage index of every file, kept current by a watcher."""
+"""The sandbox zone's accounts: a usage index of every file, kept current by a watcher.
+
+The names below are imported on first use, so that reading ``[sandbox]`` (every
+command does) loads the rules and the index, not the watcher.
+"""
 
 from __future__ import annotations
 
-from .index import (
-           Change,
-           FileRecord,
-           Owner,
-           ReconcileStats,
-           ScanStats,
-           UsageIndex,
-           owner_of,
-)
-from .watcher import SandboxWatcher
+import importlib
+from typing import Any
 
-__all__ = ["Change", "FileRecord", "Owner", "ReconcileStats", "SandboxWatcher", "ScanStats", "UsageIndex",
-           "owner_of"]
+_EXPORTS = {
+    "Change": "index", "FileRecord": "index", "Owner": "index", "ReconcileStats": "index",
+    "ScanStats": "index", "UsageIndex": "index", "owner_of": "index", "SandboxWatcher": "watcher",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

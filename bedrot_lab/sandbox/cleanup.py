@@ -104,6 +104,23 @@ class CleanPlan:
         """Bytes the plan would archive or delete."""
         return sum(item.size for item in self.items)
 
+    def run_ids(self) -> set[str]:
+        """The MLflow runs whose workdirs hold files of the plan."""
+        return {run_id for item in self.items if (run_id := owner_of(item.path.rpartition("/")[0]).run_id)}
+
+    def leave_running(self, running_runs: Collection[str]) -> None:
+        """Move the items under the workdir of a run in ``running_runs`` to ``skipped``."""
+        running = frozenset(running_runs)
+        keep = []
+        for item in self.items:
+            run_id = _running_run(item.path, running)
+            if run_id:
+                self.skipped.append(Skipped(item.path, f"run {run_id} is still RUNNING"))
+            else:
+                keep.append(item)
+        self.items = keep
+        self.skipped.sort(key=lambda skip: skip.path)
+
     def to_dict(self) -> dict[str, Any]:
         return {"now": self.now, "older_than": self.older_than, "user": self.user, "files": len(self.items),
                 "bytes": self.bytes, "items": [item.to_dict() for item in self.items],
@@ -160,24 +177,20 @@ def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | Non
         under = f"users/{user}"
     if older_than is not None and not older_than >= 0:
         raise CleanupError(f"--older-than must be a number of days, 0 or more; got {older_than!r}")
-    running = frozenset(running_runs)
     plan = CleanPlan([], [], now, older_than, user)
     rules = SandboxRules.from_settings(settings)
     credentials = _credential_files(rules, index, now)
     for stale in rules.stale_rule().stale_files(index, now, under=under, older_than=older_than):
         record = stale.record
-        run_id = _running_run(record.path, running)
         if record.is_link:
             plan.skipped.append(Skipped(record.path, LINK))
         elif record.path in credentials:
             plan.skipped.append(Skipped(record.path, CREDENTIAL))
-        elif run_id:
-            plan.skipped.append(Skipped(record.path, f"run {run_id} is still RUNNING"))
         else:
             plan.items.append(CleanItem(record.path, record.size, record.mtime, stale.spec.name,
                                         stale.spec.action, stale.age_days))
     plan.items.sort(key=lambda item: item.path)
-    plan.skipped.sort(key=lambda skip: skip.path)
+    plan.leave_running(running_runs)
     return plan
 
 

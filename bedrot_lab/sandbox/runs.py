@@ -72,10 +72,21 @@ def quota_gate(settings: Settings, project: str) -> QuotaGate:
     return QuotaGate(tuple(found))
 
 
-def workdir_bytes(settings: Settings, workdir: Path) -> int:
-    """Bytes under a run's workdir (links counted as themselves, never followed); 0
-    when the run made none. The usage index, when there is one, is brought up to
-    date for that folder too, so ``sandbox usage --by run`` lists the run at once."""
+def workdir_bytes(settings: Settings, workdir: Path, run_id: str) -> int:
+    """Bytes under run ``run_id``'s workdir (links counted as themselves, never followed);
+    0 when the run made none. When the lake has a usage index, the workdir is
+    reconciled into it and its total read from there (so ``sandbox usage --by run``
+    lists the run at once); otherwise the folder is walked."""
+    if not workdir.is_dir():
+        return 0
+    if (settings.state_dir / DB_NAME).exists():
+        try:
+            relative = workdir.relative_to(settings.zone("sandbox")).as_posix()
+            with UsageIndex.for_settings(settings) as index:
+                index.reconcile(under=relative)
+                return index.run_bytes(run_id)
+        except (ValueError, OSError, sqlite3.Error) as exc:
+            log.debug("usage index not updated for %s: %s", workdir, exc)
     total = 0
     stack = [str(workdir)]
     while stack:
@@ -91,13 +102,4 @@ def workdir_bytes(settings: Settings, workdir: Path) -> int:
                         continue
         except OSError:
             continue
-    if (settings.state_dir / DB_NAME).exists():
-        sandbox = settings.zone("sandbox")
-        try:
-            relative = workdir.relative_to(sandbox).as_posix()
-            with UsageIndex.for_settings(settings) as index:
-                index.reconcile(under=relative)
-        except (ValueError, OSError, sqlite3.Error) as exc:
-            log.debug("usage index not updated for %s: %s", workdir, exc)
     return total
-

@@ -390,17 +390,22 @@ class SandboxWatcher:
             # watchdog can lose watches when folders move while it adds them: look soon
             self._health_due = min(self._health_due, time.monotonic() + HEALTH_DELAY)
 
-    def _drain(self) -> None:
-        """Apply every change still queued (the observer has stopped)."""
+    def _take_queued(self) -> tuple[list[Change], list[Any]]:
+        """Everything queued now: the changes, and the other items (requests, the stop mark)."""
         batch: list[Change] = []
+        others: list[Any] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if isinstance(item, Change):
-                batch.append(item)
-            elif item is not _STOP:
+                return batch, others
+            (batch if isinstance(item, Change) else others).append(item)
+
+    def _drain(self) -> None:
+        """Apply every change still queued (the observer has stopped)."""
+        batch, others = self._take_queued()
+        for item in others:
+            if item is not _STOP:
                 _function, future = item
                 future.cancel()
         self._apply(batch)
@@ -517,16 +522,9 @@ class SandboxWatcher:
         """Apply the changes waiting in the queue now (in the worker); how many."""
         if threading.current_thread() is not self._worker:
             return 0
-        batch: list[Change] = []
-        requests: list[Any] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            (batch if isinstance(item, Change) else requests).append(item)
+        batch, others = self._take_queued()
         self._apply(batch)
-        for item in requests:
+        for item in others:
             self._queue.put(item)
         return len(batch)
 
