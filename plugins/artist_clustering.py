@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bedrot_lab import Param, experiment, hookimpl
+from bedrot_lab.analysis.tracks import canonical_spellings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,11 +139,13 @@ def artist_clustering(ctx):
     joined where the artist's name without spaces and case is the TikTok handle; it
     is used only if every artist matches. Standardised, then k-means. With sweep_k,
     one child run per k with its inertia and silhouette; the parent keeps the best k.
+    An artist or track spelled several ways (case, spacing) is one point, under its
+    most common spelling.
     """
     import numpy as np
 
     params = ctx.params
-    statement = ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS)
+    statement = canonical_spellings(ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS))
     points = build_points(statement, params["grain"])
     features = feature_columns(params["grain"])
     notes = []

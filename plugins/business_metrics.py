@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from bedrot_lab import Param, experiment, hookimpl
 from bedrot_lab.analysis.platforms import COLORS, PLATFORMS, platform_group
 from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, SHARE_COLUMN, apply_shares
+from bedrot_lab.analysis.tracks import canonical_spellings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,7 @@ METRICS = {
     "new_release_earnings_usd": "earnings of those sale months (USD)",
     "back_catalog_streams": "streams of older sale months",
     "back_catalog_earnings_usd": "earnings of older sale months (USD)",
-    "tracks": "distinct tracks (Title, Artist) in the statement",
+    "tracks": "distinct tracks in the statement (artist and title regardless of case and spacing)",
     "months_without_data": "calendar months between the first and last sale month with no statement rows",
     "gross_earnings_usd": "earnings before royalty splits (USD)",
     "royalties_paid_usd": "gross - label share (USD)",
@@ -208,7 +209,8 @@ def business_metrics(ctx):
 
     Meta Ads totals, listener growth during the campaigns, CPA, LTV, ROI, revenue
     per stream by platform, payback, back catalog against new releases and top
-    tracks. With royalty_adjusted, every revenue figure is the label's share
+    tracks. A track spelled several ways (case, spacing) counts once, under its
+    most common spelling. With royalty_adjusted, every revenue figure is the label's share
     after the track catalog's splits (track_catalog is read only then).
     """
     params = ctx.params
@@ -219,7 +221,7 @@ def business_metrics(ctx):
     statement = ctx.load("dk_bank_details", columns=[
         "Sale Month", "Store", "Artist", "Title", "Quantity", "Earnings (USD)"])
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"]) if adjusted else None
-    statement = with_earnings(statement, catalog, params["default_share"])
+    statement = with_earnings(canonical_spellings(statement), catalog, params["default_share"])
 
     metrics, window = ad_metrics(ads)
     listeners = listeners_by_date(audience)

@@ -107,6 +107,7 @@ def meta_ads(ctx: RunContext) -> None:
     import pandas as pd
 
     from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
+    from bedrot_lab.analysis.tracks import canonical_spellings
 
     params = ctx.params
     ads = ctx.load("meta_ads_export", columns=EXPORT_COLUMNS)
@@ -132,8 +133,8 @@ def meta_ads(ctx: RunContext) -> None:
     log_ratio(ctx, "effectiveness", results, spend, "the export has no spend")
 
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
-    statement = apply_shares(ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS), catalog,
-                             default_share=params["default_share"])
+    statement = apply_shares(canonical_spellings(ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS)),
+                             catalog, default_share=params["default_share"])
     starts, ends = ads["Reporting starts"].min(), ads["Reporting ends"].max()
     window_text = "" if pd.isna(starts) or pd.isna(ends) else f"{starts:%Y-%m-%d} to {ends:%Y-%m-%d}"
     revenue_scope = "the whole statement"

@@ -21,12 +21,14 @@ def royalty_tables(statement, catalog, default_share: float = 100.0) -> dict:
 
     ``statement`` holds the DistroKid sums per (Artist, Title, Sale Month, Store);
     a split is constant per track, so applying it after aggregation gives the same
-    result as applying it to every statement line. Returns the tables by name plus
-    ``tracks_with_splits`` and ``totals`` (a dict).
+    result as applying it to every statement line. A track (and an artist) is its
+    normalised key, shown as most of its rows spell it. Returns the tables by name
+    plus ``tracks_with_splits`` and ``totals`` (a dict).
     """
     from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
+    from bedrot_lab.analysis.tracks import canonical_spellings
 
-    lines = apply_shares(statement, catalog, default_share=default_share)
+    lines = apply_shares(canonical_spellings(statement), catalog, default_share=default_share)
     lines = lines.rename(columns={"Quantity": "streams", "Earnings (USD)": "gross_usd", ACTUAL_COLUMN: "actual_usd"})
     measures = ["streams", "gross_usd", "actual_usd"]
     tables = {}
@@ -86,8 +88,9 @@ def royalty_adjusted_revenue(ctx):
     """Gross against actual revenue after royalty splits, by artist, track, month and platform.
 
     Splits come from the track catalog's your_revenue_share (percent), matched on
-    artist and title without regard to case and surrounding spaces. Tracks not in
-    the catalog keep default_share. The statement is streamed and summed per
+    artist and title without regard to case and spacing; a track spelled several
+    ways is one track, under its most common spelling. Tracks not in the catalog
+    keep default_share. The statement is streamed and summed per
     artist, track, month and store first; the split is applied to those sums.
     """
     import matplotlib

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from bedrot_lab import Param, experiment, hookimpl
 from bedrot_lab.analysis.platforms import COLORS, platform_group
+from bedrot_lab.analysis.tracks import canonical_spellings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,8 +50,7 @@ def load_streams(ctx: RunContext, source: str) -> tuple[pd.DataFrame, pd.Series 
         data = ctx.load("dk_bank_details", columns=["Sale Month", "Store", "Artist", "Quantity"])
         data = data.rename(columns={"Sale Month": "month", "Store": "store", "Artist": "artist",
                                     "Quantity": "streams"})
-        data["artist"] = data["artist"].str.strip()
-        return data, None
+        return canonical_spellings(data, artist="artist", title=None), None
     daily = ctx.load("tidy_daily_streams", columns=["date", *DAILY_STORES])
     daily["month"] = daily["date"].dt.to_period("M").dt.to_timestamp()
     days = daily.groupby("month")["date"].nunique().rename("days_with_data")
@@ -79,7 +79,8 @@ def streaming_trends(ctx: RunContext) -> None:
 
     Sums streams by calendar month over every month from the first to the last one
     with data (a month without data counts 0 streams), by platform group (Spotify,
-    Apple, Other), by store and, from the statement, by artist.
+    Apple, Other), by store and, from the statement, by artist (an artist spelled
+    several ways, by case or spacing, is one, under its most common spelling).
     """
     import matplotlib
 

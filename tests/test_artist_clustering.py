@@ -222,3 +222,20 @@ def test_a_track_without_streams_is_left_out_and_an_empty_statement_still_finish
     assert result.status == "FINISHED", result.error
     assert stored.data.metrics["points"] == 0
     assert stored.data.tags["skipped.inertia"].startswith("k=3 needs at least 3 distinct points; the statement gives 0")
+
+
+def test_a_track_or_artist_spelled_several_ways_is_one_point(lab, bedrot_lake):
+    # AFTERGLOW once more in June on Spotify, spelled apart by case and spaces, artist and title
+    (bedrot_lake / "4_curated" / "dk_bank_details.csv").write_text(
+        statement() + line("2025-06", "Spotify", "nova  vanta", " Afterglow", 1000, 3.00))
+    result = run_experiment(lab, "artist-clustering", grain="artist", n_clusters=3)
+    assert result.status == "FINISHED", result.error
+    points = table(lab, result.run_id, "points").set_index("Artist")
+    assert sorted(points.index) == ["GLASS ORCHID", "NOVA VANTA"]
+    assert points.loc["NOVA VANTA", "tracks"] == 3 and points.loc["GLASS ORCHID", "tracks"] == 3
+    assert points.loc["NOVA VANTA", "streams"] == 12000 + 13200 + 14400 + 1000
+
+    result = run_experiment(lab, "artist-clustering", n_clusters=7)
+    assert result.status == "FINISHED", result.error
+    points = table(lab, result.run_id, "points").set_index(["Artist", "Title"])
+    assert len(points) == 6 and points.loc[("NOVA VANTA", "AFTERGLOW"), "streams"] == 13000

@@ -237,3 +237,14 @@ def test_on_the_sample_lake_every_number_is_positive(lab, bedrot_lake):
     assert metrics["total_impressions"] >= metrics["total_reach"]
     assert metrics["revenue_gross_usd"] > metrics["revenue_royalty_adjusted_usd"] > 0  # the sample has splits < 100 %
     assert metrics["campaigns"] >= 1 and metrics["creatives"] >= 1
+
+
+def test_a_track_spelled_two_ways_is_one_track_missing_from_the_catalog(lab, bedrot_lake):
+    write_lake(bedrot_lake, statement=(*GOLDEN_STATEMENT, sale("2025-04", "Nova  Vanta", "pale orbit ", 2.00)))
+    result = run_experiment(lab, "meta-ads")
+    assert result.status == "FINISHED", result.error
+    metrics = read_run(result.run_id, lab).data.metrics
+    assert metrics["tracks_not_in_catalog"] == 1
+    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(36.25 + 2.00)
+    report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(result.run_id, "report.md")).read_text()
+    assert "Tracks missing from the catalog (1)" in report and "NOVA VANTA / PALE ORBIT." in report

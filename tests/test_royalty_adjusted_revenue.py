@@ -120,3 +120,41 @@ def test_same_numbers_as_the_row_by_row_original_on_the_sample_lake(lab, bedrot_
     actual = statement.apply(lambda r: r["Earnings (USD)"] * shares.get((r["Artist"].upper(), r["Title"].upper()), 1.0),
                              axis=1).sum()
     assert read_run(result.run_id, lab).data.metrics["actual_revenue_usd"] == pytest.approx(actual)
+
+
+def test_a_track_spelled_several_ways_is_one_track_shown_as_most_rows_spell_it(lab, bedrot_lake):
+    # The catalog spells HOLLOW SKYLINE with inner spaces and none before "(": it must still match.
+    (bedrot_lake / "4_curated" / "track_catalog_royalty_splits.csv").write_text(CATALOG.replace(
+        "NOVA VANTA,HOLLOW SKYLINE (feat. GLASS ORCHID)", "nova  vanta,hollow  skyline(feat. glass orchid)"))
+    variants = [
+        line("2025-03", "Spotify", "GLASS ORCHID", "MIRROR FEVER (feat. SABLE ECHO)", 100, 1.00),
+        line("2025-03", "Apple Music", "Glass Orchid", "Mirror Fever (feat. Sable Echo)", 100, 1.00),
+        line("2025-03", "TikTok", " glass  orchid ", "MIRROR FEVER ( feat.  SABLE ECHO )", 100, 1.00),
+        line("2025-01", "Spotify", "GLASS ORCHID", "GLASS/GAMMA", 10, 0.10),
+        line("2025-03", "Spotify", "GLASS ORCHID", "GLASS/GAMMA", 10, 0.10),
+        line("2025-03", "Apple Music", "glass orchid", "glass /gamma", 10, 0.10),
+    ]
+    (bedrot_lake / "4_curated" / "dk_bank_details.csv").write_text(HEADER + "".join(STATEMENT + variants))
+    result = run_experiment(lab, "royalty-adjusted-revenue")
+    assert result.status == "FINISHED", result.error
+    metrics = read_run(result.run_id, lab).data.metrics
+    # NIGHT DRIVE, MIRROR FEVER, HOLLOW SKYLINE, PALE ORBIT, GLASS/GAMMA; the last two not in the catalog
+    assert (metrics["tracks"], metrics["tracks_with_splits"], metrics["tracks_not_in_catalog"]) == (5, 2, 2)
+    # MIRROR FEVER: 2 + 3 x 1 = 5 gross, 40% kept = 2; HOLLOW SKYLINE 1 at 50%; the rest kept whole
+    assert metrics["gross_revenue_usd"] == pytest.approx(8.30 + 3.30)
+    assert metrics["actual_revenue_usd"] == pytest.approx(4 + 1 + 2 + 0.5 + 0.30 + 0.30)
+
+    tracks = table(lab, result.run_id, "by_track")
+    assert sorted(zip(tracks["Artist"], tracks["Title"])) == [
+        ("GLASS ORCHID", "GLASS/GAMMA"), ("GLASS ORCHID", "MIRROR FEVER (feat. SABLE ECHO)"),
+        ("GLASS ORCHID", "PALE ORBIT"), ("NOVA VANTA", "HOLLOW SKYLINE (feat. GLASS ORCHID)"),
+        ("NOVA VANTA", "NIGHT DRIVE")]
+    mirror = tracks.set_index("Title").loc["MIRROR FEVER (feat. SABLE ECHO)"]
+    assert mirror[["streams", "gross_usd", "actual_usd"]].tolist() == pytest.approx([800, 5.0, 2.0])
+    assert tracks.set_index("Title").loc["GLASS/GAMMA", "streams"] == 30
+    artists = table(lab, result.run_id, "by_artist").set_index("Artist")
+    assert sorted(artists.index) == ["GLASS ORCHID", "NOVA VANTA"]
+    assert artists.loc["GLASS ORCHID", ["streams", "gross_usd"]].tolist() == pytest.approx([1130, 5.6])
+    splits = table(lab, result.run_id, "tracks_with_splits").set_index("Title")
+    assert splits["share"].to_dict() == {"MIRROR FEVER (feat. SABLE ECHO)": 0.4, "HOLLOW SKYLINE (feat. GLASS ORCHID)": 0.5}
+    assert splits["gross_usd"].tolist() == pytest.approx([5.0, 1.0])

@@ -182,3 +182,14 @@ def test_on_the_sample_lake_both_sources_give_positive_trends(lab, bedrot_lake):
         assert metrics["months_covered"] >= 12 and metrics["months_without_streams"] == 0
         assert metrics["best_month_streams"] <= metrics["total_streams"]
         assert "latest_mom_growth_pct" in metrics
+
+
+def test_an_artist_spelled_several_ways_is_one_artist(lab, bedrot_lake):
+    write_statement(bedrot_lake, *GOLDEN, line("2025-04", "Spotify", "Nova  Vanta", 20),
+                    line("2025-04", "Apple Music", " glass orchid", 5))
+    result = run_experiment(lab, "streaming-trends")
+    assert result.status == "FINISHED", result.error
+    artist = table(lab, result.run_id, "monthly_by_artist")
+    assert sorted(set(artist["artist"])) == ["GLASS ORCHID", "NOVA VANTA"]
+    streams = artist.set_index(["month", "artist"])["streams"]
+    assert streams[("2025-04", "NOVA VANTA")] == 120 and streams[("2025-04", "GLASS ORCHID")] == 205

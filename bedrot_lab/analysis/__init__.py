@@ -1,1 +1,1 @@
-"""Shared analysis building blocks for BEDROT's plugins (royalty splits, statement aggregation)."""
+"""Shared analysis building blocks for BEDROT's plugins (track identity, royalty splits, platforms)."""

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .tracks import track_key
+
 if TYPE_CHECKING:
     import pandas as pd
 
 SHARE_COLUMN = "share"  # a fraction, 0..1
 ACTUAL_COLUMN = "actual_earnings_usd"
-
-
-def track_key(artist: pd.Series, title: pd.Series) -> pd.Series:
-    """The join key of a track: artist and title upper-cased and stripped of surrounding spaces."""
-    return artist.astype("string").str.strip().str.upper() + "\x1f" + title.astype("string").str.strip().str.upper()
 
 
 def shares_by_track(catalog: pd.DataFrame) -> pd.Series:
