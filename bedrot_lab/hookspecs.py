@@ -16,8 +16,12 @@ def register_experiments(register):
     Args:
         register: call ``register(experiment)`` once for each
             :class:`bedrot_lab.Experiment` (what ``@experiment`` returns).
-            The core remembers which plugin registered it; a name registered
-            twice is an error naming both plugins.
+            The core remembers which plugin registered it. A name that two
+            plugins register is usable from neither: what needs it fails
+            with one line naming both plugins.
+
+    An implementation that raises (or registers anything else) is reported by
+    plugin name and contributes nothing; the other plugins' experiments stay.
 
     Example::
 
@@ -35,6 +39,8 @@ def register_datasets(register):
         register: call ``register(dataset)`` for each :class:`bedrot_lab.Dataset`.
             A later plugin may replace a built-in data set of the same name
             (the built-in catalog is registered ``trylast``).
+
+    An implementation that raises is reported by plugin name and contributes nothing.
     """
 
 
@@ -48,7 +54,8 @@ def run_tags(experiment, params, settings):
         settings: the lake's :class:`bedrot_lab.config.Settings`.
 
     Every plugin's dict is merged; a later plugin wins on a clash. Tags that
-    look like credentials are masked before they reach MLflow.
+    look like credentials are masked before they reach MLflow. An implementation
+    that raises is logged by plugin name and its tags are left out.
     """
 
 
@@ -78,7 +85,8 @@ def on_run_failure(ctx, error):
     Args:
         ctx: the run's context; the run is still open and will be closed FAILED
             (KILLED for Ctrl-C or SIGTERM).
-        error: the exception. Exceptions raised by this hook are logged, not raised.
+        error: the exception. Exceptions raised by this hook are logged by plugin
+            name, not raised, and the other implementations still run.
     """
 
 
@@ -126,7 +134,9 @@ def sandbox_rules(settings):
     (epoch seconds). Every plugin's rules are used, after the built-in ones
     (``quota``, ``stale``, ``secrets``); a rule named like a built-in one replaces
     it; two plugins returning the same name is an error. A rule that raises is
-    logged and skipped for that check, and its open violations stay open.
+    logged and skipped for that check, and its open violations stay open. A
+    plugin whose ``sandbox_rules`` raises is logged by name and its rules are
+    left out of that check; open violations that no rule checked stay open.
     """
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .config import Settings, load_settings
 from .experiments import Experiment
 from .lake import Dataset, DatasetError
-from .plugins import PluginHost, PluginInfo, make_plugin_host
+from .plugins import PluginError, PluginHost, PluginInfo, make_plugin_host
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,6 +30,8 @@ class Lab:
     def __init__(self, settings: Settings, plugins: PluginHost | None = None):
         self.settings = settings
         self.plugins = plugins or make_plugin_host(settings.plugin_paths, settings.disabled_plugins)
+        #: experiment name -> why it cannot be used (more than one plugin registers it)
+        self.conflicts: dict[str, str] = {}
 
     @classmethod
     def open(cls, lake: str | Path | None = None) -> Lab:
@@ -45,46 +47,40 @@ class Lab:
 
     @cached_property
     def experiments(self) -> dict[str, Experiment]:
-        """Every registered experiment by name, each stamped with its plugin's name."""
-        found: dict[str, Experiment] = {}
-
-        def register_for(info: PluginInfo):
-            def register(item: Experiment) -> None:
-                if not isinstance(item, Experiment):
-                    raise TypeError(
-                        f"plugin {info.name!r} registered {item!r}; register takes what @experiment returns"
-                    )
-                if item.name in found:
-                    raise ValueError(
-                        f"experiment {item.name!r} is registered by both plugin "
-                        f"{found[item.name].plugin!r} and plugin {info.name!r}; rename one"
-                    )
-                found[item.name] = Experiment(**{**item.__dict__, "plugin": info.name})
-
-            return register
-
-        self.plugins.collect("register_experiments", register_for)
-        return dict(sorted(found.items()))
+        """Every registered experiment by name, each stamped with its plugin's name. A name
+        that more than one plugin registers is left out and kept in :attr:`conflicts`."""
+        registered: dict[str, list[Experiment]] = {}
+        for info, items in self.plugins.collect("register_experiments", _check_experiment):
+            for item in items:
+                registered.setdefault(item.name, []).append(Experiment(**{**item.__dict__, "plugin": info.name}))
+        for name, same in registered.items():
+            if len(same) > 1:
+                owners = [f"{e.plugin!r} ({self.plugin_info(e.plugin).location})" for e in same]
+                self.conflicts[name] = (f"experiment {name!r} is registered by more than one plugin: "
+                                        f"{', '.join(owners[:-1])} and {owners[-1]}; rename one")
+        return {name: same[0] for name, same in sorted(registered.items()) if len(same) == 1}
 
     @cached_property
     def datasets(self) -> dict[str, Dataset]:
         """The data set catalog; the first plugin to register a name wins (built-ins come last)."""
         found: dict[str, Dataset] = {}
-
-        def register_for(info: PluginInfo):
-            def register(item: Dataset) -> None:
-                if item.name not in found:
-                    found[item.name] = item
-
-            return register
-
-        self.plugins.collect("register_datasets", register_for)
+        for _, items in self.plugins.collect("register_datasets"):
+            for item in items:
+                found.setdefault(item.name, item)
         return dict(sorted(found.items()))
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        """Every plugin's :class:`PluginInfo`, once the catalogs are built, so that a plugin
+        failing in a collecting hook shows as failed."""
+        _ = self.experiments, self.datasets
+        return list(self.plugins.infos.values())
 
     def experiment(self, name: str) -> Experiment:
         try:
             return self.experiments[name]
         except KeyError:
+            if name in self.conflicts:
+                raise PluginError(self.conflicts[name]) from None
             known = ", ".join(self.experiments) or "none; add a plugin to the lake's plugins/ folder"
             raise UnknownExperiment(f"no experiment named {name!r}; known: {known}") from None
 
@@ -105,3 +101,8 @@ class Lab:
 
         dataset = self.dataset(name)
         return read_dataset(dataset, dataset.locate(self.settings))
+
+
+def _check_experiment(item: object) -> None:
+    if not isinstance(item, Experiment):
+        raise TypeError(f"registered {item!r}; register takes what @experiment returns")

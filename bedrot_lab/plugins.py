@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,8 +46,26 @@ class PluginInfo:
     error: str = ""
     disabled: bool = False
 
+    @property
+    def status(self) -> str:
+        return "disabled" if self.disabled else "failed" if self.error else "ok"
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "status": self.status}
+
+
+@dataclass(frozen=True)
+class PluginCall:
+    """One plugin's implementation of a hook, called on its own: what it returned or raised."""
+
+    plugin: str
+    hook: str
+    result: Any = None
+    error: BaseException | None = None
+
+    def __str__(self) -> str:
+        outcome = "" if self.error is None else f" raised {describe(self.error)}"
+        return f"{self.hook} of plugin {self.plugin!r}{outcome}"
 
 
 class PluginHost:
@@ -104,8 +122,10 @@ class PluginHost:
         try:
             plugin = loader()
             self.pm.register(plugin, name=name)
-        except Exception as exc:
-            self._fail(info, f"{type(exc).__name__}: {_one_line(exc)}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - sys.exit() in a plugin is its failure, not the command's
+            self._fail(info, describe(exc))
             return
         unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if not c.has_spec()]
         if unknown:
@@ -115,22 +135,77 @@ class PluginHost:
         info.version = info.version or _plugin_version(plugin, source)
         info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
 
-    def _fail(self, info: PluginInfo, problem: str) -> None:
-        info.error = problem
-        message = f"plugin {info.name!r} ({info.location}) not loaded: {problem}"
+    def _fail(self, info: PluginInfo, problem: str, consequence: str = "not loaded") -> None:
+        info.error = f"{info.error}; {problem}" if info.error else problem
+        message = f"plugin {info.name!r} ({info.location}) {consequence}: {problem}"
         if self.strict:
             raise PluginError(message)
         log.warning(message)
 
-    def plugin_of(self, hook_impl: Any) -> PluginInfo:
-        return self.infos.get(hook_impl.plugin_name) or PluginInfo(hook_impl.plugin_name, "", "")
+    def info(self, name: str) -> PluginInfo:
+        """What is known of plugin ``name`` (a bare record for one registered by hand)."""
+        return self.infos.setdefault(name, PluginInfo(name, "", ""))
 
-    def collect(self, hook_name: str, register_for: Callable[[PluginInfo], Callable[..., None]]) -> None:
-        """Call a ``register_*`` hook once per plugin, handing each its own ``register``
-        so the core knows which plugin contributed what. Call order follows pluggy's."""
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            impl.function(register=register_for(self.plugin_of(impl)))
+    def collect(self, hook_name: str, check: Callable[[Any], None] | None = None) -> list[tuple[PluginInfo, list[Any]]]:
+        """Call a ``register_*`` hook once per plugin, each with a ``register`` that runs
+        ``check(item)`` and keeps the item; return what each plugin registered, in pluggy's
+        call order. A plugin whose call raises (in ``check`` too) contributes nothing, shows
+        as failed in ``plugins list`` and is reported by name (an error in strict mode)."""
+        registered: list[Any] = []
+
+        def register(item: Any) -> None:
+            if check is not None:
+                check(item)
+            registered.append(item)
+
+        contributions: list[tuple[PluginInfo, list[Any]]] = []
+        # call_each calls a plugin only when the loop reaches it: `registered` is that plugin's
+        for call in call_each(getattr(self.hook, hook_name), register=register):
+            if call.error is None:
+                contributions.append((self.info(call.plugin), registered.copy()))
+            else:
+                self._fail(self.info(call.plugin), f"{hook_name} raised {describe(call.error)}", "left out")
+            registered.clear()
+        return contributions
+
+    def call_isolated(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call hook ``hook_name`` like ``self.hook.<hook_name>(**kwargs)``, except that an
+        implementation that raises is logged in one line naming its plugin and left out of
+        the results, and the others still run."""
+        results: list[Any] = []
+        for call in call_each(getattr(self.hook, hook_name), **kwargs):
+            if call.error is not None:
+                log_failure(call)
+            elif call.result is not None:
+                results.append(call.result)
+        return results
+
+
+def call_each(caller: pluggy.HookCaller, **kwargs: Any) -> Iterator[PluginCall]:
+    """Call each plugin's implementation of a hook on its own, in pluggy's call order, and
+    yield a :class:`PluginCall` for it; an exception (``SystemExit`` too, not Ctrl-C) is
+    caught and yielded, so the next plugin still runs. Each call goes through the plugin
+    manager, with the arguments by name: wrappers, hook-call monitoring and
+    ``BEDROT_LAB_TRACE_PLUGINS`` see every one. Lazy: a plugin is called when the
+    iteration reaches it."""
+    impls = caller.get_hookimpls()
+    wrappers = [impl for impl in impls if impl.wrapper or impl.hookwrapper]
+    for impl in reversed(impls):
+        if impl in wrappers:
+            continue
+        try:
+            # pluggy has no public call of one implementation; this is the path its own subset
+            # and historic calls take. firstresult=True: the result is the implementation's own.
+            result = caller._hookexec(caller.name, [impl, *wrappers], kwargs, True)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - yielded, named by plugin
+            yield PluginCall(impl.plugin_name, caller.name, error=error)
+        else:
+            yield PluginCall(impl.plugin_name, caller.name, result)
+
+
+def log_failure(call: PluginCall, context: str = "") -> None:
+    """Log a failed :class:`PluginCall` in one line (with its traceback under ``--debug``)."""
+    log.error("%s%s", call, context, exc_info=call.error if log.isEnabledFor(logging.DEBUG) else None)
 
 
 def _allow_list() -> set[str] | None:
@@ -185,9 +260,10 @@ def _plugin_version(plugin: Any, source: str) -> str:
     return str(getattr(plugin, "__version__", ""))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().replace("\n", " ")
-    return " ".join(text.split()) or type(exc).__name__
+def describe(exc: BaseException) -> str:
+    """``Type: message`` in one line (just ``Type`` when there is no message)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def make_plugin_host(plugin_paths: Iterable[Path] = (), disabled: Iterable[str] = ()) -> PluginHost:

@@ -146,8 +146,8 @@ def _run_tags(lab: Lab, request: RunRequest) -> tuple[dict[str, str], list[str]]
     experiment = request.experiment
     info = lab.plugin_info(experiment.plugin)
     tags: dict[str, Any] = {}
-    for extra in reversed(lab.plugins.hook.run_tags(experiment=experiment, params=request.params,
-                                                     settings=lab.settings)):
+    for extra in reversed(lab.plugins.call_isolated("run_tags", experiment=experiment,
+                                                    params=request.params, settings=lab.settings)):
         tags.update(extra or {})
     tags.update({
         "bedrot.experiment": experiment.name,
@@ -171,10 +171,7 @@ def _record_failure(lab: Lab, ctx: Any, recorder: RunRecorder, exc: BaseExceptio
         recorder.set_tags({"error": scrub(summary[:5000])[0]})
     except Exception as log_error:  # the store may be what failed; keep the original cause
         log.error("could not record the failure: %s", log_error)
-    try:
-        lab.plugins.hook.on_run_failure(ctx=ctx, error=exc)
-    except Exception as hook_error:
-        log.error("an on_run_failure hook raised: %s", _one_line(hook_error))
+    lab.plugins.call_isolated("on_run_failure", ctx=ctx, error=exc)
 
 
 def _one_line(exc: BaseException) -> str:

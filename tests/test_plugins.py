@@ -124,13 +124,6 @@ def test_allow_list_limits_what_loads(bedrot_lake, write_plugin, monkeypatch):
     assert "datasets" in lab.plugins.infos  # built-ins always load
 
 
-def test_the_same_experiment_name_from_two_plugins_is_an_error(bedrot_lake, write_plugin):
-    write_plugin("greeter", GOOD)
-    write_plugin("copycat", GOOD)
-    with pytest.raises(ValueError, match="'hello' is registered by both plugin"):
-        Lab.open(bedrot_lake).experiments
-
-
 def test_a_plugin_data_set_replaces_the_builtin_one(bedrot_lake, write_plugin):
     write_plugin("mycatalog", """
         from bedrot_lab import Dataset, hookimpl

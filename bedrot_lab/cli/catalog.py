@@ -16,13 +16,18 @@ def plugins() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def plugins_list(state, as_json: bool) -> None:
-    """List plugins: name, version, source, hooks and load errors."""
-    infos = [info.to_dict() for info in state.lab.plugins.infos.values()]
+    """List plugins: name, version, source, hooks and status.
+
+    A plugin that failed to load, or raised in a hook that contributes experiments
+    or data sets, shows as failed with the reason.
+    """
+    infos = [info.to_dict() for info in state.lab.plugin_infos()]
     if as_json:
         echo_json(infos)
         return
     for info in infos:
-        info["status"] = "disabled" if info["disabled"] else ("ERROR: " + info["error"] if info["error"] else "ok")
+        if info["status"] == "failed":
+            info["status"] = f"failed: {info['error']}"
     echo_table(infos, ["name", "version", "source", "hooks", "status"], empty="no plugins")
 
 
@@ -51,6 +56,8 @@ def experiments() -> None:
 def experiments_list(state, as_json: bool) -> None:
     """List experiments with their plugin and a one-line summary."""
     items = [_describe(exp) for exp in state.lab.experiments.values()]
+    for conflict in state.lab.conflicts.values():
+        click.echo(f"warning: {conflict}", err=True)
     if as_json:
         echo_json(items)
         return

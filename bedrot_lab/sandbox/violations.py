@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from ..plugins import call_each, log_failure
 from .rules import SEVERITIES, Violation, all_rules, evaluate, owns
 
 if TYPE_CHECKING:
@@ -309,21 +310,14 @@ def notify(transitions: Iterable[Transition], settings: Settings, hook: Any) -> 
     """Hand each transition to every ``handle_violation`` implementation of ``hook``
     (a plugin manager's ``pm.hook``), in pluggy's call order. A sink that raises
     is logged and the others still run; returns how many calls failed."""
-    caller = getattr(hook, "handle_violation", None) if hook is not None else None
-    if caller is None:
+    if hook is None:
         return 0
-    impls = [impl for impl in reversed(caller.get_hookimpls())
-             if not (getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False))]
     failures = 0
     for transition in transitions:
-        arguments = {"transition": transition, "settings": settings}
-        for impl in impls:
-            try:
-                impl.function(*(arguments[name] for name in impl.argnames))
-            except Exception:
+        for call in call_each(hook.handle_violation, transition=transition, settings=settings):
+            if call.error is not None:
                 failures += 1
-                log.exception("handle_violation of plugin %r failed for %s %s",
-                              impl.plugin_name, transition.violation.rule, transition.violation.subject)
+                log_failure(call, f" (for {transition.violation.rule} {transition.violation.subject})")
     return failures
 
 
@@ -345,11 +339,23 @@ class CheckResult:
 def check(settings: Settings, index: UsageIndex, hook: Any = None, *, now: float | None = None) -> CheckResult:
     """Evaluate the built-in and plugin rules (``hook.sandbox_rules``) against ``index``,
     record the result in the store and hand the transitions to ``hook.handle_violation``."""
-    rules_hook = getattr(hook, "sandbox_rules", None) if hook is not None else None
-    plugin_rules = rules_hook(settings=settings) if rules_hook is not None else []
+    plugin_rules: list[Any] = []
+    rules_missing = False
+    if hook is not None:
+        for call in call_each(hook.sandbox_rules, settings=settings):
+            if call.error is None:
+                plugin_rules.append(call.result)
+            else:
+                log_failure(call, "; its rules are left out of this check")
+                rules_missing = True
     now = time.time() if now is None else now
-    evaluation = evaluate(all_rules(settings, plugin_rules), index, now)
+    rules = all_rules(settings, plugin_rules)
+    evaluation = evaluate(rules, index, now)
     with ViolationStore.for_settings(settings) as store:
-        transitions = store.record(evaluation.violations, now=now, partial=evaluation.failed)
+        partial = list(evaluation.failed)
+        if rules_missing:  # which rules the failed plugin has is unknown: keep open what none checked
+            partial += [stored.violation.rule for stored in store.open_violations()
+                        if not any(owns(rule.name, stored.violation.rule) for rule in rules)]
+        transitions = store.record(evaluation.violations, now=now, partial=partial)
     failures = notify(transitions, settings, hook)
     return CheckResult(evaluation.violations, transitions, evaluation.failed, failures)
