@@ -235,3 +235,39 @@ def test_clean_plans_then_applies_then_restores_through_the_cli(lake: Path, cli_
     missing = bedrot("sandbox", "restore", str(lake / "no-such.jsonl"), env=cli_env)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "no-such.jsonl" in missing.stderr
+
+
+def test_clean_apply_prints_every_file_it_left_alone(lake: Path, cli_env) -> None:
+    from mlflow import MlflowClient
+
+    from bedrot_lab.lab import Lab
+
+    lab = Lab.open(lake)
+    live = MlflowClient(lab.settings.tracking_uri).create_run(lab.store.experiment_id("churn")).info.run_id
+    sandbox = lake / "sandbox"
+    write(sandbox / f"users/ana/churn/runs/{live}/partial.bin", 64)
+    key = "AKIA" + "Z" * 16  # a fake AWS-style key, built here
+    (sandbox / "users/ana/churn/notes.txt").write_text(f"aws_access_key_id = {key}\n")
+    (sandbox / "users/ana/churn/latest").symlink_to(sandbox / "users/ana/churn/model.bin")
+    time.sleep(1.2)  # every file is now older than the 0.00001 days (0.9 s) asked below
+    tiny = ["--older-than", "0.00001"]
+    left = {f"users/ana/churn/runs/{live}/partial.bin": f"run {live} is still RUNNING",
+            "users/ana/churn/notes.txt": "holds a credential",
+            "users/ana/churn/latest": "a link"}
+
+    done = bedrot("sandbox", "clean", *tiny, "--apply", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("left alone: ")]
+    assert len(lines) == 3, done.stdout
+    for path, reason in left.items():
+        assert any(line.startswith(f"left alone: {path}: {reason}") for line in lines), (path, done.stdout)
+    assert "archived 4 files, deleted 0" in done.stdout
+    assert key not in done.stdout + done.stderr
+    assert all((sandbox / path).exists() or (sandbox / path).is_symlink() for path in left)
+
+    write(sandbox / "users/bob/royalties/later.bin", 10)
+    time.sleep(1.2)
+    again = json.loads(bedrot("sandbox", "clean", *tiny, "--apply", "--json", env=cli_env).stdout)
+    assert again["applied"] is True and [entry["path"] for entry in again["archived"]] == [
+        "users/bob/royalties/later.bin"]
+    assert {s["path"] for s in again["skipped"]} == set(left)

@@ -8,13 +8,18 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..sandbox.rules import files_count, format_size
 from . import CliError
 from .output import echo_json, echo_table
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..sandbox.cleanup import Skipped
 
 #: a watcher writes a heartbeat this often; usage calls it live while it is this fresh
 HEARTBEAT_SECONDS = 10.0
@@ -378,11 +383,12 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
         progress = _Progress("files done")
         result = apply_clean(settings, plan, index, running_runs=running, progress=progress.update)
         progress.done()
+    # what the plan left alone (links, running runs, credentials) and what the apply did
+    left = sorted([*plan.skipped, *result.skipped], key=lambda skipped: skipped.path)
     if as_json:
-        echo_json({"applied": True, **result.to_dict()})
+        echo_json({"applied": True, **result.to_dict(), "skipped": [skipped.to_dict() for skipped in left]})
         return
-    for skipped in result.skipped:
-        click.echo(f"left alone: {_printable(skipped.path)}: {skipped.reason}")
+    _echo_left_alone(left, more="`sandbox clean --json` lists those still there")
     click.echo(f"archived {files_count(len(result.archived))}, deleted {len(result.deleted):,} "
                f"({_size(result.bytes)} freed)")
     if result.manifest:
@@ -413,6 +419,13 @@ def _age(days: float) -> str:
     return f"{days:.0f}d" if days >= 1 else f"{days * 24:.0f}h"
 
 
+def _echo_left_alone(skipped: Sequence[Skipped], more: str = "--json lists them all") -> None:
+    for one in skipped[:SHOWN]:
+        click.echo(f"left alone: {_printable(one.path)}: {one.reason}")
+    if len(skipped) > SHOWN:
+        click.echo(f"... and {len(skipped) - SHOWN:,} more left alone ({more})")
+
+
 def _echo_plan(plan) -> None:
     items = plan.items
     rows = [{"path": _printable(item.path), "size": _size(item.size), "unused": _age(item.age_days),
@@ -420,10 +433,7 @@ def _echo_plan(plan) -> None:
     echo_table(rows, ["path", "size", "unused", "rule", "action"], empty="nothing to clean")
     if len(items) > SHOWN:
         click.echo(f"... and {len(items) - SHOWN:,} more files (--json lists them all)")
-    for skipped in plan.skipped[:SHOWN]:
-        click.echo(f"left alone: {_printable(skipped.path)}: {skipped.reason}")
-    if len(plan.skipped) > SHOWN:
-        click.echo(f"... and {len(plan.skipped) - SHOWN:,} more left alone")
+    _echo_left_alone(plan.skipped)
     archive = [item for item in items if item.action == "archive"]
     delete = [item for item in items if item.action == "delete"]
     if items:
