@@ -125,7 +125,7 @@ class PluginHost:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - sys.exit() in a plugin is its failure, not the command's
-            self._fail(info, describe(exc))
+            self._fail(info, describe(exc), error=exc)
             return
         unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if not c.has_spec()]
         if unknown:
@@ -135,12 +135,13 @@ class PluginHost:
         info.version = info.version or _plugin_version(plugin, source)
         info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
 
-    def _fail(self, info: PluginInfo, problem: str, consequence: str = "not loaded") -> None:
+    def _fail(self, info: PluginInfo, problem: str, consequence: str = "not loaded", *,
+              error: BaseException | None = None) -> None:
         info.error = f"{info.error}; {problem}" if info.error else problem
         message = f"plugin {info.name!r} ({info.location}) {consequence}: {problem}"
         if self.strict:
-            raise PluginError(message)
-        log.warning(message)
+            raise PluginError(message) from error
+        log.warning(message, exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
 
     def info(self, name: str) -> PluginInfo:
         """What is known of plugin ``name`` (a bare record for one registered by hand)."""
@@ -164,7 +165,8 @@ class PluginHost:
             if call.error is None:
                 contributions.append((self.info(call.plugin), registered.copy()))
             else:
-                self._fail(self.info(call.plugin), f"{hook_name} raised {describe(call.error)}", "left out")
+                self._fail(self.info(call.plugin), f"{hook_name} raised {describe(call.error)}", "left out",
+                           error=call.error)
             registered.clear()
         return contributions
 

@@ -197,6 +197,9 @@ def test_cli_commands_work_beside_a_failing_collecting_hook(bedrot_lake, write_p
     strict = bedrot("experiments", "list", env={**cli_env, "BEDROT_LAB_STRICT_PLUGINS": "1"})
     assert strict.returncode == 1
     assert_one_line(strict.stderr, "Error: plugin 'half'", "broke after two")
+    debug = bedrot("--debug", "experiments", "list", env=cli_env)
+    assert debug.returncode == 0, debug.stderr
+    assert "Traceback" in debug.stderr and 'half.py", line 8, in register_experiments' in debug.stderr
 
 
 RULES = """
