@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +242,30 @@ def test_run_json_then_runs_list_and_show(revenue_lake: Path, cli_env) -> None:
     run = store_client(revenue_lake).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["chart_top"] == "2"
+
+
+# -- ui -----------------------------------------------------------------------------
+
+
+def test_ui_on_a_port_in_use_says_so_in_one_line_and_starts_nothing(bedrot_lake: Path, cli_env) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # a server would run until killed: the timeout fails the test instead of hanging it
+        done = bedrot("ui", "--port", str(port), env=cli_env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    expected = (f"Error: port {port} on 127.0.0.1 is in use (address already in use); "
+                "stop what listens there or choose another with --port")
+    assert done.stderr.strip().splitlines() == [expected], done.stderr
+
+
+def test_ui_on_an_address_not_of_this_machine_says_so_in_one_line(bedrot_lake: Path, cli_env) -> None:
+    done = bedrot("ui", "--host", "192.0.2.1", "--port", "5999", env=cli_env, timeout=60)  # TEST-NET-1
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot listen on 192.0.2.1:5999 (") and "--host" in line, line
 
 
 # -- start-up hygiene ---------------------------------------------------------------

@@ -123,7 +123,8 @@ def ui(state, port: int, host: str) -> None:
     settings = state.lab.settings
     if settings.tracking_uri.startswith(("http:", "https:")):
         raise CliError(f"the lake tracks to a server already: open {settings.tracking_uri}")
-    state.lab.store  # create and migrate the store here, never in the server's workers
+    _check_can_listen(host, port)
+    _ = state.lab.store  # create and migrate the store here, never in the server's workers
     artifacts = settings.artifact_root / "artifacts"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
                "--default-artifact-root", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
@@ -131,3 +132,24 @@ def ui(state, port: int, host: str) -> None:
     click.echo(f"MLflow UI for {settings.root} at http://{host}:{port}  (Ctrl-C to stop)", err=True)
     sys.stdout.flush()
     os.execvpe(command[0], command, env)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Refuse in one line, before anything starts, an address the server could not listen
+    on; the server itself would log the error among its start-up lines and exit 0."""
+    import errno
+    import socket
+
+    # bound the way uvicorn binds: with SO_REUSEADDR a port in TIME_WAIT is free, one with a listener is not
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OverflowError:
+            raise CliError(f"--port {port}: a port is a number from 1 to 65535", exit_code=2) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CliError(f"port {port} on {host} is in use (address already in use); "
+                               f"stop what listens there or choose another with --port") from None
+            reason = (exc.strerror or str(exc)).lower()
+            raise CliError(f"cannot listen on {host}:{port} ({reason}); choose another --host or --port") from None
