@@ -51,13 +51,19 @@ def create_lake(
             _make(folder, report)
     _ignore_state(settings.state_dir, report)
 
-    if progress:
-        progress(f"creating the tracking store {settings.tracking_uri}")
     from .tracking import open_store, sqlite_path
 
     database = sqlite_path(settings.tracking_uri)
-    if database is not None:
-        (report.existing if database.exists() else report.created).append(database)
+    if database is None:
+        if progress:
+            progress(f"opening the tracking store {settings.tracking_uri}")
+    else:
+        database = database.resolve()
+        new = not database.exists()
+        (report.created if new else report.existing).append(database)
+        if progress and new:
+            shown = database.relative_to(root) if database.is_relative_to(root) else database
+            progress(f"creating the tracking store {shown}")
     open_store(settings)
 
     if sample:

@@ -215,7 +215,8 @@ def write_sample(
     written under a temporary name and moved into place, so an interruption leaves no
     partial file. The same ``seed`` gives byte-identical files. ``scale`` sets the number
     of rows of the curated ``dk_bank_details.csv`` (written in batches of
-    :data:`BATCH_ROWS`, calling ``progress`` after each); the other files keep their size.
+    :data:`BATCH_ROWS`, calling ``progress`` after each with the file's path relative to
+    the lake); the other files keep their size. The files are the report's to list.
     """
     if scale is not None and scale < 0:
         raise ValueError(f"scale must be zero or positive, got {scale}")
@@ -225,8 +226,10 @@ def write_sample(
     def table(make: Callable[[], tuple[Sequence[str], Sequence[Sequence[Any]]]]) -> Callable[[Path], None]:
         return lambda path: _write_rows(path, *make())
 
+    statement = curated / "dk_bank_details.csv"
+    rows = None if progress is None else _rows_progress(progress, _shown(statement, settings.root))
     files: list[tuple[Path, Callable[[Path], None]]] = [
-        (curated / "dk_bank_details.csv", lambda path: _write_statement(path, seed, scale, progress)),
+        (statement, lambda path: _write_statement(path, seed, scale, rows)),
         (curated / "tidy_daily_streams.csv", table(world.tidy_streams)),
         (curated / "metaads_campaigns_daily.csv", table(world.campaign_summary)),
         (curated / "metaads_campaigns_performance_log.csv", table(world.performance_log)),
@@ -246,9 +249,16 @@ def write_sample(
             continue
         _publish(path, write)
         report.written.append(path)
-        if progress:
-            progress(f"wrote {path}")
     return report
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _rows_progress(progress: Callable[[str], None], name: str) -> Callable[[int, int], None]:
+    """``progress`` of a file written in batches, named as it will be called, not as its temporary file."""
+    return lambda done, total: progress(f"{name}: {done:,} of {total:,} rows")
 
 
 def _publish(path: Path, write: Callable[[Path], None]) -> None:
@@ -271,7 +281,7 @@ def _rng(seed: int, stream: str) -> np.random.Generator:
 def _export_day(day: str) -> str:
     """``2025-01-01`` -> ``Jan-1-2025``, as in Meta Ads Manager export names."""
     year, month, dom = (int(part) for part in day.split("-"))
-    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     return f"{months[month - 1]}-{dom}-{year}"
 
 
@@ -291,7 +301,7 @@ def _write_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 
 def _write_statement(
-    path: Path, seed: int, scale: int | None, progress: Callable[[str], None] | None
+    path: Path, seed: int, scale: int | None, progress: Callable[[int, int], None] | None
 ) -> None:
     import pyarrow as pa
     from pyarrow import csv as pacsv
@@ -308,7 +318,7 @@ def _write_statement(
                 writer = pacsv.CSVWriter(sink, batch.schema, write_options=options)
             writer.write_table(batch)
             if progress:
-                progress(f"{path.name}: {done:,} of {total:,} rows")
+                progress(done, total)
         if writer is not None:
             writer.close()
 

@@ -30,11 +30,12 @@ FLUSH_SECONDS = 5.0
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
+    """The database file of a ``sqlite:///`` URI, else None. As in SQLAlchemy,
+    ``sqlite:////abs/mlflow.db`` is absolute and ``sqlite:///mlflow.db`` relative."""
     if not uri.startswith("sqlite:"):
         return None
-    parsed = urlparse(uri)
-    return Path(parsed.path) if parsed.path else None
+    path = urlparse(uri).path[1:]
+    return Path(path) if path and path != ":memory:" else None
 
 
 def use_tracking_uri(uri: str) -> None:
@@ -61,6 +62,8 @@ def open_store(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
+    # MLflow announces creating and migrating a store at INFO, amid a command's own output
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     uri = settings.tracking_uri
     use_tracking_uri(uri)
     database = sqlite_path(uri)

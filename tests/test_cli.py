@@ -120,6 +120,24 @@ def test_init_lays_out_a_lake_then_leaves_it_alone(tmp_path: Path, bedrot_env) -
     assert own_file.read_bytes() == b"written by hand\x00\xff\n"
 
 
+@pytest.mark.parametrize("size", [[], ["--scale", "10"]], ids=["sample", "scale"])
+def test_init_names_each_file_once_as_it_is_called_and_nothing_else(tmp_path: Path, bedrot_env, size) -> None:
+    env = {**os.environ, "BEDROT_USER": "tester"}
+    done = bedrot("init", str(tmp_path / "lake"), "--sample", *size, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "created  mlruns/mlflow.db" in out
+    assert not [line for line in out if "//" in line], done.stdout
+    created = [line.removeprefix("created  ") for line in out if line.startswith("created  ")]
+    assert len(created) == len(set(created)) and "4_curated/dk_bank_details.csv" in created
+    # progress on stderr: the store being created, then the statement's rows; no file list, no
+    # temporary name, none of MLflow's own log lines
+    progress = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    assert progress[0] == "creating the tracking store mlruns/mlflow.db", done.stderr
+    rows = "10 of 10" if size else "4,000 of 4,000"
+    assert progress[1:] == [f"4_curated/dk_bank_details.csv: {rows} rows"], done.stderr
+
+
 # -- catalogs -----------------------------------------------------------------------
 
 

@@ -284,6 +284,17 @@ def test_scale_writes_exactly_n_rows_in_batches(tmp_path, monkeypatch):
     assert data_rows(settings.zone("staging") / "dk_bank_details.csv") == 4_000
 
 
+def test_progress_names_the_file_as_it_is_called_and_only_while_it_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "BATCH_ROWS", 4)
+    settings = make_settings(tmp_path)
+    messages: list[str] = []
+    report = write_sample(settings, scale=10, progress=messages.append)
+    # batches of the statement under its own name (relative to the lake), never the
+    # temporary file's; the files written are the report's to list, not the progress's
+    assert messages == [f"4_curated/dk_bank_details.csv: {done} of 10 rows" for done in (4, 8, 10)]
+    assert len(report.written) == len(EXPECTED_FILES)
+
+
 def test_scale_zero_writes_only_the_header(tmp_path):
     settings = make_settings(tmp_path)
     write_sample(settings, scale=0)
