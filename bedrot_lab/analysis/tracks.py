@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 #: between the artist and the title in a track key; never in a name
@@ -40,20 +41,34 @@ def canonical_spellings(frame: pd.DataFrame, *, artist: str = "Artist", title: s
     it (a tie goes to the spelling that sorts first), so grouping on the columns groups on
     the keys. A title's key is its track's: the same title by two artists stays two tracks.
     ``title=None`` respells the artists only.
+
+    Counts rows per distinct spelling with integer codes: the strings are normalised and
+    compared once each, not once per row.
     """
+    import numpy as np
+    import pandas as pd
+
     out = frame.copy()
-    artists = name_key(frame[artist])
-    out[artist] = _most_common(frame[artist], artists)
+    artist_codes, artists = pd.factorize(frame[artist], use_na_sentinel=False)
+    artist_keys = name_key(pd.Series(artists)).to_numpy()
+    chosen = _most_common(artist_keys, artists, np.bincount(artist_codes, minlength=len(artists)))
+    out[artist] = pd.Series(artists.take(chosen[artist_codes]), index=frame.index)
     if title is not None:
-        out[title] = _most_common(frame[title], artists + SEPARATOR + name_key(frame[title]))
+        title_codes, titles = pd.factorize(frame[title], use_na_sentinel=False)
+        title_keys = name_key(pd.Series(titles)).to_numpy()
+        pair_codes, pairs = pd.factorize(artist_codes.astype("int64") * max(len(titles), 1) + title_codes)
+        pair_artist, pair_title = np.divmod(pairs, max(len(titles), 1))
+        keys = artist_keys[pair_artist] + SEPARATOR + title_keys[pair_title]
+        chosen = _most_common(keys, titles.take(pair_title), np.bincount(pair_codes, minlength=len(pairs)))
+        out[title] = pd.Series(titles.take(pair_title[chosen[pair_codes]]), index=frame.index)
     return out
 
 
-def _most_common(spellings: pd.Series, keys: pd.Series) -> pd.Series:
+def _most_common(keys: np.ndarray, spellings: pd.Index, rows: np.ndarray) -> np.ndarray:
+    """For each distinct spelling, the position of the spelling its key is shown as."""
     import pandas as pd
 
-    counts = pd.DataFrame({"key": keys.to_numpy(), "spelling": spellings.to_numpy()}).value_counts(
-        dropna=False).rename("rows").reset_index()
-    best = counts.sort_values(["key", "rows", "spelling"], ascending=[True, False, True], kind="stable")
-    chosen = best.drop_duplicates("key").set_index("key")["spelling"]
-    return pd.Series(keys.map(chosen).to_numpy(), index=spellings.index, dtype=spellings.dtype)
+    table = pd.DataFrame({"key": keys, "spelling": spellings.to_numpy(), "rows": rows})
+    order = table.sort_values(["key", "rows", "spelling"], ascending=[True, False, True], kind="stable")
+    shown = pd.Series(order.index.to_numpy(), index=order["key"].to_numpy())
+    return table["key"].map(shown[~shown.index.duplicated()]).to_numpy(dtype="int64")
