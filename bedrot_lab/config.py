@@ -33,6 +33,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "system_metrics": bool,
         "system_metrics_after": (int, float),
         "system_metrics_interval": (int, float),
+        "store_wait": (int, float),
     },
     "plugins": {"disabled": list, "paths": list},
     "experiments": {"specs": str},
@@ -69,6 +70,7 @@ class Settings:
     system_metrics: bool = True
     system_metrics_after: float = 10.0
     system_metrics_interval: float = 10.0
+    store_wait: float = 120.0
     user: str = field(default_factory=lambda: current_user())
     name: str = "bedrot"
     sandbox: Mapping[str, Any] = field(default_factory=dict)  # the [sandbox] table, raw
@@ -205,6 +207,7 @@ def settings_from(
         system_metrics=tracking.get("system_metrics", True),
         system_metrics_after=float(tracking.get("system_metrics_after", 10.0)),
         system_metrics_interval=float(tracking.get("system_metrics_interval", 10.0)),
+        store_wait=float(tracking.get("store_wait", 120.0)),
         name=data.get("lake", {}).get("name", root.name),
         sandbox=data.get("sandbox", {}),
     )
@@ -236,6 +239,7 @@ artifacts = "mlruns"
 system_metrics = true         # MLflow system metrics for runs that last ...
 system_metrics_after = 10     # ... longer than this many seconds
 system_metrics_interval = 10  # seconds between samples
+store_wait = 120              # seconds to wait for a store that other processes keep busy
 
 [plugins]
 paths = ["plugins"]

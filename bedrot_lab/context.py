@@ -125,23 +125,29 @@ class RunContext:
     def skip_metric(self, name: str, reason: str) -> None:
         """Record that metric ``name`` could not be computed, and why."""
         self.skipped[name] = reason
-        self.recorder.set_tags({f"skipped.{name}": reason[:500]})
+        self.recorder.set_tags({f"skipped.{name}": reason[:500]}, by_name=False)
         self.log.info("metric %s skipped: %s", name, reason)
 
     def set_tag(self, key: str, value: str) -> None:
-        """Tag the run (a value that looks like a credential is stored masked)."""
-        from .secrets import mask_secrets
-
-        clean, masked = mask_secrets({key: value}, "tag")
-        self.recorder.set_tags({**clean, **({"bedrot.masked": "; ".join(masked)} if masked else {})})
+        """Tag the run. A value that looks like a credential, or whose key names one
+        (``api_token``), is stored masked; ``bedrot.masked`` records what was."""
+        self.recorder.set_tags({key: value})
 
     # -- artifacts ------------------------------------------------------------------
 
-    def log_table(self, frame: pd.DataFrame, name: str, *, mlflow_table: bool | None = None) -> None:
+    def log_table(self, frame: pd.DataFrame, name: str, *, mlflow_table: bool | None = None,
+                  mask: bool = True) -> None:
         """Log a table as ``tables/<name>.parquet``, and as an MLflow table
-        (``tables/<name>.json``, shown by the UI) when it has at most 10,000 rows."""
+        (``tables/<name>.json``, shown by the UI) when it has at most 10,000 rows.
+
+        Text cells that look like credentials, and whole columns named like one
+        (``api_key``), are masked; ``mask=False`` keeps a table that legitimately
+        holds key-like ids as it is.
+        """
         base = artifact_name(name)
         frame = frame.reset_index() if _has_named_index(frame) else frame
+        if mask:
+            frame = self.recorder.masker.frame(frame, f"table {base}")
         self._log_bytes(_parquet_bytes(frame), f"tables/{base}.parquet")
         if mlflow_table if mlflow_table is not None else len(frame) <= 10_000:
             self.recorder.log_table(_json_safe(frame), f"tables/{base}.json")
@@ -153,12 +159,12 @@ class RunContext:
 
         plt.close(figure)
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        """Log ``text`` as an artifact file."""
-        self.recorder.log_text(text, artifact_file)
+    def log_text(self, text: str, artifact_file: str, *, mask: bool = True) -> None:
+        """Log ``text`` as an artifact file, credentials masked unless ``mask=False``."""
+        self.recorder.log_text(text, artifact_file, mask=mask)
 
     def report(self, markdown: str) -> None:
-        """Add a section to the run's ``report.md`` (written when the run ends)."""
+        """Add a section to the run's ``report.md`` (written, credentials masked, when the run ends)."""
         self.report_parts.append(markdown.strip())
 
     def log_output(self, frame: pd.DataFrame, name: str, format: str = "parquet") -> dict[str, Any]:
@@ -187,7 +193,7 @@ class RunContext:
             f"output.{name}.file": record["file"],
             f"output.{name}.rows": str(record["rows"]),
             f"output.{name}.sha256": record["sha256"],
-        })
+        }, by_name=False)
         self.outputs[name] = record
         return record
 

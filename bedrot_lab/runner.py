@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .sandbox.runs import QuotaExceeded, quota_gate, workdir_bytes
-from .secrets import mask_secrets, scrub
+from .secrets import Masker
 
 if TYPE_CHECKING:
     from .experiments import Experiment
@@ -104,32 +104,35 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     gate = quota_gate(lab.settings, experiment.name)
     if gate.hard:
         raise QuotaExceeded(gate.refusal())
-    tags, masked = _run_tags(lab, request)
+    tags = _run_tags(lab, request)
     if gate.soft:
         log.warning("over a soft sandbox quota: %s", gate.tag())
         tags["bedrot.sandbox.quota"] = gate.tag()
-    params, masked_params = mask_secrets(request.params, "param")
-    if masked or masked_params:
-        tags["bedrot.masked"] = "; ".join(masked + masked_params)
+    masker = Masker()
+    # params first: a value masked by its name is then masked wherever it reappears
+    masked = masker.mapping(request.params, "param")
+    params = {key: value if text == str(value) else text  # as given, unless masked
+              for (key, text), value in zip(masked.items(), request.params.values())}
 
     with _signals_raise():
         recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags,
-                                       description=request.description(), parent_run_id=parent_run_id)
-        outcome = result or RunResult(recorder.run_id, experiment.name, FINISHED, params=request.params)
-        outcome.run_id = recorder.run_id
+                                       description=request.description(), parent_run_id=parent_run_id,
+                                       masker=masker)
+        outcome = result or RunResult(recorder.run_id, experiment.name, FINISHED)
+        outcome.run_id, outcome.params = recorder.run_id, params
         usage = _Usage()
         system = SystemMetrics(recorder.run_id, lab.settings)
         ctx = RunContext(lab, experiment, request.params, recorder)
         try:
-            if params:
-                recorder.log_params(params)
+            if request.params:
+                recorder.log_params(request.params)
             body(ctx)
         except (KeyboardInterrupt, RunTerminated) as exc:
             outcome.status, outcome.interrupted_by = KILLED, "SIGTERM" if isinstance(exc, RunTerminated) else "SIGINT"
             outcome.error = f"interrupted by {outcome.interrupted_by}"
             _record_failure(lab, ctx, recorder, exc, outcome.error)
         except Exception as exc:
-            outcome.status, outcome.error = FAILED, _one_line(exc)
+            outcome.status, outcome.error = FAILED, masker.text(_one_line(exc), "error")
             _record_failure(lab, ctx, recorder, exc, outcome.error)
         finally:
             system.stop()
@@ -142,7 +145,9 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     return outcome
 
 
-def _run_tags(lab: Lab, request: RunRequest) -> tuple[dict[str, str], list[str]]:
+def _run_tags(lab: Lab, request: RunRequest) -> dict[str, str]:
+    """The run's tags from the ``run_tags`` hooks and the request, unmasked (the
+    recorder masks them)."""
     experiment = request.experiment
     info = lab.plugin_info(experiment.plugin)
     tags: dict[str, Any] = {}
@@ -160,15 +165,14 @@ def _run_tags(lab: Lab, request: RunRequest) -> tuple[dict[str, str], list[str]]
     if request.spec:
         tags["bedrot.spec"] = request.spec
     tags.update(request.extra_tags)
-    clean, masked = mask_secrets({k: v for k, v in tags.items() if v not in (None, "")}, "tag")
-    return clean, masked
+    return {k: v for k, v in tags.items() if v not in (None, "")}
 
 
 def _record_failure(lab: Lab, ctx: Any, recorder: RunRecorder, exc: BaseException, summary: str) -> None:
-    text, _ = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         recorder.log_text(text, "error/traceback.txt")
-        recorder.set_tags({"error": scrub(summary[:5000])[0]})
+        recorder.set_tags({"error": summary[:5000]}, by_name=False)
     except Exception as log_error:  # the store may be what failed; keep the original cause
         log.error("could not record the failure: %s", log_error)
     lab.plugins.call_isolated("on_run_failure", ctx=ctx, error=exc)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import math
 import os
+import random
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from .locks import file_lock
@@ -22,11 +24,15 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from .config import Settings
+    from .secrets import Masker
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 METRIC_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
 FLUSH_SECONDS = 5.0
+#: what the run's masker masked, cumulatively; written by the recorder only
+MASKED_TAG = "bedrot.masked"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -52,6 +58,62 @@ def use_tracking_uri(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+#: store errors after which the same call can simply be made again: SQLite's lock
+#: (nothing was committed), and a row that a concurrent writer inserted first in a
+#: get-or-create (a data set) or an upsert (a tag, an alias): the second attempt
+#: finds the row and links or updates it
+RETRYABLE_ERRORS = ("database is locked", "database table is locked", *(
+    f"UNIQUE constraint failed: {table}." for table in (
+        "datasets", "tags", "experiment_tags", "registered_model_tags", "model_version_tags",
+        "registered_model_aliases")))
+
+
+class StoreBusy(Exception):
+    """The tracking store stayed locked by other processes for longer than ``[tracking] store_wait``."""
+
+
+def retry_store(call: Callable[..., T], *args: Any, wait: float = 120.0, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, made again with jittered backoff while the store
+    answers with one of :data:`RETRYABLE_ERRORS`, for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            reason = next((e for e in RETRYABLE_ERRORS if e in str(exc)), None)
+            if reason is None:
+                raise
+            if time.monotonic() + delay > deadline:
+                raise StoreBusy(
+                    f"the tracking store stayed busy for {wait:g} s ({reason.rstrip(': .')}): other processes "
+                    "keep writing to it; try again, raise [tracking] store_wait, or share a tracking server "
+                    "(see docs/configuration.md)") from exc
+            log.debug("store busy (%s); retrying %s in %.2f s", reason, getattr(call, "__name__", call), delay)
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+
+
+class RetryingClient:
+    """An :class:`~mlflow.MlflowClient` whose every call goes through :func:`retry_store`,
+    so that many processes writing to one SQLite store wait for each other instead of failing."""
+
+    def __init__(self, client: MlflowClient, wait: float):
+        self._client = client
+        self.store_wait = wait
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retry_store(attribute, *args, wait=self.store_wait, **kwargs)
+
+        return call
+
+
 def open_store(settings: Settings) -> MlflowClient:
     """A client on the lake's tracking store, creating and migrating an embedded
     SQLite store first if needed.
@@ -68,13 +130,13 @@ def open_store(settings: Settings) -> MlflowClient:
     use_tracking_uri(uri)
     database = sqlite_path(uri)
     if database is None:
-        return MlflowClient(uri)
+        return RetryingClient(MlflowClient(uri), settings.store_wait)  # type: ignore[return-value]
     # MlflowClient() opens the store, which is when MLflow creates and migrates it;
     # later clients reuse MLflow's cached store.
     with file_lock(database.with_name(database.name + ".lock")):
-        client = MlflowClient(uri)
+        client = RetryingClient(MlflowClient(uri), settings.store_wait)
         client.search_experiments(max_results=1)
-    return client
+    return client  # type: ignore[return-value]
 
 
 def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
@@ -131,26 +193,34 @@ class Store:
 
 
 class RunRecorder:
-    """Writes one run's record in as few store calls as possible.
+    """Writes one run's record in as few store calls as possible, masked.
 
+    Every string bound for the store goes through the run's :class:`~bedrot_lab.secrets.Masker`
+    (params, tags, metric names, text and dict artifacts; tables when the caller
+    asks), and the ``bedrot.masked`` tag is rewritten with everything masked so far.
     Metrics are buffered and sent with ``log_batch`` (a loop of ``log_metric`` is
     about 40 x slower on SQLite); the buffer is flushed when full, every few
     seconds while logging, and when the run ends.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, client: MlflowClient, run_id: str, masker: Masker | None = None):
+        from .secrets import Masker
+
         self.client = client
         self.run_id = run_id
+        self.masker = masker or Masker()
         self._metrics: list[Any] = []
+        self._metric_keys: dict[str, str] = {}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
-    def log_params(self, params: Mapping[str, str]) -> None:
+    def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(key, value) for key, value in params.items()]
+        items = [Param(key, value) for key, value in self.masker.mapping(params, "param").items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
+        self._record_masked()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Queue metrics; every value must be finite (the caller filters)."""
@@ -158,10 +228,15 @@ class RunRecorder:
 
         now = int(time.time() * 1000)
         with self._lock:
-            self._metrics.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
+            self._metrics.extend(Metric(self._metric_key(k), float(v), now, step or 0) for k, v in metrics.items())
             due = len(self._metrics) >= METRIC_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS
         if due:
             self.flush()
+
+    def _metric_key(self, key: str) -> str:
+        if key not in self._metric_keys:
+            self._metric_keys[key] = self.masker.key(key, "metric name")
+        return self._metric_keys[key]
 
     def flush(self) -> None:
         with self._lock:
@@ -169,26 +244,48 @@ class RunRecorder:
             self._last_flush = time.monotonic()
         for start in range(0, len(pending), METRIC_BATCH):
             self.client.log_batch(self.run_id, metrics=pending[start : start + METRIC_BATCH], synchronous=True)
+        self._record_masked()
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
+    def set_tags(self, tags: Mapping[str, Any], *, by_name: bool = True) -> None:
+        """Tag the run, masking values by shape and (``by_name``) by a credential-like key.
+        ``bedrot.masked`` is the recorder's own and cannot be set."""
+        if MASKED_TAG in tags:
+            log.warning("tag %s is kept by bedrot-lab (what was masked); not overwritten", MASKED_TAG)
+            tags = {k: v for k, v in tags.items() if k != MASKED_TAG}
+        clean = self.masker.mapping(tags, "tag", by_name=by_name)
+        summary = self.masker.summary()
+        if summary:
+            clean[MASKED_TAG] = summary
+        self._write_tags(clean)
+
+    def _write_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+    def _record_masked(self) -> None:
+        summary = self.masker.summary()
+        if summary:
+            self._write_tags({MASKED_TAG: summary})
+
+    def log_text(self, text: str, artifact_file: str, *, mask: bool = True) -> None:
+        self.client.log_text(self.run_id, self.masker.text(text, artifact_file) if mask else text, artifact_file)
+        self._record_masked()
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, data, artifact_file)
+        self.client.log_dict(self.run_id, self.masker.data(data, artifact_file), artifact_file)
+        self._record_masked()
 
     def log_file(self, local_path: Path, artifact_dir: str | None = None) -> None:
+        """Log a file as it is (the caller masks what needs masking)."""
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        """Log an MLflow table as it is (mask it first with ``masker.frame``)."""
         self.client.log_table(self.run_id, frame, artifact_file)
 
     def log_input(
@@ -228,7 +325,7 @@ class RunRecorder:
         finally:
             active = mlflow.active_run()
             if active is not None and active.info.run_id == self.run_id:
-                mlflow.end_run(status=status)
+                retry_store(mlflow.end_run, status=status, wait=getattr(self.client, "store_wait", 0.0))
             else:
                 self.client.set_terminated(self.run_id, status=status)
 
@@ -238,25 +335,38 @@ def start_run(
     experiment: str,
     *,
     run_name: str | None,
-    tags: Mapping[str, str],
+    tags: Mapping[str, Any],
     description: str,
     parent_run_id: str | None = None,
+    masker: Masker | None = None,
 ) -> RunRecorder:
     """Open an MLflow run (the process's active run, so experiment code may also use
-    ``mlflow.*`` directly) and return its recorder."""
+    ``mlflow.*`` directly) and return its recorder. Name, tags and description are
+    masked by ``masker`` before they are stored."""
     import mlflow
 
+    from .secrets import Masker
+
+    masker = masker or Masker()
+    clean_tags = masker.mapping({k: v for k, v in tags.items() if k != MASKED_TAG}, "tag")
+    run_name = masker.text(run_name, "run name") if run_name else None
+    description = masker.text(description, "description")
+    summary = masker.summary()
+    if summary:
+        clean_tags[MASKED_TAG] = summary
     use_tracking_uri(client.tracking_uri)
-    active = mlflow.start_run(
+    active = retry_store(
+        mlflow.start_run,
+        wait=getattr(client, "store_wait", 0.0),
         experiment_id=experiment,
         run_name=run_name,
-        tags=dict(tags),
+        tags=clean_tags,
         description=description or None,
         nested=parent_run_id is not None,
         parent_run_id=parent_run_id,
         log_system_metrics=False,
     )
-    return RunRecorder(client, active.info.run_id)
+    return RunRecorder(client, active.info.run_id, masker)
 
 
 class _Alarm:

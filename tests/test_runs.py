@@ -184,7 +184,7 @@ def test_secrets_never_reach_mlflow(bedrot_lake, write_plugin):
     lab = Lab.open(bedrot_lake)
     result = run_experiment(lab, "leaky", api_token="s3cr3t-value", note=f"key {FAKE_AWS_KEY}")
     stored = read_run(result.run_id, lab)
-    assert stored.data.params == {"api_token": "****", "note": "****", "size": "1"}
+    assert stored.data.params == {"api_token": "****", "note": "key ****", "size": "1"}
     assert stored.data.tags["meta_access_token"] == "****" and stored.data.tags["origin"] == "****"
     masked = stored.data.tags["bedrot.masked"]
     assert "param api_token (name)" in masked and "param note (AWS access key)" in masked

@@ -45,10 +45,11 @@ def user_error(exc: BaseException) -> CliError | None:
     from ..promotion import PromotionError
     from ..sandbox.cleanup import CleanupError
     from ..sandbox.runs import QuotaExceeded
+    from ..tracking import StoreBusy
 
     if isinstance(exc, (ConfigError, ParamError, UnknownExperiment)):
         return CliError(str(exc), exit_code=2)
-    if isinstance(exc, (DatasetError, PluginError, PromotionError, QuotaExceeded, CleanupError)):
+    if isinstance(exc, (DatasetError, PluginError, PromotionError, QuotaExceeded, CleanupError, StoreBusy)):
         return CliError(str(exc))
     return None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..config import ConfigError
-from ..secrets import VALUE_PATTERNS, is_secret_name
+from ..secrets import DETECTORS, is_secret_name
 from .index import db_text, from_db_text
 
 if TYPE_CHECKING:
@@ -464,17 +464,16 @@ class StaleRule:
 _NEWLINE = re.compile("\n")
 _PLACEHOLDER = r"(?:your|change|replace|example|dummy|placeholder|redacted|xxx|\*\*\*)"
 
-#: kind -> pattern, beyond secrets.VALUE_PATTERNS, for whole files (re.MULTILINE)
+#: kind -> pattern, beyond the shapes of secrets.DETECTORS, for whole files (re.MULTILINE)
 FILE_PATTERNS: dict[str, re.Pattern[str]] = {
     "browser cookie export": re.compile(
         r"^#[ \t]*(?:Netscape[ \t]+)?HTTP[ \t]+Cookie[ \t]+File"
         r"|^(?:#HttpOnly_)?\.?[A-Za-z0-9.-]+\t(?:TRUE|FALSE)\t\S*\t(?:TRUE|FALSE)\t\d+\t[^\t\n]+\t\S",
         re.MULTILINE | re.IGNORECASE),
-    "URL with password": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:[^\s/@'\"]{3,}@[^\s/'\"]", re.IGNORECASE),
     ".env value": re.compile(
         r"^[ \t]*(?:export[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_.]*)[ \t]*=[ \t]*(?![ \t]*(?:#|$|\"\"|''|\$))\S",
         re.MULTILINE),
-    # stricter than secrets.VALUE_PATTERNS' "credential assignment": code that reads a
+    # stricter than secrets.DETECTORS' "credential assignment": code that reads a
     # secret from elsewhere (api_key = os.environ[...], token = get_token()) is no finding,
     # and in code files (CODE_SUFFIXES) only a quoted literal counts
     "credential assignment": re.compile(
@@ -488,20 +487,15 @@ FILE_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 #: kinds reported once per file (at their first line), not on every line
 ONCE_PER_FILE = frozenset({"browser cookie export"})
-_TOKEN_KINDS = tuple((k, p) for k, p in VALUE_PATTERNS.items() if k != "credential assignment")
+_TOKEN_KINDS = tuple((d.kind, d.pattern) for d in DETECTORS if d.kind != "credential assignment")
 _ENV_EXAMPLES = (".example", ".sample", ".template", ".dist", ".defaults")
 _COOKIE_KEYS = frozenset({"name", "value"})
 _ENV_WORDS = frozenset({"pass", "pw", "key", "dsn"})
 #: kind -> text one of which (lower-cased) every match contains: a pattern runs only when
 #: its text is there, since a regex scan costs far more than a substring search
 TRIGGERS: dict[str, tuple[str, ...]] = {
-    "private key": ("private key",),
-    "AWS access key": ("akia", "asia", "agpa", "aida", "aroa"),
-    "Meta access token": ("eaa",),
-    "GitHub token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
-    "Slack token": ("xox",),
+    **{d.kind: d.triggers for d in DETECTORS if d.kind != "credential assignment"},
     "browser cookie export": ("\t", "cookie", '"domain"'),
-    "URL with password": ("://",),
     ".env value": ("=",),
     "credential assignment": ("key", "token", "secret", "pass", "pwd"),
 }
@@ -533,9 +527,10 @@ def is_env_secret_name(name: str) -> bool:
 
 def find_secrets(text: str, filename: str = "") -> list[SecretFinding]:
     """Credentials in ``text`` (a file named ``filename``), one finding per line, the
-    most specific kind first: the shapes in :data:`bedrot_lab.secrets.VALUE_PATTERNS`
-    (private keys, AWS keys, Meta, GitHub and Slack tokens), browser cookie
-    exports (Netscape cookie files, JSON cookie lists), URLs with a password,
+    most specific kind first: the shapes in :data:`bedrot_lab.secrets.DETECTORS`
+    (private keys, AWS keys, Meta, GitHub and Slack tokens, URLs with a password,
+    the same detectors that mask a run's record), browser cookie exports
+    (Netscape cookie files, JSON cookie lists),
     values of credential variables in ``.env`` files (:func:`is_env_secret_name`),
     then generic ``api_key = ...`` / ``password: ...`` assignments of a literal
     (quoted, in code files)."""
