@@ -76,6 +76,13 @@ class Settings:
     sandbox: Mapping[str, Any] = field(default_factory=dict)  # the [sandbox] table, raw
 
     @property
+    def tracking_uri_shown(self) -> str:
+        """The tracking URI as messages print it: a password in it masked."""
+        from .secrets import scrub
+
+        return scrub(self.tracking_uri)[0]
+
+    @property
     def state_dir(self) -> Path:
         """The lake's state folder: locks, indexes, logs."""
         return self.root / STATE_DIR

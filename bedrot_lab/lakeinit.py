@@ -56,7 +56,7 @@ def create_lake(
     database = sqlite_path(settings.tracking_uri)
     if database is None:
         if progress:
-            progress(f"opening the tracking store {settings.tracking_uri}")
+            progress(f"opening the tracking store {settings.tracking_uri_shown}")
     else:
         database = database.resolve()
         new = not database.exists()

@@ -107,7 +107,7 @@ def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | 
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise PromotionError(f"no run {run_id!r} in {lab.settings.tracking_uri}") from None
+        raise PromotionError(f"no run {run_id!r} in {lab.settings.tracking_uri_shown}") from None
     if run.info.status != "FINISHED":
         raise PromotionError(f"run {run_id} is {run.info.status}; only FINISHED runs can be registered")
     record = _output_record(client, run_id, output)

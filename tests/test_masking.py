@@ -154,3 +154,11 @@ def test_a_value_masked_by_name_is_masked_wherever_it_reappears():
     assert clean == {"db_password": MASK, "rows": "3"}
     assert masker.text("login failed for correct-horse", "error") == f"login failed for {MASK}"
     assert masker.data({"argv": ["--pw", "correct-horse"], 3: 4.5}) == {"argv": ["--pw", MASK], 3: 4.5}
+
+
+def test_a_tracking_uri_is_printed_without_its_password(tmp_path):
+    from bedrot_lab.config import settings_from
+
+    password = "pw" + random_tokens.token_hex(6)
+    settings = settings_from(tmp_path, {}, None, env={"MLFLOW_TRACKING_URI": f"postgresql://ana:{password}@db/lab"})
+    assert settings.tracking_uri_shown == f"postgresql://ana:{MASK}@db/lab"

@@ -58,7 +58,7 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     try:
         found = client.get_run(run_id)
     except MlflowException:
-        raise CliError(f"no run {run_id!r} in {state.lab.settings.tracking_uri}; see `bedrot-lab runs list`", 2) from None
+        raise CliError(f"no run {run_id!r} in {state.lab.settings.tracking_uri_shown}; see `bedrot-lab runs list`", 2) from None
     experiments = {found.info.experiment_id: client.get_experiment(found.info.experiment_id).name}
     data = {
         **_summary(found, experiments),
@@ -122,7 +122,7 @@ def ui(state, port: int, host: str) -> None:
     """Start the MLflow UI on the lake's tracking store (Ctrl-C stops it)."""
     settings = state.lab.settings
     if settings.tracking_uri.startswith(("http:", "https:")):
-        raise CliError(f"the lake tracks to a server already: open {settings.tracking_uri}")
+        raise CliError(f"the lake tracks to a server already: open {settings.tracking_uri_shown}")
     _check_can_listen(host, port)
     _ = state.lab.store  # create and migrate the store here, never in the server's workers
     artifacts = settings.artifact_root / "artifacts"
