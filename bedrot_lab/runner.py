@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .plugins import describe
 from .sandbox.runs import QuotaExceeded, quota_gate, workdir_bytes
 from .secrets import Masker
 
@@ -132,7 +133,7 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
             outcome.error = f"interrupted by {outcome.interrupted_by}"
             _record_failure(lab, ctx, recorder, exc, outcome.error)
         except Exception as exc:
-            outcome.status, outcome.error = FAILED, masker.text(_one_line(exc), "error")
+            outcome.status, outcome.error = FAILED, masker.text(describe(exc), "error")
             _record_failure(lab, ctx, recorder, exc, outcome.error)
         finally:
             system.stop()
@@ -176,11 +177,6 @@ def _record_failure(lab: Lab, ctx: Any, recorder: RunRecorder, exc: BaseExceptio
     except Exception as log_error:  # the store may be what failed; keep the original cause
         log.error("could not record the failure: %s", log_error)
     lab.plugins.call_isolated("on_run_failure", ctx=ctx, error=exc)
-
-
-def _one_line(exc: BaseException) -> str:
-    message = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class _Usage:
