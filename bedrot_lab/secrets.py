@@ -192,8 +192,29 @@ class Masker:
                 self._note(f"{what} column {column}", "name")
                 continue
             uniques = series.dropna().unique()
-            masked = {v: self.text(v, f"{what} cell {column}") for v in uniques if isinstance(v, str)}
+            uniques = uniques.tolist() if hasattr(uniques, "tolist") else list(uniques)  # fast on Arrow strings
+            suspects = self._suspects([v for v in uniques if isinstance(v, str)])
+            masked = {v: self.text(v, f"{what} cell {column}") for v in suspects}
             changed = {v: m for v, m in masked.items() if m != v}
             if changed:
                 out.iloc[:, position] = series.replace(changed)
         return out
+
+    def _suspects(self, values: list[str]) -> set[str]:
+        """The few ``values`` that may hold a credential, found with one scan of them all
+        joined (a regex per value costs seconds on a million-row table)."""
+        joined = "\0".join(values)  # no detector matches across a NUL
+        lower = joined.lower()
+        starts = [m.start() for d in DETECTORS if d.present(lower) for m in d.pattern.finditer(joined)]
+        for known in self._known:
+            start = joined.find(known)
+            while start != -1:
+                starts.append(start)
+                start = joined.find(known, start + 1)
+        return {_item_at(joined, position) for position in starts}
+
+
+def _item_at(joined: str, position: int) -> str:
+    """The item of NUL-joined ``joined`` that holds ``position``."""
+    end = joined.find("\0", position)
+    return joined[joined.rfind("\0", 0, position) + 1 : end if end != -1 else len(joined)]

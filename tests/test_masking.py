@@ -162,3 +162,13 @@ def test_a_tracking_uri_is_printed_without_its_password(tmp_path):
     password = "pw" + random_tokens.token_hex(6)
     settings = settings_from(tmp_path, {}, None, env={"MLFLOW_TRACKING_URI": f"postgresql://ana:{password}@db/lab"})
     assert settings.tracking_uri_shown == f"postgresql://ana:{MASK}@db/lab"
+
+
+def test_a_large_table_is_masked_cell_by_cell_at_its_edges():
+    keys = ["AKIA" + letter * 16 for letter in "QRS"]
+    ids = [f"US{i:010d}" for i in range(10_000)]
+    ids[0], ids[5_000], ids[-1] = keys
+    frame = pd.DataFrame({"isrc": pd.Series(ids, dtype="string"), "n": range(10_000)})
+    clean = Masker().frame(frame)
+    assert clean["isrc"].iloc[[0, 5_000, -1]].tolist() == [MASK] * 3
+    assert (clean["isrc"] != frame["isrc"]).sum() == 3
