@@ -7,10 +7,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,6 +31,7 @@ COLUMN_TYPES = {
     "datetime": "ISO date and time",
 }
 TIMESTAMP_FORMATS = ("%Y-%m-%d", "%Y-%m", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
+T = TypeVar("T")
 
 
 class DatasetError(Exception):
@@ -90,8 +93,10 @@ def read_dataset(dataset: Dataset, path: Path, columns: Sequence[str] | None = N
     """Read ``path`` as ``dataset`` declares it and return a pandas DataFrame.
 
     Only the declared columns (or ``columns``) are kept; dates become datetime64.
-    A missing column or a value of the wrong type raises :class:`DatasetError`
-    naming the file, the column and an example row.
+    A file that cannot be read raises :class:`DatasetError` naming the file, the
+    column, an example row and its line: a missing column, a value of the wrong
+    type, bytes that are not UTF-8 (shown), a row with too few or too many fields,
+    a row longer than :data:`MAX_BLOCK_SIZE`.
     """
     table = read_arrow(dataset, path, columns)
     return table.to_pandas()
@@ -107,40 +112,98 @@ def read_arrow(dataset: Dataset, path: Path, columns: Sequence[str] | None = Non
     raise DatasetError(f"data set {dataset.name!r}: cannot read {path.suffix} files ({path})")
 
 
+#: the largest block, in bytes, pyarrow may parse a CSV file in. A block must hold whole
+#: rows (a row up to a block long is always read), so a reader that meets a longer row
+#: starts again with blocks four times larger, up to this size.
+MAX_BLOCK_SIZE = 256 << 20
+
+
 def iter_csv_batches(
     dataset: Dataset, path: Path, columns: Sequence[str] | None = None, block_size: int = 64 << 20
 ) -> Iterator[pa.RecordBatch]:
-    """Stream a CSV data set as record batches, typed as declared, in bounded memory."""
+    """Stream a CSV data set as record batches, typed as declared, in bounded memory.
+
+    A row longer than ``block_size`` restarts the stream with larger blocks, past the
+    rows already given; errors are those of :func:`read_dataset`.
+    """
+    import pyarrow as pa
     from pyarrow import csv as pacsv
 
     wanted = list(columns or dataset.columns)
     header = _csv_header(dataset, path)
     _check_columns(dataset, path, header, wanted)
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=block_size),
-        parse_options=pacsv.ParseOptions(delimiter=dataset.delimiter),
-        convert_options=_convert_options(dataset, wanted),
-    )
-    try:
-        yield from reader
-    except Exception as exc:
-        raise _conversion_error(dataset, path, header, exc) from None
+    if _data_start(path) >= path.stat().st_size:
+        return
+    given = 0
+    while True:
+        try:
+            reader = pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=block_size),
+                parse_options=_parse_options(dataset),
+                convert_options=_convert_options(dataset, wanted),
+            )
+            seen = 0
+            for batch in reader:
+                seen += batch.num_rows
+                if seen > given:  # after a restart, the rows given before it are skipped
+                    yield batch.slice(max(given - seen + batch.num_rows, 0))
+                    given = seen
+            return
+        except (pa.ArrowException, OSError) as exc:
+            if _row_too_long(exc) and block_size < MAX_BLOCK_SIZE:
+                block_size = min(4 * block_size, MAX_BLOCK_SIZE)
+                continue
+            raise _read_error(dataset, path, header, exc) from None
 
 
 def _read_csv(dataset: Dataset, path: Path, wanted: list[str]) -> pa.Table:
+    import pyarrow as pa
     from pyarrow import csv as pacsv
 
     header = _csv_header(dataset, path)
     _check_columns(dataset, path, header, wanted)
-    try:
+    convert = _convert_options(dataset, wanted)
+    if _data_start(path) >= path.stat().st_size:
+        return _empty_table(convert, wanted)
+
+    def read(block_size: int) -> pa.Table:
         return pacsv.read_csv(
             path,
-            parse_options=pacsv.ParseOptions(delimiter=dataset.delimiter),
-            convert_options=_convert_options(dataset, wanted),
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            parse_options=_parse_options(dataset),
+            convert_options=convert,
         )
-    except Exception as exc:
-        raise _conversion_error(dataset, path, header, exc) from None
+
+    try:
+        return _growing_blocks(read, 1 << 20)
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(dataset, path, header, exc) from None
+
+
+def _growing_blocks(read: Callable[[int], T], block_size: int) -> T:
+    """``read(block_size)``, called again with blocks four times larger while pyarrow
+    meets a row longer than a block, up to :data:`MAX_BLOCK_SIZE`."""
+    import pyarrow as pa
+
+    while True:
+        try:
+            return read(block_size)
+        except pa.ArrowInvalid as exc:
+            if not _row_too_long(exc) or block_size >= MAX_BLOCK_SIZE:
+                raise
+            block_size = min(4 * block_size, MAX_BLOCK_SIZE)
+
+
+def _row_too_long(exc: Exception) -> bool:
+    return "straddling object straddles" in str(exc)
+
+
+def _parse_options(dataset: Dataset) -> Any:
+    from pyarrow import csv as pacsv
+
+    # quoted values may hold line ends; on files without quotes this costs nothing measurable
+    return pacsv.ParseOptions(delimiter=dataset.delimiter, newlines_in_values=True)
 
 
 def _convert_options(dataset: Dataset, wanted: list[str]) -> Any:
@@ -164,12 +227,37 @@ def _convert_options(dataset: Dataset, wanted: list[str]) -> Any:
     )
 
 
+def _empty_table(convert: Any, wanted: list[str]) -> pa.Table:
+    """What pyarrow reads from a file with a header and no rows (it refuses one without a final line end)."""
+    import pyarrow as pa
+
+    return pa.schema([(c, convert.column_types.get(c, pa.null())) for c in wanted]).empty_table()
+
+
 def _csv_header(dataset: Dataset, path: Path) -> list[str]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            return next(csv.reader(handle, delimiter=dataset.delimiter), [])
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+            header = next(csv.reader(handle, delimiter=dataset.delimiter), [])
     except OSError as exc:
         raise DatasetError(f"data set {dataset.name!r}: cannot read {path} ({exc.strerror})") from None
+    bad = next((name for name in header if not _is_utf8(name)), None)
+    if bad is not None:
+        raw = bad.encode("utf-8", "surrogateescape")
+        raise DatasetError(f"{path}: the header (line 1) of data set {dataset.name!r} has bytes that are not "
+                           f"UTF-8: {_shown_bytes(raw)}; {_utf8_advice(raw)}")
+    return header
+
+
+def _data_start(path: Path) -> int:
+    """The offset of the first data row: past the header line, and past the line ends a
+    quoted column name may hold."""
+    with path.open("rb") as handle:
+        inside = False
+        while line := handle.readline():
+            inside ^= line.count(b'"') % 2 == 1
+            if not inside:
+                break
+        return handle.tell()
 
 
 def _check_columns(dataset: Dataset, path: Path, present: Sequence[str], wanted: Sequence[str]) -> None:
@@ -181,35 +269,157 @@ def _check_columns(dataset: Dataset, path: Path, present: Sequence[str], wanted:
         )
 
 
-_ARROW_ROW_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (\w+)[^']*'(.*)'")
+_ARROW_CONVERSION_ERROR = re.compile(
+    r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to [^:]+: (?:invalid value '(.*)'|invalid UTF8 data)",
+    re.DOTALL,
+)
+_ARROW_FIELD_COUNT_ERROR = re.compile(r"Expected \d+ columns, got \d+")
 
 
-def _conversion_error(
-    dataset: Dataset, path: Path, header: list[str], exc: Exception, row_known: bool = True
-) -> DatasetError:
-    """Turn pyarrow's conversion error into one line naming the column and an example row.
+def _read_error(dataset: Dataset, path: Path, header: list[str], exc: Exception) -> DatasetError:
+    """Turn what pyarrow could not read into one line naming the column, an example row and its line.
 
-    ``row_known`` is False when pyarrow's row number is relative to part of the file.
+    pyarrow numbers no rows when values may hold line ends, and only part of the file
+    when it reads a byte range, so the row is found again with the csv module.
     """
-    match = _ARROW_ROW_ERROR.search(str(exc))
-    if not match:
-        return DatasetError(f"{path}: data set {dataset.name!r} cannot be read: {exc}")
-    index, row, _, value = match.groups()
-    column = header[int(index)] if int(index) < len(header) else f"#{index}"
-    kind = dataset.columns.get(column, "string")
-    where = f"row {int(row) - 1}" if row and row_known else _find_row(path, dataset.delimiter, int(index), value)
+    name = dataset.name
+    if _row_too_long(exc):
+        return _long_row_error(dataset, path, header)
+    match = _ARROW_CONVERSION_ERROR.search(str(exc))
+    if match:
+        index, value = int(match.group(1)), match.group(2)
+        column = header[index] if index < len(header) else f"#{index}"
+        if value is not None:
+            kind = dataset.columns.get(column, "string")
+            return DatasetError(f"{path}: column {column!r} of data set {name!r} should be {kind} "
+                                f"({COLUMN_TYPES[kind]}), but {_where(path, dataset.delimiter, index, value)}")
+        found = _first_row(path, dataset.delimiter, lambda row: index < len(row) and not _is_utf8(row[index]))
+        if not found:
+            return DatasetError(f"{path}: column {column!r} of data set {name!r} has bytes that are not UTF-8")
+        number, line, row = found
+        raw = row[index].encode("utf-8", "surrogateescape")
+        return DatasetError(f"{path}: column {column!r} of data set {name!r} should be UTF-8 text, but data "
+                            f"row {number} has {_shown_bytes(raw)} (line {line}); {_utf8_advice(raw)}")
+    if _ARROW_FIELD_COUNT_ERROR.search(str(exc)):
+        found = _first_row(path, dataset.delimiter, lambda row: len(row) != len(header))
+        if found:
+            number, line, row = found
+            return DatasetError(
+                f"{path}: data row {number} (line {line}) of data set {name!r} has {len(row)} fields, the header "
+                f"{len(header)}; a value that holds the delimiter {dataset.delimiter!r} or a line end must be in "
+                'double quotes (and a double quote in it doubled: "")'
+            )
+    return DatasetError(f"{path}: data set {name!r} cannot be read: {exc}")
+
+
+def _where(path: Path, delimiter: str, index: int, value: str) -> str:
+    """``data row N has 'value' (line L)``: the first row whose field ``index`` is ``value``
+    as pyarrow shows it (bytes that are not UTF-8 replaced by U+FFFD)."""
+    lossy = "\ufffd" in value
+
+    def same(row: list[str]) -> bool:
+        if index >= len(row):
+            return False
+        field = row[index]
+        return field == value or lossy and field.encode("utf-8", "surrogateescape").decode("utf-8", "replace") == value
+
+    found = _first_row(path, delimiter, same)
+    if not found:
+        return f"a row has {value!r}"
+    number, line, row = found
+    return f"data row {number} has {_shown(row[index])} (line {line})"
+
+
+def _long_row_error(dataset: Dataset, path: Path, header: list[str]) -> DatasetError:
+    limit = MAX_BLOCK_SIZE
+
+    def too_long(row: list[str]) -> bool:
+        return 4 * sum(map(len, row)) > limit and _row_bytes(row) > limit
+
+    found = _first_row(path, dataset.delimiter, too_long)
+    advice = "keep values this large out of the CSV, for example in files of their own named in the column"
+    if not found:
+        return DatasetError(f"{path}: data set {dataset.name!r} has a row of more than {limit / 2**20:.1f} MiB, "
+                            f"the most a row may take; {advice}")
+    number, line, row = found
+    sizes = [len(field.encode("utf-8", "surrogateescape")) for field in row]
+    widest = max(range(len(row)), key=sizes.__getitem__)
+    column = header[widest] if widest < len(header) else f"#{widest}"
     return DatasetError(
-        f"{path}: column {column!r} of data set {dataset.name!r} should be {kind} "
-        f"({COLUMN_TYPES[kind]}), but {where} has {value!r}"
+        f"{path}: data row {number} (line {line}) of data set {dataset.name!r} is {_row_bytes(row) / 2**20:.1f} MiB, "
+        f"more than the {limit / 2**20:.1f} MiB a row may take (column {column!r} holds "
+        f"{sizes[widest] / 2**20:.1f} MiB of it); {advice}"
     )
 
 
-def _find_row(path: Path, delimiter: str, index: int, value: str) -> str:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter=delimiter)):
-            if number and index < len(row) and row[index] == value:
-                return f"data row {number}"
-    return "a row"
+def _row_bytes(row: list[str]) -> int:
+    return sum(len(field.encode("utf-8", "surrogateescape")) for field in row) + len(row)
+
+
+_FIELD_LIMIT = threading.Lock()
+
+
+def _first_row(path: Path, delimiter: str, test: Callable[[list[str]], bool]) -> tuple[int, int, list[str]] | None:
+    """The first data row whose fields pass ``test``, as (data row number, line number, fields);
+    bytes that are not UTF-8 come as surrogates (``errors="surrogateescape"``). Empty lines
+    are not rows, as for pyarrow and pandas."""
+    with _FIELD_LIMIT, path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        # the limit (128 KiB by default) is the csv module's, for the whole process: put it back
+        limit = csv.field_size_limit(sys.maxsize)
+        try:
+            reader = csv.reader(handle, delimiter=delimiter)
+            next(reader, None)
+            number, line = 0, reader.line_num + 1
+            for row in reader:
+                if row:
+                    number += 1
+                    if test(row):
+                        return number, line, row
+                line = reader.line_num + 1
+        finally:
+            csv.field_size_limit(limit)
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    """False when ``text`` holds bytes that were not UTF-8 (read with ``errors="surrogateescape"``)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    """A field as the file has it: its text, or its bytes when they are not UTF-8; long ones cut."""
+    if not _is_utf8(value):
+        return _shown_bytes(value.encode("utf-8", "surrogateescape"))
+    return repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value):,} characters)"
+
+
+def _shown_bytes(raw: bytes) -> str:
+    """``raw`` as a bytes literal; a long one cut around its first byte that is not UTF-8."""
+    shown = _around_bad_byte(raw)
+    if shown == raw:
+        return repr(raw)
+    start = raw.index(shown)
+    return f"{'...' if start else ''}{shown!r}... ({len(raw):,} bytes)"
+
+
+def _around_bad_byte(raw: bytes) -> bytes:
+    if len(raw) <= 80:
+        return raw
+    try:
+        raw.decode()
+        start = 0
+    except UnicodeDecodeError as exc:
+        start = max(exc.start - 20, 0)
+    return raw[start:start + 40]
+
+
+def _utf8_advice(raw: bytes) -> str:
+    return (f"the lake's files are UTF-8; as Latin-1 these bytes read {_around_bad_byte(raw).decode('latin-1')!r}: "
+            "if the file was saved as Latin-1 or Windows-1252, convert it (for example `iconv -f cp1252 -t utf-8`)")
 
 
 def _read_parquet(dataset: Dataset, path: Path, wanted: list[str]) -> pa.Table:

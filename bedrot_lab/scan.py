@@ -5,32 +5,54 @@ file is cut at line ends into one byte range per core; each range is parsed by
 pyarrow's streaming CSV reader (a few MB at a time, key columns dictionary
 encoded) and every batch is reduced to its group sums at once, so memory holds
 only the small partial results.
+
+A line end may fall inside a quoted value, so the cuts are a guess that each range
+checks as it reads: it counts the double quotes it reads (a search of each block that
+costs nothing measurable when there are none). A cut with an odd number of quotes
+before it is inside a quoted value; it moves to the next line end outside one, and
+the two ranges beside it are read again. When a range fails on a file that has
+quotes, the whole file is read again as one range before the error is reported, so
+that a file pyarrow reads whole is never refused because of where it was cut.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .lake import Dataset, _check_columns, _conversion_error, _convert_options, _csv_header
+from .lake import (
+    Dataset,
+    _check_columns,
+    _convert_options,
+    _csv_header,
+    _data_start,
+    _growing_blocks,
+    _parse_options,
+    _read_error,
+    _where,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
 BLOCK_SIZE = 2 << 20
+QUOTE = b'"'
 
 
 class _ByteRange(io.RawIOBase):
     """A read-only view of bytes ``[start, end)`` of an open file (positional reads,
-    so several ranges of one file can be read by several threads at once)."""
+    so several ranges of one file can be read by several threads at once) that
+    counts the double quotes it reads."""
 
     def __init__(self, fd: int, start: int, end: int):
-        self.fd, self.position, self.end = fd, start, end
+        self.fd, self.position, self.end, self.quotes = fd, start, end, 0
 
     def readable(self) -> bool:
         return True
@@ -40,24 +62,66 @@ class _ByteRange(io.RawIOBase):
         if size <= 0:
             return 0
         data = os.pread(self.fd, size, self.position)
+        if QUOTE in data:
+            self.quotes += data.count(QUOTE)
         buffer[: len(data)] = data
         self.position += len(data)
         return len(data)
+
+    def count_to_end(self) -> int:
+        """The quotes of the whole range, counting those pyarrow did not read (it stops at an error)."""
+        while self.position < self.end:
+            data = os.pread(self.fd, min(1 << 20, self.end - self.position), self.position)
+            if not data:
+                break
+            self.quotes += data.count(QUOTE)
+            self.position += len(data)
+        return self.quotes
+
+
+@dataclass
+class _Part:
+    """What reading one byte range gave: its group sums, or the error pyarrow raised."""
+
+    start: int
+    end: int
+    quotes: int
+    tables: list[pa.Table] = field(default_factory=list)
+    error: Exception | None = None
 
 
 def _line_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
     """``parts`` byte ranges covering the data rows of ``path``, each ending at a line end."""
     size = path.stat().st_size
+    first = _data_start(path)
     with path.open("rb") as handle:
-        handle.readline()
-        first = handle.tell()
         cuts = [first]
         for part in range(1, parts):
             handle.seek(max(first + (size - first) * part // parts - 1, cuts[-1]))
             handle.readline()
             cuts.append(max(handle.tell(), cuts[-1]))
         cuts.append(size)
-    return [(start, end) for start, end in zip(cuts, cuts[1:]) if end > start]
+    return [(start, end) for start, end in itertools.pairwise(cuts) if end > start]
+
+
+def _outside_quotes(path: Path, parts: list[_Part]) -> list[tuple[int, int]]:
+    """The ranges of ``parts`` with each cut that has an odd number of quotes before it
+    moved to the next line end that has an even number, or dropped when the next cut
+    comes first."""
+    cuts, inside = [parts[0].start], False
+    with path.open("rb") as handle:
+        for part, following in itertools.pairwise(parts):
+            inside ^= part.quotes % 2 == 1
+            cut, moved = part.end, inside
+            handle.seek(cut)
+            while moved and cut < following.end:
+                line = handle.readline()
+                moved ^= line.count(QUOTE) % 2 == 1
+                cut += len(line)
+            if not moved and cut < following.end:
+                cuts.append(cut)
+    cuts.append(parts[-1].end)
+    return list(itertools.pairwise(cuts))
 
 
 def aggregate_csv(
@@ -72,10 +136,10 @@ def aggregate_csv(
     """Sum ``sums`` for each distinct combination of ``by`` over the CSV at ``path``.
 
     Columns are typed as ``dataset`` declares them (key columns are parsed once per
-    distinct value, after the aggregation); a missing column or a value of the
-    wrong type raises :class:`~bedrot_lab.lake.DatasetError` naming the file, the
-    column and an example row. Returns a DataFrame with the ``by`` columns and the
-    sums under their own names.
+    distinct value, after the aggregation). The sums are those of a plain read of the
+    whole file, whatever the number of ``threads``; a file that cannot be read raises
+    the :class:`~bedrot_lab.lake.DatasetError` that :func:`~bedrot_lab.lake.read_dataset`
+    raises. Returns a DataFrame with the ``by`` columns and the sums under their own names.
     """
     import pyarrow as pa
     from pyarrow import csv as pacsv
@@ -85,23 +149,46 @@ def aggregate_csv(
     convert = _convert_options(dataset, sums)
     convert.include_columns = [*by, *sums]
     convert.column_types = {**convert.column_types, **{key: pa.dictionary(pa.int32(), pa.string()) for key in by}}
-    read = pacsv.ReadOptions(column_names=header, block_size=block_size)
-    parse = pacsv.ParseOptions(delimiter=dataset.delimiter)
+    parse = _parse_options(dataset)
 
-    def scan(byte_range: tuple[int, int]) -> list[pa.Table]:
+    def scan(byte_range: tuple[int, int]) -> _Part:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            source = io.BufferedReader(_ByteRange(fd, *byte_range), buffer_size=1 << 20)
-            reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
+        sources: list[_ByteRange] = []
+
+        def read(size: int) -> list[pa.Table]:
+            sources.append(_ByteRange(fd, *byte_range))
+            reader = pacsv.open_csv(
+                io.BufferedReader(sources[-1], buffer_size=1 << 20),
+                read_options=pacsv.ReadOptions(column_names=header, block_size=size),
+                parse_options=parse,
+                convert_options=convert,
+            )
             return [_decoded(_group_sum(pa.Table.from_batches([batch]), by, sums)) for batch in reader]
-        except pa.ArrowInvalid as exc:
-            raise _conversion_error(dataset, path, header, exc, row_known=False) from None
+
+        try:
+            try:
+                tables, error = _growing_blocks(read, block_size), None
+            except pa.ArrowInvalid as exc:
+                tables, error = [], exc
+            return _Part(*byte_range, quotes=sources[-1].count_to_end(), tables=tables, error=error)
         finally:
             os.close(fd)
 
     ranges = _line_ranges(path, threads or os.cpu_count() or 1)
     with ThreadPoolExecutor(max(len(ranges), 1), thread_name_prefix="bedrot-scan") as pool:
-        partials = [table for tables in pool.map(scan, ranges) for table in tables]
+        parts = list(pool.map(scan, ranges))
+        aligned = _outside_quotes(path, parts) if parts else []
+        if aligned != ranges:
+            read_once = {(part.start, part.end): part for part in parts}
+            again = [byte_range for byte_range in aligned if byte_range not in read_once]
+            read_once.update(zip(again, pool.map(scan, again)))
+            parts = [read_once[byte_range] for byte_range in aligned]
+    if len(parts) > 1 and any(part.error for part in parts) and any(part.quotes for part in parts):
+        parts = [scan((parts[0].start, parts[-1].end))]
+    error = next((part.error for part in parts if part.error), None)
+    if error:
+        raise _read_error(dataset, path, header, error)
+    partials = [table for part in parts for table in part.tables]
     if partials:
         totals = _group_sum(pa.concat_tables(partials), by, sums, use_threads=True).to_pandas()
     else:
@@ -117,11 +204,11 @@ def _group_sum(table: pa.Table, by: Sequence[str], sums: Sequence[str], use_thre
 def _decoded(table: pa.Table) -> pa.Table:
     """Key columns as plain strings: every batch has dictionaries of its own."""
     import pyarrow as pa
-    import pyarrow.types as types
+    from pyarrow import types
 
-    for index, field in enumerate(table.schema):
-        if types.is_dictionary(field.type):
-            table = table.set_column(index, field.name, table.column(index).cast(pa.string()))
+    for index, column in enumerate(table.schema):
+        if types.is_dictionary(column.type):
+            table = table.set_column(index, column.name, table.column(index).cast(pa.string()))
     return table
 
 
@@ -129,7 +216,7 @@ def _typed_keys(dataset: Dataset, path: Path, frame: pd.DataFrame, by: Sequence[
     """Parse the (few) distinct key values as their declared types."""
     import pandas as pd
 
-    from .lake import COLUMN_TYPES, DatasetError, _find_row
+    from .lake import COLUMN_TYPES, DatasetError
 
     formats = {"date": "%Y-%m-%d", "month": "%Y-%m", "datetime": "ISO8601"}
     for key in by:
@@ -149,7 +236,7 @@ def _typed_keys(dataset: Dataset, path: Path, frame: pd.DataFrame, by: Sequence[
             index = list(_csv_header(dataset, path)).index(key)
             raise DatasetError(
                 f"{path}: column {key!r} of data set {dataset.name!r} should be {kind} "
-                f"({COLUMN_TYPES[kind]}), but {_find_row(path, dataset.delimiter, index, bad)} has {bad!r}"
+                f"({COLUMN_TYPES[kind]}), but {_where(path, dataset.delimiter, index, bad)}"
             ) from None
     return frame
 
