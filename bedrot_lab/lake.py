@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -100,6 +100,21 @@ def read_dataset(dataset: Dataset, path: Path, columns: Sequence[str] | None = N
     """
     table = read_arrow(dataset, path, columns)
     return table.to_pandas()
+
+
+def read_text(dataset: Dataset, path: Path) -> pd.DataFrame:
+    """Every column of the file behind ``dataset`` as the text it holds (CSV: nothing
+    parsed, an empty value as ``""``), so that a checker can count bad values instead
+    of failing on the first; errors as :func:`read_dataset`'s. Parquet is read as stored."""
+    if dataset.format == "parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path)
+    if dataset.format != "csv":
+        raise DatasetError(f"data set {dataset.name!r}: cannot read {path.suffix} files ({path})")
+    header = _csv_header(dataset, path)
+    as_text = replace(dataset, columns=dict.fromkeys(header, "string"))
+    return _read_csv(as_text, path, header).to_pandas()
 
 
 def read_arrow(dataset: Dataset, path: Path, columns: Sequence[str] | None = None) -> pa.Table:

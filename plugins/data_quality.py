@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bedrot_lab import Param, experiment, hookimpl
 from bedrot_lab.experiments import ParamError
+from bedrot_lab.lake import read_text
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -79,17 +80,6 @@ class ColumnCheck:
     masks: dict[str, pd.Series]
     details: dict[str, str]
     stats: dict[str, Any]
-
-
-def read_as_text(dataset: Dataset, path: Path) -> pd.DataFrame:
-    """The file with every column as text (CSV), so that a bad value is counted, not fatal."""
-    import pandas as pd
-
-    if dataset.format == "csv":
-        return pd.read_csv(path, sep=dataset.delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    if dataset.format == "parquet":
-        return pd.read_parquet(path)
-    raise ValueError(f"data set {dataset.name!r}: data-quality reads CSV and Parquet files, not {path.name}")
 
 
 def text_of(values: pd.Series) -> pd.Series:
@@ -243,7 +233,7 @@ def data_quality(ctx):
                          f"columns: {', '.join(dataset.columns)}")
 
     path = ctx.dataset_path(name)
-    frame = read_as_text(dataset, path)
+    frame = read_text(dataset, path)
     rows = len(frame)
     absent = [c for c in dataset.columns if c not in frame.columns]
     keys: dict[str, str] = {}

@@ -16,12 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bedrot_lab import Param, experiment, hookimpl
-from bedrot_lab.lake import DatasetError
+from bedrot_lab.lake import DatasetError, read_text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from bedrot_lab.context import RunContext
+    from bedrot_lab.lake import Dataset
 
 __version__ = "1.0.0"
 
@@ -76,13 +79,11 @@ def tidy_streams(staging: pd.DataFrame, others: pd.DataFrame | None = None) -> t
     return merged, counts
 
 
-def bank_details_text(path, typed: pd.DataFrame) -> pd.DataFrame:
+def bank_details_text(dataset: Dataset, path: Path, typed: pd.DataFrame) -> pd.DataFrame:
     """The statement at ``path`` with every value as the text staging holds, so that
     the CSV written from it is a byte copy; the date columns in the lake's form
     (``YYYY-MM-DD``, ``YYYY-MM``), from the typed frame ``typed`` of the same file."""
-    import pandas as pd
-
-    text = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    text = read_text(dataset, path)
     if len(text) != len(typed):
         raise ValueError(f"{path}: read {len(text)} rows as text but {len(typed)} typed; is a line broken?")
     text["Reporting Date"] = typed["Reporting Date"].dt.strftime("%Y-%m-%d").to_numpy()
@@ -114,7 +115,8 @@ def distrokid_staging2curated(ctx: RunContext) -> None:
     """
     # -- the royalty statement: validated as declared, copied as written
     statement = ctx.load("dk_bank_details_staging")
-    bank = bank_details_text(ctx.dataset_path("dk_bank_details_staging"), statement)
+    bank = bank_details_text(ctx.lab.dataset("dk_bank_details_staging"), ctx.dataset_path("dk_bank_details_staging"),
+                             statement)
     bank_record = ctx.log_output(bank, "dk_bank_details", format="csv")
     byte_copy = bank_record["sha256"] == ctx.inputs["dk_bank_details_staging"]
     months = _span(statement["Sale Month"], "%Y-%m")

@@ -15,7 +15,7 @@ from csv_files import (
 )
 
 from bedrot_lab import lake
-from bedrot_lab.lake import DatasetError, iter_csv_batches, read_dataset
+from bedrot_lab.lake import DatasetError, iter_csv_batches, read_dataset, read_text
 from bedrot_lab.scan import aggregate_csv
 
 COLUMNS = ["Store", "Title", "Quantity", "Earnings (USD)"]
@@ -119,6 +119,18 @@ def test_bytes_that_are_not_utf8_name_column_row_line_and_bytes(tmp_path):
     assert error_of(aggregate_csv, DK_BANK, path, ["Title"], ["Quantity"], threads=2) == message
     # a column that is not read is not checked
     assert len(read_dataset(DK_BANK, path, ["Store", "Quantity"])) == 40
+    # read as text (the data-quality checks, the ETL's byte copy), the same message
+    assert error_of(read_text, DK_BANK, path) == message
+
+
+def test_read_as_text_keeps_every_value_as_written(tmp_path):
+    rows = statement_rows(50, multiline=0.2)
+    rows[3][7] = "lots"  # a bad number is text here, for a checker to count
+    rows[4][12] = ""
+    path = write_statement(tmp_path / "statement.csv", rows, bom=True, newline="\r\n")
+    frame = read_text(DK_BANK, path)
+    assert list(frame.columns) == HEADER
+    assert frame.astype(object).to_dict("records") == plain_read(path)
 
 
 def test_bytes_that_are_not_utf8_in_a_number_column_are_shown(tmp_path):
