@@ -85,15 +85,16 @@ class DataView:
             import pyarrow as pa
             from pyarrow import csv as pacsv
 
-            from .lake import Dataset, _csv_header
+            from .lake import Dataset, csv_header, read_csv_table
 
-            header = _csv_header(Dataset(path.name, path.name), path)
+            dataset = Dataset(path.name, path.name)
+            header = csv_header(dataset, path)
             wanted = [c for c in contract.needed_columns() if c in header]
             self._parquet = None
             # text columns stay text: an all-digit UPC or campaign id is not a number
             text = {c: pa.string() for c, kind in contract.columns.items() if kind in ("string", "month") and c in wanted}
-            self._table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                include_columns=wanted, column_types=text, strings_can_be_null=True, null_values=[""]))
+            self._table = read_csv_table(dataset, path, pacsv.ConvertOptions(
+                include_columns=wanted, column_types=text, strings_can_be_null=True, null_values=[""]), header)
             self.schema = self._table.schema
             self.num_rows = self._table.num_rows
 

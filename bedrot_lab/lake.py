@@ -112,7 +112,7 @@ def read_text(dataset: Dataset, path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if dataset.format != "csv":
         raise DatasetError(f"data set {dataset.name!r}: cannot read {path.suffix} files ({path})")
-    header = _csv_header(dataset, path)
+    header = csv_header(dataset, path)
     as_text = replace(dataset, columns=dict.fromkeys(header, "string"))
     return _read_csv(as_text, path, header).to_pandas()
 
@@ -145,7 +145,7 @@ def iter_csv_batches(
     from pyarrow import csv as pacsv
 
     wanted = list(columns or dataset.columns)
-    header = _csv_header(dataset, path)
+    header = csv_header(dataset, path)
     _check_columns(dataset, path, header, wanted)
     if _data_start(path) >= path.stat().st_size:
         return
@@ -173,12 +173,20 @@ def iter_csv_batches(
 
 
 def _read_csv(dataset: Dataset, path: Path, wanted: list[str]) -> pa.Table:
+    header = csv_header(dataset, path)
+    _check_columns(dataset, path, header, wanted)
+    return read_csv_table(dataset, path, _convert_options(dataset, wanted), header)
+
+
+def read_csv_table(dataset: Dataset, path: Path, convert: Any, header: list[str] | None = None) -> pa.Table:
+    """The CSV file ``path`` of ``dataset`` read whole with pyarrow's ConvertOptions
+    ``convert``: values may hold line ends, rows up to :data:`MAX_BLOCK_SIZE` are read,
+    and an error names the file, the column, the row and its line (:class:`DatasetError`)."""
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
-    header = _csv_header(dataset, path)
-    _check_columns(dataset, path, header, wanted)
-    convert = _convert_options(dataset, wanted)
+    header = header if header is not None else csv_header(dataset, path)
+    wanted = list(convert.include_columns) or header
     if _data_start(path) >= path.stat().st_size:
         return _empty_table(convert, wanted)
 
@@ -249,7 +257,8 @@ def _empty_table(convert: Any, wanted: list[str]) -> pa.Table:
     return pa.schema([(c, convert.column_types.get(c, pa.null())) for c in wanted]).empty_table()
 
 
-def _csv_header(dataset: Dataset, path: Path) -> list[str]:
+def csv_header(dataset: Dataset, path: Path) -> list[str]:
+    """The column names in the first row of the CSV file ``path`` (a BOM left out)."""
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
             header = next(csv.reader(handle, delimiter=dataset.delimiter), [])

@@ -30,7 +30,7 @@ from .lake import (
     Dataset,
     _check_columns,
     _convert_options,
-    _csv_header,
+    csv_header,
     _data_start,
     _growing_blocks,
     _parse_options,
@@ -152,7 +152,7 @@ def aggregate_csv(
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
-    header = _csv_header(dataset, path)
+    header = csv_header(dataset, path)
     _check_columns(dataset, path, header, [*by, *sums])
     convert = _convert_options(dataset, sums)
     convert.include_columns = [*by, *sums]
@@ -241,7 +241,7 @@ def _typed_keys(dataset: Dataset, path: Path, frame: pd.DataFrame, by: Sequence[
             parsed = pd.to_datetime(values, format=formats[kind], errors="coerce") if kind in formats \
                 else pd.to_numeric(values, errors="coerce")
             bad = values[parsed.isna() & values.notna()].iloc[0]
-            index = list(_csv_header(dataset, path)).index(key)
+            index = list(csv_header(dataset, path)).index(key)
             raise DatasetError(
                 f"{path}: column {key!r} of data set {dataset.name!r} should be {kind} "
                 f"({COLUMN_TYPES[kind]}), but {_where(path, dataset.delimiter, index, bad)}"

@@ -174,3 +174,20 @@ def test_a_row_with_too_few_fields_is_named(tmp_path):
     assert message.startswith(f"{path}: data row 31 (line {line}) of data set 'dk_bank_details' has 5 fields, "
                               "the header 13")
     assert error_of(aggregate_csv, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
+
+
+def test_a_promotion_contract_reads_what_ctx_load_reads(tmp_path):
+    """The contract check of a CSV output uses the same reader: quoted line ends and a value
+    of megabytes pass, and a row that breaks is named."""
+    from bedrot_lab.contracts import Contract, DataView
+
+    rows = statement_rows(30, multiline=0.3)
+    rows[5][4] = "LONG " + "x" * (3 << 20)
+    path = write_statement(tmp_path / "statement.csv", rows)
+    contract = Contract("statement.csv", columns={"Title": "string", "Quantity": "int"}, not_null=("Title",),
+                        min_rows=30)
+    view = DataView(path, "csv", contract)
+    assert view.num_rows == 30 and contract.check(view) == []
+    path.write_bytes(path.read_bytes() + b"2025-03-11,2025-01,Spotify\n")
+    with pytest.raises(DatasetError, match=r"data row 31 .*line"):
+        DataView(path, "csv", contract)
