@@ -241,6 +241,27 @@ def test_a_failing_sandbox_rules_hook_leaves_out_that_plugin_and_keeps_its_viola
     assert "sandbox_rules" in warning and "RuntimeError: rules unavailable" in warning
 
 
+def test_sandbox_rules_that_are_no_rules_or_clash_leave_out_only_that_plugin(bedrot_lake, write_plugin, caplog):
+    write_plugin("steady", RULES.replace("{name}", "steady"))
+    write_plugin("twin", RULES.replace("{name}", "steady"))  # the same rule name as steady's
+    write_plugin("junk", """
+        from bedrot_lab import hookimpl
+
+        @hookimpl
+        def sandbox_rules(settings):
+            return ["not a rule"]
+    """)
+    lab = Lab.open(bedrot_lake)
+    with UsageIndex.for_settings(lab.settings) as index:
+        index.full_scan()
+        result = check(lab.settings, index, lab.plugins.hook, now=1000)
+    assert [v.rule for v in result.violations] == ["steady.always"]
+    [junk] = plugin_warnings(caplog, "junk")
+    assert "not a Rule" in junk and "left out" in junk
+    clash = [r.getMessage() for r in caplog.records if "returns a rule named 'steady.always' too" in r.getMessage()]
+    assert len(clash) == 1 and "\n" not in clash[0]
+
+
 # -- two plugins registering one experiment name -----------------------------------------------
 
 

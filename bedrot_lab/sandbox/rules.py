@@ -903,6 +903,19 @@ def _stale_spec(item: object, number: int, path: Path | None) -> StaleSpec:
 # -- combining and evaluating ----------------------------------------------------------------
 
 
+def rules_of(item: Any) -> list[Rule]:
+    """What one plugin's ``sandbox_rules`` returned (a list, a single rule, or None) as a
+    list of rules; :class:`TypeError` for an object that is not a :class:`Rule`."""
+    if item is None:
+        return []
+    rules = [item] if isinstance(item, Rule) or not isinstance(item, Iterable) else list(item)
+    for rule in rules:
+        if not isinstance(rule, Rule) or not isinstance(getattr(rule, "name", None), str) or not rule.name:
+            raise TypeError(f"sandbox_rules returned {rule!r}, which is not a Rule "
+                            "(an object with a name and an evaluate(index, now) method)")
+    return rules
+
+
 def all_rules(settings: Settings, plugin_rules: Iterable[Any] = ()) -> list[Rule]:
     """The built-in rules of ``settings`` and the plugins' rules, as one list.
 
@@ -913,12 +926,7 @@ def all_rules(settings: Settings, plugin_rules: Iterable[Any] = ()) -> list[Rule
     """
     extra: list[Rule] = []
     for item in plugin_rules:
-        if item is None:
-            continue
-        for rule in ([item] if isinstance(item, Rule) or not isinstance(item, Iterable) else item):
-            if not isinstance(rule, Rule) or not isinstance(getattr(rule, "name", None), str) or not rule.name:
-                raise TypeError(f"sandbox_rules returned {rule!r}, which is not a Rule "
-                                "(an object with a name and an evaluate(index, now) method)")
+        for rule in rules_of(item):
             if any(other.name == rule.name for other in extra):
                 raise ValueError(f"two plugins return a sandbox rule named {rule.name!r}")
             extra.append(rule)
