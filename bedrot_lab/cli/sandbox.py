@@ -360,9 +360,11 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
     """Move stale files to 5_archive/sandbox/<date>/, with a manifest to restore them.
 
     Without --apply, prints the plan and changes nothing. Pinned files (.keep,
-    keep globs), links, files under a RUNNING run's workdir and files changed
-    since the plan are left alone. Only a stale rule with action = "delete"
-    deletes; everything else can be put back with `bedrot-lab sandbox restore`.
+    keep globs), links, files under a RUNNING run's workdir, files holding a
+    credential (archiving would only hide it) and files changed since the plan
+    are left alone, and each is listed with the reason. Only a stale rule with
+    action = "delete" deletes; everything else can be put back with
+    `bedrot-lab sandbox restore`.
     """
     from ..sandbox.cleanup import apply_clean, plan_clean
 
