@@ -30,12 +30,12 @@ from .lake import (
     Dataset,
     _check_columns,
     _convert_options,
-    csv_header,
     _data_start,
     _growing_blocks,
     _parse_options,
     _read_error,
     _where,
+    csv_header,
 )
 
 if TYPE_CHECKING:
