@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 CONFIG_NAME = "bedrot-lab.toml"
 STATE_DIR = ".bedrot-lab"
 
@@ -41,7 +43,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A configuration problem, reported as one line naming the file and the key."""
 
     def __init__(self, message: str, path: Path | None = None, key: str | None = None):

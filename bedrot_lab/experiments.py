@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UsageError
+
 PARAM_TYPES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool"}
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
-class ParamError(ValueError):
+class ParamError(UsageError, ValueError):
     """A parameter that is unknown or cannot be coerced to its declared type."""
 
 

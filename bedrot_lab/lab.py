@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
+from .errors import UsageError
 from .experiments import Experiment
 from .lake import Dataset, DatasetError
 from .plugins import PluginError, PluginHost, PluginInfo, make_plugin_host
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class UnknownExperiment(LookupError):
+class UnknownExperiment(UsageError, LookupError):
     """No plugin registered an experiment of that name."""
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .errors import BedrotLabError
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -34,7 +36,7 @@ TIMESTAMP_FORMATS = ("%Y-%m-%d", "%Y-%m", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%
 T = TypeVar("T")
 
 
-class DatasetError(Exception):
+class DatasetError(BedrotLabError):
     """A data set that cannot be read as declared; the message names file and column."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import BedrotLabError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 
-class PluginError(Exception):
+class PluginError(BedrotLabError):
     """A plugin that could not be loaded (raised only in strict mode)."""
 
 

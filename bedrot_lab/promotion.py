@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from .errors import BedrotLabError
 from .locks import LockBusy, owned_lock
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ LINEAGE_DIR = "_lineage"
 CHUNK = 1 << 20  # 1 MiB: read, hash and write while the chunk is still in the CPU cache
 
 
-class PromotionError(Exception):
+class PromotionError(BedrotLabError):
     """A promotion that cannot go ahead; the message says why and what to do."""
 
     def __init__(self, message: str, problems: list[str] | None = None):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
+from .errors import BedrotLabError
 from .locks import file_lock
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ RETRYABLE_ERRORS = ("database is locked", "database table is locked", *(
         "registered_model_aliases")))
 
 
-class StoreBusy(Exception):
+class StoreBusy(BedrotLabError):
     """The tracking store stayed locked by other processes for longer than ``[tracking] store_wait``."""
 
 

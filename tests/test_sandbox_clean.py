@@ -293,7 +293,7 @@ def test_clean_then_restore_gives_back_identical_files_and_times(lake: Lake):
 
     again = lake.restore(result.manifest)
     assert again.restored == []
-    assert {s.reason for s in again.skipped} == {"already restored"}
+    assert {(s.reason, s.failed) for s in again.skipped} == {("already restored", False)}
 
 
 def test_restore_a_subset_by_path_or_folder(lake: Lake):
@@ -417,7 +417,7 @@ def test_delete_rules_delete_only_their_files_and_record_them(lake: Lake):
 
     outcome = lake.restore(result.manifest)
     assert outcome.restored == ["users/ana/p/report.csv"]
-    assert outcome.skipped == [Skipped("users/ana/p/run.log", "deleted by rule logs; nothing to restore")]
+    assert outcome.skipped == [Skipped("users/ana/p/run.log", "deleted by rule logs; nothing to restore", failed=False)]
 
 
 def test_pins_are_checked_again_on_disk(lake: Lake):

@@ -36,21 +36,12 @@ class CliError(click.ClickException):
 
 
 def user_error(exc: BaseException) -> CliError | None:
-    """The CLI's answer to an exception that is the user's to fix, else None."""
-    from ..config import ConfigError
-    from ..experiments import ParamError
-    from ..lab import UnknownExperiment
-    from ..lake import DatasetError
-    from ..plugins import PluginError
-    from ..promotion import PromotionError
-    from ..sandbox.cleanup import CleanupError
-    from ..sandbox.runs import QuotaExceeded
-    from ..tracking import StoreBusy
+    """The CLI's answer to an exception that is the user's to fix (a
+    :class:`~bedrot_lab.errors.BedrotLabError`), else None."""
+    from ..errors import BedrotLabError
 
-    if isinstance(exc, (ConfigError, ParamError, UnknownExperiment)):
-        return CliError(str(exc), exit_code=2)
-    if isinstance(exc, (DatasetError, PluginError, PromotionError, QuotaExceeded, CleanupError, StoreBusy)):
-        return CliError(str(exc))
+    if isinstance(exc, BedrotLabError):
+        return CliError(str(exc), exit_code=exc.exit_code)
     return None
 
 

@@ -465,7 +465,7 @@ def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> Non
     finally:
         if index is not None:
             index.close()
-    failed = [s for s in result.skipped if not s.reason.startswith(("already restored", "deleted by"))]
+    failed = [s for s in result.skipped if s.failed]
     if as_json:
         echo_json(result.to_dict())
     else:

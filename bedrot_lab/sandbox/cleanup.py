@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BedrotLabError
 from ..locks import LockBusy, owned_lock
 from .index import Change, owner_of
 from .rules import ACTIONS, Pins, SandboxRules, SecretsRule
@@ -48,13 +49,17 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONB
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
-class CleanupError(Exception):
+class CleanupError(BedrotLabError):
     """A clean or restore that cannot go ahead (a bad manifest or argument, another clean
     running, a manifest that cannot be written); the message is one line."""
 
 
 class _Refused(Exception):
     """One file left alone; the message is the :class:`Skipped` reason."""
+
+    def __init__(self, reason: str, failed: bool = True):
+        super().__init__(reason)
+        self.failed = failed
 
 
 # -- results ----------------------------------------------------------------------------
@@ -79,10 +84,12 @@ class CleanItem:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file left alone, and why (one short phrase)."""
+    """A file left alone, and why (one short phrase); ``failed`` is False when leaving it
+    alone is the right outcome (a restore of a file that is back already)."""
 
     path: str
     reason: str
+    failed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -447,7 +454,7 @@ def restore(settings: Settings, manifest: Path, paths: Sequence[str] = (), *,
                 try:
                     _restore_one(entry, sandbox, archive)
                 except _Refused as exc:
-                    result.skipped.append(Skipped(path, str(exc)))
+                    result.skipped.append(Skipped(path, str(exc), exc.failed))
                 except FileExistsError:
                     result.skipped.append(Skipped(path, EXISTS))
                 except OSError as exc:
@@ -463,7 +470,7 @@ def restore(settings: Settings, manifest: Path, paths: Sequence[str] = (), *,
 
 def _restore_one(entry: dict[str, Any], sandbox: str, archive: str) -> None:
     if entry.get("archived") is None:
-        raise _Refused(f"deleted by rule {entry.get('rule')}; nothing to restore")
+        raise _Refused(f"deleted by rule {entry.get('rule')}; nothing to restore", failed=False)
     path, archived, digest = entry.get("path"), entry.get("archived"), entry.get("sha256")
     numbers = [entry.get(key) for key in ("size", "mtime_ns", "atime_ns", "mode")]
     if not (isinstance(path, str) and isinstance(archived, str) and isinstance(digest, str)
@@ -478,12 +485,12 @@ def _restore_one(entry: dict[str, Any], sandbox: str, archive: str) -> None:
     try:
         folder = _open_folder(archive, source[:-1])
     except FileNotFoundError:
-        raise _Refused(_gone(sandbox, parts, digest)) from None
+        raise _gone(sandbox, parts, digest) from None
     try:
         try:
             fd, before = _open_file(folder, source[-1])
         except FileNotFoundError:
-            raise _Refused(_gone(sandbox, parts, digest)) from None
+            raise _gone(sandbox, parts, digest) from None
         try:
             if before.st_size != size or _copy_and_hash(fd)[0] != digest:
                 raise _Refused("the archived file does not match the manifest (size or sha256); left in the archive")
@@ -501,7 +508,7 @@ def _restore_one(entry: dict[str, Any], sandbox: str, archive: str) -> None:
         os.close(folder)
 
 
-def _gone(sandbox: str, parts: list[str], digest: str) -> str:
+def _gone(sandbox: str, parts: list[str], digest: str) -> _Refused:
     """Why an entry whose archived file is gone is skipped."""
     try:
         folder = _open_folder(sandbox, parts[:-1])
@@ -515,7 +522,9 @@ def _gone(sandbox: str, parts: list[str], digest: str) -> str:
             os.close(fd)
     except (OSError, _Refused):
         same = False
-    return "already restored" if same else "the archived file is gone; nothing to restore"
+    if same:
+        return _Refused("already restored", failed=False)
+    return _Refused("the archived file is gone; nothing to restore")
 
 
 def _at_or_under(path: object, prefix: str) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import BedrotLabError
 from .index import DB_NAME, UsageIndex
 from .rules import QuotaRule, SandboxRules, Violation
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(BedrotLabError):
     """A run may not start: its user or project is over a hard sandbox quota."""
 
 
