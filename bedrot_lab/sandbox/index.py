@@ -1,7 +1,8 @@
 """The sandbox usage index: every file under the sandbox, its size, times and owner, in SQLite."""
 
-# This module imports only the standard library at top level: the full scan runs part
-# of the walk in a helper interpreter started with -I -S that loads this file alone.
+# This module imports only the standard library and the package's stdlib-only modules at
+# top level: the full scan runs part of the walk in a helper interpreter started with -I -S,
+# which loads them without the package's __init__ (see _HELPER_BOOT).
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from ..fsutil import open_folder
+from ..statedb import db_text, from_db_text, migrate, schema_version
+
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
 
-#: bumped when the tables change; an index of another version is rebuilt empty
-SCHEMA_VERSION = 1
 #: the index's file name in the lake's state folder
 DB_NAME = "sandbox.db"
 #: an MLflow run id, as the folder name under ``users/<user>/<project>/runs/``
@@ -44,7 +46,6 @@ CHANGE_KINDS = frozenset({"created", "modified", "deleted", "moved"})
 
 _BATCH = 16384  # rows per executemany: big enough to amortise, small enough to keep memory flat
 _ID_STRIDE = 1 << 40  # the scan helper numbers its folders from here, clear of the main process's
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BUSY_MS = 600_000  # a writer waits this long for a full scan elsewhere to finish
 
 
@@ -160,42 +161,10 @@ class ReconcileStats:
 
 
 # -- text that SQLite can store ---------------------------------------------------------
-# Names that are not valid UTF-8 reach Python as lone surrogates (U+DC80..U+DCFF),
-# which SQLite's UTF-8 text cannot hold. They are stored shifted into the last
-# private-use code points (U+10FF80..U+10FFFF) and shifted back when read.
-
-_SHIFT = 0x10FF80 - 0xDC80
-
-
-def db_text(path: str) -> str:
-    """``path`` as the index stores it (names that are not UTF-8 shifted into private
-    code points), for tables kept beside the index and joined with it."""
-    return _to_db(path)
-
-
-def from_db_text(text: str) -> str:
-    """The path that :func:`db_text` gave ``text`` for."""
-    return _from_db(text)
-
-
-def _to_db(text: str) -> str:
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return "".join(chr(ord(c) + _SHIFT) if "\udc80" <= c <= "\udcff" else c for c in text)
-
-
-def _from_db(text: str) -> str:
-    if text.isascii() or max(text) < "\U0010ff80":
-        return text
-    return "".join(chr(ord(c) - _SHIFT) if c >= "\U0010ff80" else c for c in text)
 
 
 def _escaped_rows(rows: Iterable[tuple]) -> list[tuple]:
-    return [tuple(_to_db(v) if isinstance(v, str) else v for v in row) for row in rows]
+    return [tuple(db_text(v) if isinstance(v, str) else v for v in row) for row in rows]
 
 
 def _insert_many(con: sqlite3.Connection, table: str, width: int, rows: list[tuple]) -> None:
@@ -232,6 +201,30 @@ def _create_tables(con: sqlite3.Connection, suffix: str = "") -> None:
     con.execute(_OWNERS_DDL.format(name="owners" + suffix))
     con.execute(_DIRS_DDL.format(name="dirs" + suffix))
     con.execute(_FILES_DDL.format(name="files" + suffix))
+
+
+def _schema_1(con: sqlite3.Connection) -> None:
+    """Tables ``meta``, ``owners``, ``dirs`` and ``files``. An index from before schema
+    versions holds them with ``meta.schema`` 1 and is kept as it is; any other layout
+    is only an index of the disk, rebuilt empty."""
+    try:
+        found = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        found = None
+    if found is not None and int(found[0]) == 1:
+        return
+    for table in ("files", "dirs", "owners", "meta"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    _create_tables(con)
+    con.execute("CREATE INDEX dirs_parent ON dirs (parent_id)")
+    con.execute("INSERT INTO owners (id, area, user, project, run_id) VALUES (1, '', '', '', '')")
+    con.execute("INSERT INTO dirs (id, parent_id, path, owner_id) VALUES (1, NULL, '', 1)")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", 1), ("full_scans", 0), ("reconciles", 0)])
+
+
+#: the index's schema versions, oldest first (see :func:`bedrot_lab.statedb.migrate`)
+MIGRATIONS = (_schema_1,)
 
 
 # -- the walk -------------------------------------------------------------------------------
@@ -272,7 +265,7 @@ class _Walker:
         rows_append = self.rows.append
         nbytes = nfiles = 0
         try:
-            fd = os.open(prefix + rel if rel else prefix, _DIR_FLAGS)
+            fd = open_folder(prefix + rel if rel else prefix)
         except OSError:
             self.errors += 1
         else:
@@ -364,10 +357,15 @@ def _scan_worker(argv: list[str]) -> None:
                "errors": walker.errors, "units": done}, sys.stdout)
 
 
-_HELPER_BOOT = (
-    "import importlib.util as u, sys; s = u.spec_from_file_location('_bedrot_sandbox_scan', sys.argv[1]); "
-    "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); m._scan_worker(sys.argv[2:])"
-)
+# bare packages for bedrot_lab and bedrot_lab.sandbox (argv[1]: the package's folder), so that
+# the helper imports this module and the stdlib-only ones it needs without running any __init__
+_HELPER_BOOT = """
+import importlib, sys, types
+for name, folder in (("bedrot_lab", sys.argv[1]), ("bedrot_lab.sandbox", sys.argv[1] + "/sandbox")):
+    package = sys.modules[name] = types.ModuleType(name)
+    package.__path__ = [folder]
+importlib.import_module("bedrot_lab.sandbox.index")._scan_worker(sys.argv[2:])
+"""
 
 
 def _cpus() -> int:
@@ -405,12 +403,12 @@ class _Writer:
         try:
             return self.cache[rel]
         except KeyError:
-            row = self.con.execute("SELECT id, owner_id FROM dirs WHERE path = ?", (_to_db(rel),)).fetchone()
+            row = self.con.execute("SELECT id, owner_id FROM dirs WHERE path = ?", (db_text(rel),)).fetchone()
             self.cache[rel] = row
             return row
 
     def owner_id(self, rel: str) -> int:
-        key = tuple(_to_db(part) for part in _owner_key(rel))
+        key = tuple(db_text(part) for part in _owner_key(rel))
         found = self.owner_ids.get(key)
         if found is None:
             row = self.con.execute(
@@ -451,7 +449,7 @@ class _Writer:
     # files
     def put_file(self, row: tuple[int, int], name: str, record: tuple) -> None:
         """Insert or update file ``name`` of folder ``row``; record = (size, mtime, atime, ctime, is_link)."""
-        dbname = _to_db(name)
+        dbname = db_text(name)
         old = self.con.execute("SELECT size FROM files WHERE dir_id = ? AND name = ?", (row[0], dbname)).fetchone()
         self.con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (row[0], dbname, *record))
         if old is None:
@@ -462,7 +460,7 @@ class _Writer:
     def drop_file(self, row: tuple[int, int], name: str) -> bool:
         """Forget file ``name`` of folder ``row``; True if it was indexed."""
         old = self.con.execute("DELETE FROM files WHERE dir_id = ? AND name = ? RETURNING size",
-                               (row[0], _to_db(name))).fetchone()
+                               (row[0], db_text(name))).fetchone()
         if old is None:
             return False
         self.count(row, -old[0], -1)
@@ -472,7 +470,7 @@ class _Writer:
     def insert_dir(self, rel: str, parent: int | None) -> tuple[int, int]:
         owner = self.owner_id(rel)
         did = self.con.execute("INSERT INTO dirs (parent_id, path, owner_id) VALUES (?, ?, ?)",
-                               (parent, _to_db(rel), owner)).lastrowid
+                               (parent, db_text(rel), owner)).lastrowid
         self.cache[rel] = (did, owner)
         self.dirs_added += 1
         return (did, owner)
@@ -482,7 +480,7 @@ class _Writer:
         self.flush()
         if not rel:
             return self.con.execute("SELECT id, path, owner_id, bytes, files FROM dirs").fetchall()
-        db = _to_db(rel)
+        db = db_text(rel)
         return self.con.execute(
             "SELECT id, path, owner_id, bytes, files FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
             (db, db + "/", db + "0")).fetchall()
@@ -526,11 +524,11 @@ class _Writer:
         if prow is not None:
             self.drop_file(prow, name)
         rows = self._subtree(src)
-        src_db, dest_db = _to_db(src), _to_db(dest)
+        src_db, dest_db = db_text(src), db_text(dest)
         updates = []
         for did, path, owner, nbytes, nfiles in rows:
             new_path = dest_db + path[len(src_db):]
-            new_owner = self.owner_id(_from_db(new_path))
+            new_owner = self.owner_id(from_db_text(new_path))
             if new_owner != owner:
                 self.count_owner(owner, -nbytes, -nfiles)
                 self.count_owner(new_owner, nbytes, nfiles)
@@ -621,7 +619,7 @@ class _Writer:
         """Compare one folder's files and sub-folders with the disk and fix the index;
         push its sub-folders (path, row) on ``stack``."""
         try:
-            fd = os.open(self.abspath(rel), _DIR_FLAGS)
+            fd = open_folder(self.abspath(rel))
         except PermissionError:
             return
         except OSError:
@@ -645,7 +643,7 @@ class _Writer:
         finally:
             os.close(fd)
         did = row[0]
-        indexed = {_from_db(name): tuple(rest) for name, *rest in self.con.execute(
+        indexed = {from_db_text(name): tuple(rest) for name, *rest in self.con.execute(
             "SELECT name, size, mtime, atime, ctime, is_link FROM files WHERE dir_id = ?", (did,))}
         writes = []
         for name, record in disk.items():
@@ -659,15 +657,15 @@ class _Writer:
                 self.count(row, record[0] - old[0], 0)
             else:
                 continue
-            writes.append((did, _to_db(name), *record))
+            writes.append((did, db_text(name), *record))
         if writes:
             self.con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", writes)
         if indexed:
             self.con.executemany("DELETE FROM files WHERE dir_id = ? AND name = ?",
-                                 [(did, _to_db(name)) for name in indexed])
+                                 [(did, db_text(name)) for name in indexed])
             self.removed += len(indexed)
             self.count(row, -sum(old[0] for old in indexed.values()), -len(indexed))
-        children = {_from_db(path).rpartition("/")[2]: (cid, owner) for cid, path, owner in self.con.execute(
+        children = {from_db_text(path).rpartition("/")[2]: (cid, owner) for cid, path, owner in self.con.execute(
             "SELECT id, path, owner_id FROM dirs WHERE parent_id = ?", (did,))}
         for name in subdirs:
             child = f"{rel}/{name}" if rel else name
@@ -789,7 +787,8 @@ class UsageIndex:
         return con
 
     def _create(self) -> None:
-        """Create the database and its tables on first use (under a lock beside it)."""
+        """Create the database on first use, or bring an older one to the current schema
+        (under a lock beside it). Raises StateTooNew for an index of a newer bedrot-lab."""
         from ..locks import file_lock
 
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -797,30 +796,17 @@ class UsageIndex:
             con = self._connect()
             try:
                 try:
-                    version = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-                except sqlite3.OperationalError:
-                    version = None
+                    current = schema_version(con) == len(MIGRATIONS)
                 except sqlite3.DatabaseError as exc:  # not a database: it is only an index, start again
                     log.warning("%s is unreadable (%s); starting a new index", self.db_path, exc)
                     con.close()
                     for suffix in ("", "-wal", "-shm"):
                         Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
                     con = self._connect()
-                    version = None
-                if version is not None and int(version[0]) == SCHEMA_VERSION:
-                    return
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute("BEGIN IMMEDIATE")
-                for table in ("files", "dirs", "owners", "meta"):
-                    con.execute(f"DROP TABLE IF EXISTS {table}")
-                con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
-                _create_tables(con)
-                con.execute("CREATE INDEX dirs_parent ON dirs (parent_id)")
-                con.execute("INSERT INTO owners (id, area, user, project, run_id) VALUES (1, '', '', '', '')")
-                con.execute("INSERT INTO dirs (id, parent_id, path, owner_id) VALUES (1, NULL, '', 1)")
-                con.executemany("INSERT INTO meta VALUES (?, ?)",
-                                [("schema", SCHEMA_VERSION), ("full_scans", 0), ("reconciles", 0)])
-                con.execute("COMMIT")
+                    current = False
+                if not current:
+                    migrate(con, self.db_path, MIGRATIONS)
+                    con.execute("PRAGMA journal_mode=WAL")
             finally:
                 con.close()
 
@@ -958,8 +944,8 @@ class UsageIndex:
                 json.dump(units, handle)
         try:
             return subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HELPER_BOOT, __file__, str(self.root), shard, claims,
-                 str((number + 1) * _ID_STRIDE), str(number)],
+                [sys.executable, "-I", "-S", "-c", _HELPER_BOOT, str(Path(__file__).parents[1]), str(self.root),
+                 shard, claims, str((number + 1) * _ID_STRIDE), str(number)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             log.warning("full scan: cannot start a helper process (%s); walking without it", exc)
@@ -1091,7 +1077,7 @@ class UsageIndex:
         rows = self._con.execute(
             f"SELECT {columns}, SUM(bytes), SUM(files) FROM owners {where} GROUP BY {columns} "
             f"HAVING SUM(files) > 0 ORDER BY SUM(bytes) DESC, {columns}").fetchall()
-        return [{**{key: _from_db(value) for key, value in zip(keys, row)}, "bytes": row[-2], "files": row[-1]}
+        return [{**{key: from_db_text(value) for key, value in zip(keys, row)}, "bytes": row[-2], "files": row[-1]}
                 for row in rows]
 
     def total(self) -> tuple[int, int]:
@@ -1102,10 +1088,10 @@ class UsageIndex:
     def owner_totals(self, user: str, project: str | None = None) -> tuple[int, int]:
         """Bytes and files of user ``user``'s workspace, or of one of its projects."""
         sql = "SELECT SUM(bytes), SUM(files) FROM owners WHERE area = 'users' AND user = ?"
-        args = [_to_db(user)]
+        args = [db_text(user)]
         if project is not None:
             sql += " AND project = ?"
-            args.append(_to_db(project))
+            args.append(db_text(project))
         nbytes, nfiles = self._con.execute(sql, args).fetchone()
         return (nbytes or 0, nfiles or 0)
 
@@ -1124,7 +1110,7 @@ class UsageIndex:
                "FROM dirs d JOIN files f ON f.dir_id = d.id")
         where, args = [], []
         if under:
-            db = _to_db(under)
+            db = db_text(under)
             where.append("(d.path = ? OR (d.path >= ? AND d.path < ?))")
             args += [db, db + "/", db + "0"]
         if unused_before is not None:
@@ -1137,7 +1123,7 @@ class UsageIndex:
             if owner is None:
                 owner = owners[owner_id] = self._owner(owner_id)
             full = f"{path}/{name}" if path else name
-            yield FileRecord(_from_db(full), size, mtime, atime, ctime, bool(is_link), owner)
+            yield FileRecord(from_db_text(full), size, mtime, atime, ctime, bool(is_link), owner)
 
     def changed_files(self, stamps_db: Path, *, max_size: int | None = None) -> Iterator[FileRecord]:
         """The regular, non-empty files (up to ``max_size`` bytes) whose size, mtime or
@@ -1165,7 +1151,7 @@ class UsageIndex:
                 if owner is None:
                     owner = owners[owner_id] = self._owner(owner_id)
                 full_path = f"{path}/{name}" if path else name
-                yield FileRecord(_from_db(full_path), size, mtime, atime, ctime, False, owner)
+                yield FileRecord(from_db_text(full_path), size, mtime, atime, ctime, False, owner)
         finally:
             con.close()
 
@@ -1179,7 +1165,7 @@ class UsageIndex:
         row = self._con.execute(
             "SELECT f.size, f.mtime, f.atime, f.ctime, f.is_link, d.owner_id FROM dirs d "
             "JOIN files f ON f.dir_id = d.id WHERE d.path = ? AND f.name = ?",
-            (_to_db(parent), _to_db(name))).fetchone()
+            (db_text(parent), db_text(name))).fetchone()
         if row is None:
             return None
         return FileRecord(path.strip("/"), *row[:4], bool(row[4]), self._owner(row[5]))
@@ -1188,13 +1174,13 @@ class UsageIndex:
         """Every indexed folder at or below ``under`` (relative paths; ``""`` is the root)."""
         under = under.strip("/")
         if under:
-            db = _to_db(under)
+            db = db_text(under)
             rows = self._con.execute("SELECT path FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
                                      (db, db + "/", db + "0"))
         else:
             rows = self._con.execute("SELECT path FROM dirs")
         for (path,) in rows:
-            yield _from_db(path)
+            yield from_db_text(path)
 
     def folder_count(self) -> int:
         """How many folders the index holds, the root included."""
@@ -1216,7 +1202,8 @@ class UsageIndex:
     def _owner(self, owner_id: int) -> Owner:
         area, user, project, run_id = self._con.execute(
             "SELECT area, user, project, run_id FROM owners WHERE id = ?", (owner_id,)).fetchone()
-        return Owner(_from_db(area), _from_db(user) or None, _from_db(project) or None, _from_db(run_id) or None)
+        return Owner(from_db_text(area), from_db_text(user) or None, from_db_text(project) or None,
+                     from_db_text(run_id) or None)
 
 
 def _create_shard(path: str) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..config import ConfigError
+from ..fsutil import open_nofollow
 from ..secrets import DETECTORS, is_secret_name
-from .index import db_text, from_db_text
+from ..statedb import db_text, from_db_text, migrate
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -586,10 +587,6 @@ def _json_cookies(text: str) -> int | None:
     return text.find('"domain"')
 
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_NOATIME = getattr(os, "O_NOATIME", 0)
-
-
 def scan_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_SECRET_MAX_BYTES) -> list[SecretFinding]:
     """The credentials in file ``path``: regular files only (links are not followed,
     FIFOs and devices not opened), up to ``max_bytes``, text only (a NUL byte in
@@ -599,10 +596,7 @@ def scan_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_SECRET_MAX_
     file would refresh its atime and so hide it from the stale rules.
     """
     try:
-        try:
-            fd = os.open(path, _OPEN_FLAGS | _NOATIME)
-        except PermissionError:  # O_NOATIME needs the file's owner
-            fd = os.open(path, _OPEN_FLAGS)
+        fd = open_nofollow(path)
     except OSError:
         return []
     try:
@@ -626,10 +620,22 @@ def scan_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_SECRET_MAX_
     return find_secrets(data.decode("utf-8", "replace"), os.path.basename(os.fspath(path)))
 
 
+def _scan_cache_1(con: sqlite3.Connection) -> None:
+    """Table ``stamps`` (kept as it is where a cache from before schema versions has it);
+    the first layout, ``scans``, keyed by bytes, is dropped."""
+    con.execute("DROP TABLE IF EXISTS scans")
+    con.execute("""CREATE TABLE IF NOT EXISTS stamps (path TEXT PRIMARY KEY, size INTEGER,
+        mtime REAL, ctime REAL, findings TEXT NOT NULL) WITHOUT ROWID""")
+
+
+#: the secret-scan cache's schema versions, oldest first (see :func:`bedrot_lab.statedb.migrate`)
+SCAN_CACHE_MIGRATIONS = (_scan_cache_1,)
+
+
 class SecretScanCache:
     """What :func:`scan_file` found in each file, stamped with the size, mtime and
     ctime the index gave, so that an unchanged file is not read again. Paths are
-    kept as the index stores them (:func:`~bedrot_lab.sandbox.index.db_text`), so
+    kept as the index stores them (:func:`~bedrot_lab.statedb.db_text`), so
     the index can find the changed files itself (:meth:`UsageIndex.changed_files`)."""
 
     def __init__(self, path: Path):
@@ -637,10 +643,12 @@ class SecretScanCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, isolation_level=None, timeout=60)
         self._con.execute("PRAGMA busy_timeout=60000")
+        try:
+            migrate(self._con, self.path, SCAN_CACHE_MIGRATIONS)
+        except BaseException:
+            self._con.close()
+            raise
         self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("DROP TABLE IF EXISTS scans")  # the first layout, keyed by bytes
-        self._con.execute("""CREATE TABLE IF NOT EXISTS stamps (path TEXT PRIMARY KEY, size INTEGER,
-            mtime REAL, ctime REAL, findings TEXT NOT NULL) WITHOUT ROWID""")
         self._pending: list[tuple[Any, ...]] = []
 
     def put(self, record: FileRecord, findings: list[SecretFinding]) -> None:
@@ -954,8 +962,10 @@ def evaluate(rules: Iterable[Rule], index: UsageIndex, now: float | None = None)
         try:
             found = list(rule.evaluate(index, now))
         except Exception as exc:
-            log.warning("sandbox rule %r failed: %s: %s", rule.name, type(exc).__name__, exc, exc_info=True)
-            failed[rule.name] = f"{type(exc).__name__}: {exc}"
+            from ..plugins import describe
+
+            failed[rule.name] = describe(exc)
+            log.warning("sandbox rule %r failed: %s", rule.name, failed[rule.name], exc_info=True)
             continue
         for violation in found:
             if not isinstance(violation, Violation) or not owns(rule.name, violation.rule):

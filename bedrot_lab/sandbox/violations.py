@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from ..plugins import call_each, log_failure
+from ..statedb import db_text, from_db_text, migrate
 from .rules import SEVERITIES, Rule, Violation, all_rules, evaluate, owns, rules_of
 
 if TYPE_CHECKING:
@@ -40,9 +41,20 @@ CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, rule TEXT NOT NULL,
     subject TEXT NOT NULL, severity TEXT NOT NULL, measured NUMERIC, limit_value NUMERIC,
     detail TEXT NOT NULL, path TEXT, line INTEGER, first_seen REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS history_subject ON history (subject, id);
+CREATE INDEX IF NOT EXISTS history_subject ON history (subject, id)
 """
 _COLUMNS = "rule, subject, severity, measured, limit_value, detail, path, line"
+
+
+def _schema_1(con: sqlite3.Connection) -> None:
+    """Tables ``violations`` and ``history``, kept as they are where a store from before
+    schema versions has them."""
+    for statement in _SCHEMA.split(";"):
+        con.execute(statement)
+
+
+#: the store's schema versions, oldest first (see :func:`bedrot_lab.statedb.migrate`)
+MIGRATIONS = (_schema_1,)
 
 
 def step(violation: Violation) -> int:
@@ -130,7 +142,11 @@ class ViolationStore:
         self._lock = threading.Lock()
         self._con = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60)
         self._con.execute("PRAGMA busy_timeout=60000")
-        self._create()
+        try:
+            self._create()
+        except BaseException:
+            self._con.close()
+            raise
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ViolationStore:
@@ -149,9 +165,9 @@ class ViolationStore:
         from ..locks import file_lock
 
         with file_lock(self.db_path.with_name(self.db_path.name + ".lock")):
+            migrate(self._con, self.db_path, MIGRATIONS)
             if self._con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.executescript(_SCHEMA)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -190,7 +206,7 @@ class ViolationStore:
         transitions: list[Transition] = []
         resolved: list[Transition] = []
         with self._write() as con:
-            open_rows = {(_from_db(row[0]), _from_db(row[1])): row for row in con.execute(
+            open_rows = {(from_db_text(row[0]), from_db_text(row[1])): row for row in con.execute(
                 f"SELECT {_COLUMNS}, first_seen, alerted_rank, alerted_step FROM violations WHERE status = 'open'")}
             inserts, updates, closes, history = [], [], [], []
             for key, violation in latest.items():
@@ -240,7 +256,7 @@ class ViolationStore:
 
     def get(self, rule: str, subject: str) -> StoredViolation | None:
         """The stored violation (rule, subject), open or resolved, or None."""
-        found = self._stored("rule = ? AND subject = ?", (_to_db(rule), _to_db(subject)))
+        found = self._stored("rule = ? AND subject = ?", (db_text(rule), db_text(subject)))
         return found[0] if found else None
 
     def history(self, subject: str | None = None, rule: str | None = None,
@@ -250,7 +266,7 @@ class ViolationStore:
         where, args = [], []
         if subject is not None:
             where.append("subject = ?")
-            args.append(_to_db(subject))
+            args.append(db_text(subject))
         if rule is not None:
             where.append("(rule = ? OR substr(rule, 1, ?) = ?)")
             args += [rule, len(rule) + 1, rule + "."]
@@ -274,33 +290,15 @@ class ViolationStore:
         return stored
 
 
-# File names that are not valid UTF-8 reach Python as lone surrogates (U+DC80..U+DCFF),
-# which SQLite's text cannot hold: they are stored shifted into the last private-use code
-# points, as the usage index stores them.
-_SHIFT = 0x10FF80 - 0xDC80
-
-
-def _to_db(text: str | None) -> str | None:
-    if text is None or text.isascii():
-        return text
-    return "".join(chr(ord(c) + _SHIFT) if "\udc80" <= c <= "\udcff" else c for c in text)
-
-
-def _from_db(text: str | None) -> str | None:
-    if text is None or text.isascii():
-        return text
-    return "".join(chr(ord(c) - _SHIFT) if c >= "\U0010ff80" else c for c in text)
-
-
 def _values(violation: Violation) -> tuple[Any, ...]:
-    return (_to_db(violation.rule), _to_db(violation.subject), violation.severity, violation.measured,
-            violation.limit, _to_db(violation.detail), _to_db(violation.path), violation.line)
+    return (db_text(violation.rule), db_text(violation.subject), violation.severity, violation.measured,
+            violation.limit, db_text(violation.detail), db_text(violation.path), violation.line)
 
 
 def _violation(row: tuple[Any, ...]) -> Violation:
     rule, subject, severity, measured, limit, detail, path, line = row[:8]
-    return Violation(_from_db(rule), _from_db(subject), measured, limit, severity, _from_db(detail),
-                     _from_db(path), line)
+    return Violation(from_db_text(rule), from_db_text(subject), measured, limit, severity, from_db_text(detail),
+                     from_db_text(path), line)
 
 
 # -- telling the hooks, and the whole check --------------------------------------------------
