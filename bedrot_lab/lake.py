@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 import re
 import sys
 import threading
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import BedrotLabError
+from .fsutil import atomic_write, file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +32,8 @@ COLUMN_TYPES = {
     "datetime": "ISO date and time",
 }
 TIMESTAMP_FORMATS = ("%Y-%m-%d", "%Y-%m", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
+#: the layout of a digest cache (see :func:`cached_sha256`); a cache without a version is version 1
+DIGESTS_VERSION = 1
 T = TypeVar("T")
 
 
@@ -481,33 +482,39 @@ def _arrow_type_fits(arrow_type: Any, kind: str) -> bool:
 
 def cached_sha256(path: Path, cache_file: Path) -> str:
     """sha256 of ``path``, remembered in ``cache_file`` (JSON) by path, size, mtime and
-    inode, so a large input is hashed once, not at every run that reads it."""
+    inode, so a large input is hashed once, not at every run that reads it.
+
+    The cache holds ``"version"`` (:data:`DIGESTS_VERSION`) and an entry per absolute
+    path. One written by a newer bedrot-lab is neither used nor overwritten.
+    """
     stat = path.stat()
     stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
     key = str(path.resolve())
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    entry = cache.get(key)
+    cache = _read_digests(cache_file)
+    entry = cache.get(key) if cache is not None else None
     if isinstance(entry, dict) and entry.get("stamp") == stamp:
         return str(entry["sha256"])
     digest = file_sha256(path)
-    cache[key] = {"stamp": stamp, "sha256": digest}
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(cache))
-        os.replace(temporary, cache_file)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    if cache is not None:
+        cache[key] = {"stamp": stamp, "sha256": digest}
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache_file, json.dumps({"version": DIGESTS_VERSION, **cache}).encode())
+        except OSError:
+            pass  # a cache that cannot be written only costs time
     return digest
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def _read_digests(cache_file: Path) -> dict[str, Any] | None:
+    """The entries of digest cache ``cache_file`` ({} when it is missing or unreadable),
+    or None when a newer bedrot-lab wrote it."""
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cache, dict):
+        return {}
+    version = cache.pop("version", 1)
+    if not isinstance(version, int):
+        return {}
+    return cache if version <= DIGESTS_VERSION else None

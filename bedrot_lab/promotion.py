@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .errors import BedrotLabError
+from .fsutil import atomic_write, copy_and_hash, fsync_folder
 from .locks import LockBusy, owned_lock
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 CANDIDATE, CURATED = "candidate", "curated"
 LINEAGE_DIR = "_lineage"
-CHUNK = 1 << 20  # 1 MiB: read, hash and write while the chunk is still in the CPU cache
 
 
 class PromotionError(BedrotLabError):
@@ -197,7 +196,7 @@ def _append_lineage(lab: Lab, curated_path: str, entry: dict[str, Any]) -> None:
         return  # already recorded (a recovery after the lineage was written)
     path = lineage_file(lab, curated_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps({"curated_path": curated_path, "history": [*history, entry]}, indent=2).encode())
+    atomic_write(path, json.dumps({"curated_path": curated_path, "history": [*history, entry]}, indent=2).encode())
 
 
 def current_promotions(lab: Lab, name: str | None = None) -> list[dict[str, Any]]:
@@ -311,7 +310,7 @@ def _promote_locked(lab: Lab, chosen: Any, curated_path: str, *, dry_run: bool =
     temporary = target.with_name(f".{target.name}.promote-{os.getpid()}.tmp")
     new_folders = [] if dry_run else _make_folders(target.parent)
     try:
-        digest, size = _copy_and_hash(origin, None if dry_run else temporary)
+        digest, size = copy_and_hash(origin, None if dry_run else temporary)
         problems = []
         if digest != tags.get("sha256"):
             problems.append(f"digest mismatch: the bytes hash to {digest}, the version says {tags.get('sha256')}")
@@ -330,7 +329,7 @@ def _promote_locked(lab: Lab, chosen: Any, curated_path: str, *, dry_run: bool =
         _checkpoint("archived")
         _write_journal(lab, curated_path, {"entry": entry, "temporary": str(temporary)})
         os.replace(temporary, target)
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
         _checkpoint("replaced")
         _finish(lab, curated_path, target, entry)
     finally:
@@ -381,29 +380,6 @@ def _make_folders(folder: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def _copy_and_hash(source: Path, destination: Path | None) -> tuple[str, int]:
-    """sha256 and size of ``source``, copied to ``destination`` (fsynced) in the same pass."""
-    digest = hashlib.sha256()
-    size = 0
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    with open(source, "rb", buffering=0) as reader:
-        writer = open(destination, "wb", buffering=0) if destination else None
-        try:
-            while count := reader.readinto(buffer):
-                chunk = view[:count]
-                digest.update(chunk)
-                if writer:
-                    writer.write(chunk)
-                size += count
-            if writer:
-                os.fsync(writer.fileno())
-        finally:
-            if writer:
-                writer.close()
-    return digest.hexdigest(), size
-
-
 def _validate(lab: Lab, name: str, version: Any, path: Path, curated_path: str) -> list[str]:
     from .contracts import DataView, contract_for
 
@@ -451,7 +427,7 @@ def _file_state(target: Path, current: dict[str, Any] | None) -> str | None:
     stat = target.stat()
     if current and current.get("stat") == [stat.st_size, stat.st_mtime_ns, stat.st_ino]:
         return current["sha256"]
-    return _copy_and_hash(target, None)[0]
+    return copy_and_hash(target, None)[0]
 
 
 def _archive(lab: Lab, target: Path, curated_path: str, current: dict[str, Any] | None,
@@ -467,12 +443,12 @@ def _archive(lab: Lab, target: Path, curated_path: str, current: dict[str, Any] 
         os.link(target, archived)
     except OSError:  # another file system: a verified copy
         temporary = archived.with_name(f".{archived.name}.tmp")
-        copied, _ = _copy_and_hash(target, temporary)
+        copied, _ = copy_and_hash(target, temporary)
         if copied != on_disk:
             temporary.unlink()
             raise PromotionError(f"archiving {target} failed: the copy does not match") from None
         os.replace(temporary, archived)
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return {"version": current["version"] if known else None, "sha256": on_disk,
             "archived_to": str(archived.relative_to(lab.settings.root))}
 
@@ -498,7 +474,7 @@ def _recover(lab: Lab, curated_path: str) -> str:
     entry = pending["entry"]
     target = curated_target(lab, curated_path)
     Path(pending["temporary"]).unlink(missing_ok=True)
-    if target.exists() and _copy_and_hash(target, None)[0] == entry["sha256"]:
+    if target.exists() and copy_and_hash(target, None)[0] == entry["sha256"]:
         _finish(lab, curated_path, target, entry)
         return f"finished the interrupted promotion of {entry['model']} v{entry['version']}"
     journal.unlink()
@@ -512,25 +488,7 @@ def _journal(lab: Lab, curated_path: str) -> Path:
 def _write_journal(lab: Lab, curated_path: str, data: dict[str, Any]) -> None:
     path = _journal(lab, curated_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(data).encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    atomic_write(path, json.dumps(data).encode())
 
 
 def _slug(curated_path: str) -> str:

@@ -1,7 +1,7 @@
 """The lake's own SQLite files: schema versions and their migrations, and text any file name can be stored as."""
 
-# Standard library only: the usage index's scan helper (an interpreter started with -I -S)
-# imports this module without the rest of the package.
+# The standard library and bedrot_lab.errors only: the usage index's scan helper (an
+# interpreter started with -I -S) imports this module without the rest of the package.
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import overload
 
+from .errors import BedrotLabError
+
 #: one step of a schema: takes a database from version n to n + 1, inside the caller's transaction
 Migration = Callable[[sqlite3.Connection], None]
 
 
-class StateTooNew(Exception):
+class StateTooNew(BedrotLabError):
     """A state database written by a newer bedrot-lab than this one; the message names the file."""
 
 

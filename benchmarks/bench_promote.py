@@ -35,7 +35,7 @@ process 2-4 s, the same copy right after 1.5 s).
 Targets: ratio = median(promote) / median(cp + sha256sum) <= 1.0; the promoting
 process's memory stays flat (peak growth during promote() <= 64 MB, whatever the size).
 
-``--variants`` then times copies of ``promotion._copy_and_hash`` and changed
+``--variants`` then times copies of ``promotion.copy_and_hash`` and changed
 versions of it (chunk sizes, no fsync, posix_fadvise, a writer thread, a reader
 thread with early writeback, ``os.copy_file_range`` with hashing in parallel) on
 the same file under the same conditions, interleaved with the peer, to show what
@@ -223,7 +223,7 @@ def child_promote(lake: Path, version: str, settle: Callable[[], None], candidat
                 steps.setdefault(label, []).append(time.perf_counter() - begun)
         return wrapper
 
-    for name in ("_version", "_recover", "_file_state", "_source_file", "_copy_and_hash", "_validate",
+    for name in ("_version", "_recover", "_file_state", "_source_file", "copy_and_hash", "_validate",
                  "_lineage_entry", "_archive", "_write_journal", "_finish"):
         setattr(promotion, name, timed(name, getattr(promotion, name)))
     os.fsync = timed("os.fsync", os.fsync)  # the data file's, the folders', the journal's and lineage's
@@ -244,7 +244,7 @@ def child_promote(lake: Path, version: str, settle: Callable[[], None], candidat
         growth = maxrss_mb() - before
     fsyncs = sorted(steps.get("os.fsync", []), reverse=True)
     breakdown = {label: sum(values) for label, values in steps.items() if label != "os.fsync"}
-    breakdown["fsync of the data file (in _copy_and_hash)"] = fsyncs[0] if fsyncs else 0.0
+    breakdown["fsync of the data file (in copy_and_hash)"] = fsyncs[0] if fsyncs else 0.0
     breakdown[f"other fsyncs ({max(0, len(fsyncs) - 1)}: folders, journal, lineage)"] = sum(fsyncs[1:])
     return {"seconds": seconds, "startup_seconds": startup, "settle_seconds": settling, "status": result.status, "sha256": result.sha256,
             "version": result.version, "maxrss_before_mb": before, "maxrss_mb": maxrss_mb(),
@@ -361,8 +361,8 @@ def free_bytes(folder: Path) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-# -- variants of _copy_and_hash ---------------------------------------------------------
-# Copies of bedrot_lab.promotion._copy_and_hash and changed versions of it, timed
+# -- variants of copy_and_hash ---------------------------------------------------------
+# Copies of bedrot_lab.promotion.copy_and_hash and changed versions of it, timed
 # on the same file in the same conditions; nothing in bedrot_lab is changed.
 
 CHUNK = 8 << 20
@@ -375,7 +375,7 @@ SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE = 1, 2
 
 def current(source: Path, destination: Path, chunk: int = CHUNK, fsync: bool = True,
             fadvise: tuple[int, ...] = ()) -> tuple[str, int]:
-    """bedrot_lab.promotion._copy_and_hash as it is (optionally another chunk size, no fsync, fadvise)."""
+    """bedrot_lab.promotion.copy_and_hash as it is (optionally another chunk size, no fsync, fadvise)."""
     digest = hashlib.sha256()
     size = 0
     buffer = bytearray(chunk)
@@ -530,21 +530,21 @@ VARIANTS: dict[str, Callable[[Path, Path], tuple[str, int]]] = {
 
 
 def _patched_copy(replacement: Callable[[Path, Path], tuple[str, int]]) -> Callable[[Any], None]:
-    """A change of promotion._copy_and_hash: ``replacement`` when there is a destination."""
+    """A change of promotion.copy_and_hash: ``replacement`` when there is a destination."""
     def patch(promotion: Any) -> None:
-        original = promotion._copy_and_hash
+        original = promotion.copy_and_hash
 
         def copy_and_hash(source: Path, destination: Path | None) -> tuple[str, int]:
             if destination is None:
                 return original(source, None)
             return replacement(Path(source), Path(destination))
-        promotion._copy_and_hash = copy_and_hash
+        promotion.copy_and_hash = copy_and_hash
     return patch
 
 
 #: changes tried end to end in the promoting child (``--candidate``), bedrot_lab untouched
 CANDIDATES: dict[str, Callable[[Any], None]] = {
-    "chunk-1mib": lambda promotion: setattr(promotion, "CHUNK", 1 << 20),
+    "chunk-1mib": lambda promotion: setattr(sys.modules["bedrot_lab.fsutil"], "CHUNK", 1 << 20),
     "two-threads-1mib": _patched_copy(lambda s, d: threaded(s, d, chunk=1 << 20, buffers=8)),
     "copy-file-range": _patched_copy(kernel_copy),
 }
@@ -665,7 +665,7 @@ def summarise(samples: dict[str, Any], size: int, args: argparse.Namespace) -> d
         "peak_growth_during_promote_mb": round(growth, 1),
         "memory_target_mb": MEMORY_TARGET_MB,
         "candidates": {name: {"promote": med([p["seconds"] for p in values]),
-                              "copy_and_hash": med([p["steps"]["_copy_and_hash"] for p in values]),
+                              "copy_and_hash": med([p["steps"]["copy_and_hash"] for p in values]),
                               "ratio": round(statistics.median(p["seconds"] for p in values) / both, 3),
                               "peak_growth_during_promote_mb": round(max(p["growth_mb"] for p in values), 1)}
                        for name, values in samples["candidates"].items()},
@@ -685,7 +685,7 @@ def report(result: dict[str, Any]) -> None:
             ("bedrot-lab promote CLI, already current", s["cli_promote_already_current"])]
     for label, value in rows:
         print(f"{label:44} {value:9.3f}")
-    print("where promote() spends its time (median s; _copy_and_hash includes the data file's fsync):")
+    print("where promote() spends its time (median s; copy_and_hash includes the data file's fsync):")
     for label, value in result["promote_steps_seconds"].items():
         print(f"  {value:8.3f}  {label}")
     print(f"ratio = promote / (cp + sha256sum) = {result['ratio']:.2f} (target <= {result['target']:.1f}); "
@@ -701,7 +701,7 @@ def report(result: dict[str, Any]) -> None:
                   f"{row['peak_growth_during_promote_mb']:10.1f}")
     if "variants" in result:
         v = result["variants"]
-        print(f"\ncopies of _copy_and_hash, same file and conditions, interleaved with the peer "
+        print(f"\ncopies of copy_and_hash, same file and conditions, interleaved with the peer "
               f"(cp + sha256sum median {v['peer_seconds']:.3f} s):")
         print(f"{'':36} {'seconds':>9} {'ratio':>7}")
         for name, seconds in v["seconds"].items():
@@ -716,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop-caches", action="store_true",
                         help="drop the page cache before every timed step (root), instead of warming the source")
     parser.add_argument("--variants", action="store_true",
-                        help="then time changed copies of _copy_and_hash against the peer")
+                        help="then time changed copies of copy_and_hash against the peer")
     parser.add_argument("--keep", action="store_true", help="keep the temporary lake and print where it is")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the temporary lake goes (default: the temp folder)")

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bedrot_lab.config import settings_from
+from bedrot_lab.fsutil import CHUNK
 from bedrot_lab.sandbox import cleanup
 from bedrot_lab.sandbox.cleanup import (
     CHANGED,
@@ -221,7 +222,7 @@ def test_plan_scoped_to_a_user_and_with_older_than(lake: Lake):
 
 
 def test_apply_archives_into_dated_folders_with_a_manifest(lake: Lake):
-    big = os.urandom(2 * cleanup.CHUNK + 12345)
+    big = os.urandom(2 * CHUNK + 12345)
     lake.write("users/ana/p/report.csv", b"report v1", days=150)
     lake.write("users/ana/p/sub/big.bin", big, days=150)
     lake.write("users/ana/p/fresh.csv", days=2)
@@ -270,7 +271,7 @@ def test_apply_archives_into_dated_folders_with_a_manifest(lake: Lake):
 
 def test_clean_then_restore_gives_back_identical_files_and_times(lake: Lake):
     lake.write("users/ana/p/a.csv", b"alpha", days=150)
-    lake.write("users/ana/p/deep/er/b.bin", os.urandom(cleanup.CHUNK + 1), days=200)
+    lake.write("users/ana/p/deep/er/b.bin", os.urandom(CHUNK + 1), days=200)
     private = lake.write("users/bob/q/private.txt", b"mine", days=120)
     private.chmod(0o600)
     lake.write("analysis/cache/x.bin", b"cached", days=20)
@@ -583,7 +584,7 @@ def test_one_clean_at_a_time(lake: Lake):
 def test_across_file_systems_a_verified_copy_replaces_the_move(lake: Lake, monkeypatch):
     monkeypatch.setattr(cleanup, "_cross_device", lambda device, folder: True)
     lake.write("users/ana/p/a.csv", b"alpha", days=150)
-    lake.write("users/ana/p/b.bin", os.urandom(cleanup.CHUNK * 2 + 7), days=160)
+    lake.write("users/ana/p/b.bin", os.urandom(CHUNK * 2 + 7), days=160)
     before = disk(lake.box)
     inodes = {rel: (lake.box / rel).stat().st_ino for rel in before}
     result = lake.clean()
@@ -632,7 +633,7 @@ def test_a_rename_that_fails_across_devices_falls_back_to_the_copy(lake: Lake, m
 def test_a_file_written_while_it_is_moved_stays(lake: Lake, monkeypatch, cross_device, reason):
     monkeypatch.setattr(cleanup, "_cross_device", lambda device, folder: cross_device)
     victim = lake.write("users/ana/p/busy.csv", b"first part", days=150)
-    real_copy = cleanup._copy_and_hash
+    real_copy = cleanup.copy_and_hash_fd
 
     def copy_then_write(source, target=None):
         digest = real_copy(source, target)
@@ -641,7 +642,7 @@ def test_a_file_written_while_it_is_moved_stays(lake: Lake, monkeypatch, cross_d
                 handle.write(b", second part")
         return digest
 
-    monkeypatch.setattr(cleanup, "_copy_and_hash", copy_then_write)
+    monkeypatch.setattr(cleanup, "copy_and_hash_fd", copy_then_write)
     result = lake.clean()
     assert result.skipped == [Skipped("users/ana/p/busy.csv", reason)]
     assert (result.archived, result.manifest) == ([], None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bedrot_lab.sandbox import index as index_module
 from bedrot_lab.sandbox.index import USAGE_KEYS, Change, Owner, UsageIndex, owner_of
 from bedrot_lab.sandbox.watcher import (
     SandboxWatcher,
@@ -178,6 +179,20 @@ def test_full_scan_totals_equal_a_hand_count(tmp_path, sandbox, workers, caplog)
     assert index.total() == hand_count(sandbox)["total"]
     assert index.reconcile().changed == 0
     index.close()
+
+
+def test_the_scan_helper_walks_with_the_package_modules_it_needs_and_no_others(tmp_path, sandbox):
+    # a helper that cannot start is only a warning and a slower scan, so prove it starts:
+    # python -I -S, as UsageIndex starts it, importing no module that needs site-packages
+    index = UsageIndex(tmp_path / "state" / "sandbox.db", sandbox, workers=1)
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    shard = str(tmp_path / "helper.db")
+    index_module._create_shard(shard)
+    report = index._finish_helper(index._start_helper(shard, str(claims), [[("", None, 0, ("", "", "", ""))]], 0))
+    index.close()
+    assert report is not None
+    assert (report["bytes"], report["files"]) == hand_count(sandbox)["total"] and report["units"] == [0]
 
 
 def test_usage_shapes_and_run_bytes(index, sandbox):

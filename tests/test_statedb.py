@@ -1,9 +1,11 @@
-"""The lake's own SQLite state: schema versions and migrations (bedrot_lab.statedb), the
-usage index, the violations store and the secret-scan cache as today's code wrote them
-adopted without losing a row, a newer database refused, and surrogate-safe text."""
+"""The lake's own state: schema versions and migrations (bedrot_lab.statedb); the usage
+index, the violations store, the secret-scan cache and the digest cache as today's code
+wrote them adopted without losing a row, a newer one refused or left alone; surrogate-safe text."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bedrot_lab.lake import DIGESTS_VERSION, cached_sha256
 from bedrot_lab.sandbox.index import UsageIndex
 from bedrot_lab.sandbox.rules import SecretFinding, SecretScanCache, Violation
 from bedrot_lab.sandbox.violations import ViolationStore
@@ -21,6 +24,7 @@ from bedrot_lab.statedb import (
     migrate,
     schema_version,
 )
+from tests.conftest import bedrot
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -290,3 +294,50 @@ def test_every_store_refuses_a_database_of_a_newer_bedrot_lab(tmp_path: Path, op
     con = connect(path)
     assert con.execute("SELECT x FROM from_the_future").fetchall() == [(1,)] and schema_version(con) == 2
     con.close()
+
+
+def test_the_command_line_says_so_in_one_line_and_exits_1(bedrot_lake: Path, cli_env: dict[str, str]):
+    (bedrot_lake / "sandbox" / "users" / "ana").mkdir(parents=True, exist_ok=True)
+    path = bedrot_lake / ".bedrot-lab" / "sandbox.db"
+    path.parent.mkdir(exist_ok=True)
+    connect(path).execute("PRAGMA user_version = 3").connection.close()
+    done = bedrot("sandbox", "usage", env=cli_env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        (f"Error: {path} was written by a newer bedrot-lab (schema version 3; this one knows up to 1): "
+         "upgrade bedrot-lab to use it")]
+
+
+# -- the digest cache (digests.json) ------------------------------------------------------------
+
+
+def stamp_of(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def test_a_digest_cache_from_before_versions_is_trusted_and_kept(tmp_path: Path):
+    data, other = tmp_path / "statement.csv", tmp_path / "other.csv"
+    data.write_bytes(b"a,b\n1,2\n")
+    cache = tmp_path / "state" / "digests.json"
+    cache.parent.mkdir()
+    before = {str(data.resolve()): {"stamp": stamp_of(data), "sha256": "remembered"},
+              str(other): {"stamp": [1, 2, 3], "sha256": "other"}}
+    cache.write_text(json.dumps(before))  # as today's code writes it: no version
+    assert cached_sha256(data, cache) == "remembered"  # not hashed again
+    data.write_bytes(b"a,b\n1,3\n")
+    assert cached_sha256(data, cache) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
+    after = json.loads(cache.read_text())
+    assert after["version"] == DIGESTS_VERSION == 1
+    assert after[str(other)] == before[str(other)]
+    assert after[str(data.resolve())]["stamp"] == stamp_of(data)
+
+
+def test_a_digest_cache_of_a_newer_bedrot_lab_is_left_alone(tmp_path: Path):
+    data = tmp_path / "statement.csv"
+    data.write_bytes(b"x")
+    cache = tmp_path / "digests.json"
+    newer = json.dumps({"version": DIGESTS_VERSION + 1, "entries": {str(data.resolve()): "a new layout"}})
+    cache.write_text(newer)
+    assert cached_sha256(data, cache) == hashlib.sha256(b"x").hexdigest()
+    assert cache.read_text() == newer

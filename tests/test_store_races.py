@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 
 from bedrot_lab.cli import user_error
 from bedrot_lab.config import default_tracking_uri
+from bedrot_lab.fsutil import file_sha256
 from bedrot_lab.lab import Lab
-from bedrot_lab.lake import file_sha256
 from bedrot_lab.testing import run_experiment
 from bedrot_lab.tracking import StoreBusy, retry_store
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BedrotLabError
+from ..fsutil import (
+    copy_and_hash_fd,
+    fsync_folder,
+    open_folder,
+    open_nofollow,
+    write_all,
+)
 from ..locks import LockBusy, owned_lock
 from .index import Change, owner_of
 from .rules import ACTIONS, Pins, SandboxRules, SecretsRule
@@ -36,17 +42,12 @@ ARCHIVE_AREA = "sandbox"
 #: the manifests of a day's cleans, in that day's folder
 MANIFESTS_DIR = "_manifests"
 LOCK_NAME = "sandbox-clean.lock"
-CHUNK = 1 << 20
 
 LINK = "a link; links are never followed or moved"
 CHANGED = "changed since the plan (size or mtime)"
 EXISTS = "exists in the sandbox; move it away first"
 CREDENTIAL = ("holds a credential (bedrot-lab sandbox check shows where); archiving would only hide it: "
               "remove the credential by hand")
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO must not hang us
-_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 class CleanupError(BedrotLabError):
@@ -325,7 +326,7 @@ class _Cleaner:
         return entry
 
     def _delete(self, item: CleanItem, folder: int, name: str, fd: int, before: os.stat_result) -> dict[str, Any]:
-        digest = _copy_and_hash(fd)[0]
+        digest = copy_and_hash_fd(fd)[0]
         if _changed(os.fstat(fd), before) or _changed(os.stat(name, dir_fd=folder, follow_symlinks=False), before):
             raise _Refused("changed while being read; left in place")
         self.manifest.open()
@@ -361,7 +362,7 @@ class _Manifest:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
                               | os.O_CLOEXEC, 0o644)
             self._write(self.header)
-            _fsync_folder(self.path.parent)
+            fsync_folder(self.path.parent)
         except OSError as exc:
             raise CleanupError(f"cannot write the manifest {self.path}: {exc}") from None
 
@@ -376,7 +377,7 @@ class _Manifest:
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self.fd is not None
-        _write_all(self.fd, (json.dumps(record) + "\n").encode())
+        write_all(self.fd, (json.dumps(record) + "\n").encode())
         os.fsync(self.fd)
 
     def close(self) -> Path | None:
@@ -492,7 +493,7 @@ def _restore_one(entry: dict[str, Any], sandbox: str, archive: str) -> None:
         except FileNotFoundError:
             raise _gone(sandbox, parts, digest) from None
         try:
-            if before.st_size != size or _copy_and_hash(fd)[0] != digest:
+            if before.st_size != size or copy_and_hash_fd(fd)[0] != digest:
                 raise _Refused("the archived file does not match the manifest (size or sha256); left in the archive")
             target = _open_folder(sandbox, parts[:-1], create=True)
             try:
@@ -517,7 +518,7 @@ def _gone(sandbox: str, parts: list[str], digest: str) -> _Refused:
         finally:
             os.close(folder)
         try:
-            same = _copy_and_hash(fd)[0] == digest
+            same = copy_and_hash_fd(fd)[0] == digest
         finally:
             os.close(fd)
     except (OSError, _Refused):
@@ -549,7 +550,7 @@ def _move(source: int, name: str, fd: int, before: os.stat_result, target: int, 
     times = times or (before.st_atime_ns, before.st_mtime_ns)
     mode = stat_module.S_IMODE(before.st_mode) if mode is None else mode
     if not _cross_device(before.st_dev, target):
-        digest = _copy_and_hash(fd)[0]
+        digest = copy_and_hash_fd(fd)[0]
         if _changed(os.fstat(fd), before):
             raise _Refused("changed while being read; left in place")
         if expect is not None and digest != expect:
@@ -573,7 +574,7 @@ def _move(source: int, name: str, fd: int, before: os.stat_result, target: int, 
             # another file took the name between the hash and the rename: record what moved
             other, arrived = _open_file(target, target_name)
             try:
-                digest = _copy_and_hash(other)[0]
+                digest = copy_and_hash_fd(other)[0]
             finally:
                 os.close(other)
             if expect is not None and digest != expect:
@@ -604,10 +605,10 @@ def _copy_into(fd: int, target: int, name: str, times: tuple[int, int], mode: in
     placed = False
     try:
         try:
-            digest = _copy_and_hash(fd, out)[0]
+            digest = copy_and_hash_fd(fd, out)[0]
             if expect is not None and digest != expect:
                 raise _Refused("changed after it was checked (sha256); left in place")
-            if _copy_and_hash(out)[0] != digest:
+            if copy_and_hash_fd(out)[0] != digest:
                 raise _Refused("the copy does not match the original (sha256); original kept")
             os.fchmod(out, mode)
             os.utime(out, ns=times)
@@ -622,23 +623,6 @@ def _copy_into(fd: int, target: int, name: str, times: tuple[int, int], mode: in
             with suppress(OSError):
                 os.unlink(temporary, dir_fd=target)
     return digest
-
-
-def _copy_and_hash(source: int, target: int | None = None) -> tuple[str, int]:
-    """sha256 and size of open file ``source``, read from its start in 1 MiB chunks and
-    written to open file ``target`` too when one is given."""
-    digest = hashlib.sha256()
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    size = 0
-    os.lseek(source, 0, os.SEEK_SET)
-    while count := os.readv(source, [buffer]):
-        chunk = view[:count]
-        digest.update(chunk)
-        if target is not None:
-            _write_all(target, chunk)
-        size += count
-    return digest.hexdigest(), size
 
 
 def _move_name(name: str, new_name: str, folder: int, new_folder: int) -> None:
@@ -700,14 +684,14 @@ def _open_folder(root: str, parts: Sequence[str], *, create: bool = False) -> in
     Raises _Refused when a link or a file is on the way."""
     if create:
         os.makedirs(root, exist_ok=True)
-    fd = os.open(root, _DIR_FLAGS)
+    fd = open_folder(root)
     try:
         for depth, part in enumerate(parts):
             if create:
                 with suppress(FileExistsError):
                     os.mkdir(part, dir_fd=fd)
             try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                child = open_folder(part, dir_fd=fd)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
@@ -732,12 +716,7 @@ def _open_file(folder: int, name: str) -> tuple[int, os.stat_result]:
     if not stat_module.S_ISREG(st.st_mode):  # never open a device or a FIFO
         raise _Refused("not a regular file")
     try:
-        try:
-            fd = os.open(name, _READ_FLAGS | _NOATIME, dir_fd=folder)
-        except PermissionError:  # O_NOATIME needs the file's owner
-            if not _NOATIME:
-                raise
-            fd = os.open(name, _READ_FLAGS, dir_fd=folder)
+        fd = open_nofollow(name, dir_fd=folder)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _Refused(LINK) from None
@@ -770,20 +749,6 @@ def _running_run(path: str, running: frozenset[str]) -> str | None:
     """The id of the run in ``running`` whose workdir holds ``path``, or None."""
     run_id = owner_of(path.rpartition("/")[0]).run_id
     return run_id if run_id and run_id in running else None
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
