@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .fsutil import replacing
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -264,13 +265,8 @@ def _rows_progress(progress: Callable[[str], None], name: str) -> Callable[[int,
 def _publish(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary file in the same folder, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path, durable=False) as temporary:  # sample data is cheap to make again: no fsync
         write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _rng(seed: int, stream: str) -> np.random.Generator:
