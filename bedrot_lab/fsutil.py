@@ -55,7 +55,11 @@ def open_folder(path: StrPath, *, dir_fd: int | None = None) -> int:
 def fsync_folder(folder: StrPath) -> None:
     """Make the names in ``folder`` durable: a file created, renamed or removed there
     survives a crash only once its folder has been fsynced."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync(folder, os.O_DIRECTORY)
+
+
+def _fsync(path: StrPath, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
@@ -84,11 +88,7 @@ def replacing(path: StrPath, *, durable: bool = True) -> Iterator[Path]:
     try:
         yield temporary
         if durable:
-            fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
