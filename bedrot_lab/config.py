@@ -14,6 +14,8 @@ from .errors import UsageError
 
 CONFIG_NAME = "bedrot-lab.toml"
 STATE_DIR = ".bedrot-lab"
+#: the values of ``[plugins] prefer``: the lake's plugins/ folders, or installed packages and built-ins
+PREFER = ("lake", "installed")
 
 #: zone key -> (default folder, the lake's historic environment variable)
 ZONES: dict[str, tuple[str, str]] = {
@@ -37,7 +39,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "system_metrics_interval": (int, float),
         "store_wait": (int, float),
     },
-    "plugins": {"disabled": list, "paths": list},
+    "plugins": {"disabled": list, "paths": list, "prefer": str},
     "experiments": {"specs": str},
     "sandbox": {},  # its rules are checked by bedrot_lab.sandbox.rules, which owns them
 }
@@ -68,6 +70,7 @@ class Settings:
     artifact_root: Path
     plugin_paths: tuple[Path, ...] = ()
     disabled_plugins: tuple[str, ...] = ()
+    prefer_plugins: str = ""  # "lake" or "installed": whose experiment wins a name both register
     specs_dir: Path | None = None
     system_metrics: bool = True
     system_metrics_after: float = 10.0
@@ -158,6 +161,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"expected a list of strings, got {value!r}", path, name)
             if isinstance(value, str) and table == "zones" and not value.strip():
                 raise ConfigError("a zone folder cannot be empty", path, name)
+            if name == "plugins.prefer" and value not in PREFER:
+                raise ConfigError(f"expected {' or '.join(map(repr, PREFER))}, got {value!r}", path, name)
             if key.startswith("system_metrics_") and value <= 0:
                 raise ConfigError(f"must be positive, got {value!r}", path, name)
     return data
@@ -212,6 +217,7 @@ def settings_from(
         artifact_root=artifact_root,
         plugin_paths=plugin_paths,
         disabled_plugins=tuple(plugins.get("disabled", ())),
+        prefer_plugins=plugins.get("prefer", ""),
         specs_dir=_under(root, specs),
         system_metrics=tracking.get("system_metrics", True),
         system_metrics_after=float(tracking.get("system_metrics_after", 10.0)),
@@ -253,6 +259,7 @@ store_wait = 120              # seconds to wait for a store that other processes
 [plugins]
 paths = ["plugins"]
 disabled = []
+# prefer = "lake"             # or "installed": which wins an experiment name that both register
 
 [experiments]
 specs = "experiments"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -98,6 +99,8 @@ class Experiment:
     params: Mapping[str, Param] = field(default_factory=dict)
     datasets: tuple[str, ...] = ()
     plugin: str = ""
+    #: module the experiment imports -> what to ``pip install`` for it, for optional dependencies
+    requires: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """All params, defaults filled in and values coerced; :class:`ParamError` lists the valid ones."""
@@ -125,6 +128,22 @@ class Experiment:
         """The first line of the description."""
         return self.description.strip().splitlines()[0] if self.description.strip() else ""
 
+    @property
+    def unavailable(self) -> str:
+        """Why the experiment cannot run here (a module in ``requires`` is not installed, and
+        what to install), or "" when it can."""
+        for module, requirement in self.requires.items():
+            if not _installed(module):
+                return f"it needs {module}, which is not installed: pip install '{requirement}'"
+        return ""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that cannot be imported, or a stub in sys.modules
+        return False
+
 
 def experiment(
     name: str | None = None,
@@ -132,12 +151,15 @@ def experiment(
     params: Mapping[str, Param | Any] | None = None,
     datasets: Iterable[str] = (),
     description: str | None = None,
+    requires: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Experiment]:
     """Decorate ``func(ctx)`` to make it an :class:`Experiment`.
 
     ``name`` defaults to the function name with dashes; ``description`` to its
     docstring. A param given as a plain value is a param of that value's type
-    with it as the default.
+    with it as the default. ``requires`` maps each optional module the experiment
+    imports to what to ``pip install`` for it (``{"sklearn": "bedrot-lab[analyses]"}``):
+    without it, the experiment is listed as unavailable with that command, and not run.
 
     Example::
 
@@ -158,6 +180,7 @@ def experiment(
             description=inspect.cleandoc(description or func.__doc__ or ""),
             params=declared,
             datasets=tuple(datasets),
+            requires=dict(requires or {}),
         )
 
     return wrap

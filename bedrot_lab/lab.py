@@ -54,12 +54,26 @@ class Lab:
         for info, items in self.plugins.collect("register_experiments", _check_experiment):
             for item in items:
                 registered.setdefault(item.name, []).append(Experiment(**{**item.__dict__, "plugin": info.name}))
+        registered = {name: self._preferred(same) for name, same in registered.items()}
         for name, same in registered.items():
             if len(same) > 1:
                 owners = [f"{e.plugin!r} ({self.plugin_info(e.plugin).location})" for e in same]
+                remedy = "rename one"
+                if len({self._side(e) for e in same}) > 1:
+                    remedy += ', or say which wins in bedrot-lab.toml: [plugins] prefer = "lake" or "installed"'
                 self.conflicts[name] = (f"experiment {name!r} is registered by more than one plugin: "
-                                        f"{', '.join(owners[:-1])} and {owners[-1]}; rename one")
+                                        f"{', '.join(owners[:-1])} and {owners[-1]}; {remedy}")
         return {name: same[0] for name, same in sorted(registered.items()) if len(same) == 1}
+
+    def _side(self, experiment: Experiment) -> str:
+        """Where the experiment's plugin comes from, as ``[plugins] prefer`` names it."""
+        return "lake" if self.plugin_info(experiment.plugin).source == "path" else "installed"
+
+    def _preferred(self, same: list[Experiment]) -> list[Experiment]:
+        """Of the experiments of one name, the one from the side ``[plugins] prefer`` names, if
+        exactly one is; else all of them."""
+        preferred = [e for e in same if self._side(e) == self.settings.prefer_plugins]
+        return preferred if len(same) > 1 and len(preferred) == 1 else same
 
     @cached_property
     def datasets(self) -> dict[str, Dataset]:
@@ -76,14 +90,19 @@ class Lab:
         _ = self.experiments, self.datasets
         return list(self.plugins.infos.values())
 
-    def experiment(self, name: str) -> Experiment:
+    def experiment(self, name: str, *, runnable: bool = True) -> Experiment:
+        """Experiment ``name``; with ``runnable``, a :class:`PluginError` if it cannot run here
+        (a module it requires is not installed: the message says what to install)."""
         try:
-            return self.experiments[name]
+            found = self.experiments[name]
         except KeyError:
             if name in self.conflicts:
                 raise PluginError(self.conflicts[name]) from None
             known = ", ".join(self.experiments) or "none; add a plugin to the lake's plugins/ folder"
             raise UnknownExperiment(f"no experiment named {name!r}; known: {known}") from None
+        if runnable and found.unavailable:
+            raise PluginError(f"experiment {name!r} cannot run here: {found.unavailable}")
+        return found
 
     def dataset(self, name: str) -> Dataset:
         try:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "bedrot_lab"
 LOCAL_PACKAGE = "bedrot_lab_local"
+#: the name of a lake plugin whose file name is taken by a different installed plugin: ``lake:<name>``
+LAKE_PREFIX = "lake:"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "bedrot_lab.builtin.datasets",
@@ -98,15 +100,22 @@ class PluginHost:
             self.infos[name] = PluginInfo(name, "", "", disabled=True)
         for module_name in DEFAULT_PLUGINS:
             self._add(module_name.rsplit(".", 1)[-1], "builtin", module_name, lambda m=module_name: importlib.import_module(m))
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        installed: dict[str, str] = {}  # entry point name -> its module
+        for entry_point in _entry_points():
             if allowed is None or entry_point.name in allowed:
                 version = entry_point.dist.version if entry_point.dist else ""
                 self._add(entry_point.name, "entry point", entry_point.value, entry_point.load, version)
+                installed[entry_point.name] = entry_point.module
         for folder in plugin_paths:
             for path in _local_plugin_files(folder):
                 name = path.stem if path.suffix == ".py" else path.name
-                if allowed is None or name in allowed:
-                    self._add(name, "path", str(path), lambda p=path: _import_local(p))
+                if allowed is not None and name not in allowed:
+                    continue
+                if name in installed:
+                    if _same_module(path, installed[name]):
+                        continue  # the installed plugin's own file: loaded once, as the entry point
+                    name = f"{LAKE_PREFIX}{name}"
+                self._add(name, "path", str(path), lambda p=path: _import_local(p))
         return self
 
     def _add(
@@ -216,6 +225,31 @@ def _allow_list() -> set[str] | None:
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _entry_points() -> importlib.metadata.EntryPoints | tuple[()]:
+    if os.environ.get("BEDROT_LAB_DISABLE_PLUGIN_AUTOLOAD") == "1":
+        return ()
+    return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def _same_module(path: Path, module: str) -> bool:
+    """Whether the lake's plugin ``path`` (a file or a package) is installed module ``module``:
+    the same file, or for a single file, a copy with the same bytes."""
+    origin = getattr(sys.modules.get(module), "__file__", None)
+    if origin is None:  # a disabled or broken entry point: located, not imported
+        try:
+            spec = importlib.util.find_spec(module)
+        except Exception:  # noqa: BLE001 - its parent package failed to import: not the same module
+            return False
+        origin = spec.origin if spec else None
+    if not origin:
+        return False
+    file = path / "__init__.py" if path.is_dir() else path
+    try:
+        return os.path.samefile(file, origin) or path.is_file() and file.read_bytes() == Path(origin).read_bytes()
+    except OSError:
+        return False
 
 
 def _local_plugin_files(folder: Path) -> list[Path]:

@@ -221,6 +221,24 @@ def write_sample(
     """
     if scale is not None and scale < 0:
         raise ValueError(f"scale must be zero or positive, got {scale}")
+    report = SampleReport()
+    for path, write in _sample_files(settings, seed, scale, progress):
+        if path.exists():
+            report.skipped.append(path)
+            continue
+        _publish(path, write)
+        report.written.append(path)
+    return report
+
+
+def sample_paths(settings: Settings) -> list[Path]:
+    """The files :func:`write_sample` writes into the lake of ``settings``."""
+    return [path for path, _ in _sample_files(settings, 7, None, None)]
+
+
+def _sample_files(
+    settings: Settings, seed: int, scale: int | None, progress: Callable[[str], None] | None
+) -> list[tuple[Path, Callable[[Path], None]]]:
     world = _World(seed)
     curated, landing, staging = (settings.zone(key) for key in ("curated", "landing", "staging"))
     start, end = (_export_day(day) for day in ADS_WINDOW)
@@ -229,7 +247,7 @@ def write_sample(
 
     statement = curated / "dk_bank_details.csv"
     rows = None if progress is None else _rows_progress(progress, _shown(statement, settings.root))
-    files: list[tuple[Path, Callable[[Path], None]]] = [
+    return [
         (statement, lambda path: _write_statement(path, seed, scale, rows)),
         (curated / "tidy_daily_streams.csv", table(world.tidy_streams)),
         (curated / "metaads_campaigns_daily.csv", table(world.campaign_summary)),
@@ -243,14 +261,6 @@ def write_sample(
         (staging / "daily_streams_distrokid.csv", table(world.distrokid_streams)),
         (staging / "metaads" / "metaads_staging_latest.csv", table(world.ads_staging)),
     ]
-    report = SampleReport()
-    for path, write in files:
-        if path.exists():
-            report.skipped.append(path)
-            continue
-        _publish(path, write)
-        report.written.append(path)
-    return report
 
 
 def _shown(path: Path, root: Path) -> str:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .lab import Lab
 
 SPEC_KEYS = {"experiment", "name", "purpose", "methodology", "note", "params", "sweep"}
+#: the package whose ``*.toml`` files are the specs that come with bedrot-lab (the repo's experiments/)
+PACKAGED_SPECS = "bedrot_plugins.experiments"
 
 
 class SpecError(ConfigError):
@@ -80,6 +82,18 @@ def load_spec(path: Path) -> Spec:
         note=data.get("note", ""),
         sweep=dict(data.get("sweep", {})),
     )
+
+
+def packaged_specs() -> dict[str, Path]:
+    """The specs that come with bedrot-lab, by file name (none when they are not installed)."""
+    import importlib.resources
+
+    try:
+        folder = importlib.resources.files(PACKAGED_SPECS)
+    except ModuleNotFoundError:
+        return {}
+    return {item.name: Path(str(item)) for item in sorted(folder.iterdir(), key=lambda i: i.name)
+            if item.name.endswith(".toml")}
 
 
 def spec_requests(lab: Lab, spec: Spec, overrides: Mapping[str, Any], note: str = "",

@@ -128,6 +128,7 @@ def distinct_points(matrix: pd.DataFrame) -> int:
         "log_scale": Param(bool, True, "cluster on log(1 + x) of streams and earnings, which are long-tailed"),
         "tiktok": Param(bool, False, "add each artist's TikTok engagement rate, if every artist has an account"),
     },
+    requires={"sklearn": "bedrot-lab[analyses]"},
 )
 def artist_clustering(ctx):
     """Groups of tracks (or artists) with a similar streaming profile, by k-means.

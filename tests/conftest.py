@@ -20,6 +20,19 @@ REPO_PLUGINS = REPO / "plugins"
 STATEMENT_HEADER = ",".join(DK_BANK_COLUMNS) + "\n"
 
 
+@pytest.fixture(autouse=True)
+def no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts from a plugin-free baseline: installed packages' plugins (BEDROT's own
+    analyses among them, once bedrot-lab is installed) are not loaded, in subprocesses neither."""
+    monkeypatch.setenv("BEDROT_LAB_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+@pytest.fixture
+def installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load installed packages' plugins (entry points) again, for the tests of that."""
+    monkeypatch.delenv("BEDROT_LAB_DISABLE_PLUGIN_AUTOLOAD")
+
+
 @pytest.fixture
 def write_plugin(bedrot_lake: Path):
     """Write a plugin file (dedented source) into the lake's plugins/ folder."""

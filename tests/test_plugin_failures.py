@@ -62,7 +62,8 @@ def test_a_plugin_exiting_at_import_is_reported_by_name(bedrot_lake, write_plugi
     assert warning.endswith(f"not loaded: {problem}") and "quitter.py" in warning
 
 
-def test_an_installed_plugin_exiting_at_import_is_reported_by_name(bedrot_lake, tmp_path, monkeypatch):
+def test_an_installed_plugin_exiting_at_import_is_reported_by_name(bedrot_lake, tmp_path, monkeypatch,
+                                                                   installed_plugins):
     site = tmp_path / "site"
     (site / "bedrot_quitter-1.0.dist-info").mkdir(parents=True)
     (site / "bedrot_quitter-1.0.dist-info" / "METADATA").write_text(

@@ -58,7 +58,7 @@ def test_plugin_package_in_the_lake_is_found(bedrot_lake):
     assert "from-a-package" in lab.experiments
 
 
-def test_entry_point_plugin_is_found(bedrot_lake, tmp_path, monkeypatch):
+def test_entry_point_plugin_is_found(bedrot_lake, tmp_path, monkeypatch, installed_plugins):
     site = tmp_path / "site"
     (site / "bedrot_ep_demo-3.0.dist-info").mkdir(parents=True)
     (site / "bedrot_ep_demo-3.0.dist-info" / "METADATA").write_text(

@@ -54,13 +54,20 @@ def experiments() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def experiments_list(state, as_json: bool) -> None:
-    """List experiments with their plugin and a one-line summary."""
+    """List experiments with their plugin and a one-line summary.
+
+    An experiment that needs a module which is not installed is listed as
+    unavailable, with the command that installs it.
+    """
     items = [_describe(exp) for exp in state.lab.experiments.values()]
     for conflict in state.lab.conflicts.values():
         click.echo(f"warning: {conflict}", err=True)
     if as_json:
         echo_json(items)
         return
+    for item in items:
+        if item["unavailable"]:
+            item["summary"] = f"unavailable: {item['unavailable']}"
     echo_table(items, ["name", "plugin", "summary"],
                empty="no experiments; add a plugin to the lake's plugins/ folder")
 
@@ -71,12 +78,14 @@ def experiments_list(state, as_json: bool) -> None:
 @click.pass_obj
 def experiments_show(state, name: str, as_json: bool) -> None:
     """Show one experiment: description, params with types and defaults, data sets."""
-    exp = state.lab.experiment(name)
+    exp = state.lab.experiment(name, runnable=False)
     data = _describe(exp)
     if as_json:
         echo_json(data)
         return
     click.echo(f"{exp.name}  (plugin {exp.plugin})\n")
+    if exp.unavailable:
+        click.echo(f"Unavailable here: {exp.unavailable}\n")
     click.echo(exp.description or "(no description)")
     click.echo("\nParams:")
     for param in data["params"]:
@@ -97,6 +106,7 @@ def _describe(exp) -> dict:
         "summary": exp.summary,
         "description": exp.description,
         "datasets": list(exp.datasets),
+        "unavailable": exp.unavailable,
         "params": [
             {"name": p.name, "type": PARAM_TYPES[p.type], "default": p.default, "help": p.help,
              **({"choices": list(p.choices)} if p.choices else {})}

@@ -23,11 +23,20 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
+    """The spec file TARGET names: as a path, in the lake's specs folder, else a spec that
+    comes with bedrot-lab of that file name (when TARGET names no other folder)."""
     if not target.endswith(".toml"):
         return None
     for candidate in (Path(target), *( [specs_dir / target] if specs_dir else [])):
         if candidate.is_file():
             return candidate.resolve()
+    folder = Path(target).parent
+    if folder == Path() or specs_dir is not None and folder == Path(specs_dir.name):
+        from ..specs import packaged_specs
+
+        packaged = packaged_specs().get(Path(target).name)
+        if packaged is not None:
+            return packaged
     raise CliError(f"spec file not found: {target}", exit_code=2)
 
 
@@ -43,6 +52,9 @@ def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
 def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | None,
         registrations: tuple[str, ...], as_json: bool) -> None:
     """Run experiment TARGET, or the spec file TARGET (experiments/NAME.toml).
+
+    A spec is looked for as a path, then in the lake's experiments/, then among
+    the specs that come with bedrot-lab (by its file name).
 
     Params are checked before any run is created. Every run is recorded in
     MLflow: params, metrics, artifacts, inputs, tags and resource use. Exit code
