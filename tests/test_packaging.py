@@ -3,6 +3,9 @@ and scikit-learn only as an extra. (tests/test_wheel.py installs a built wheel a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 
 from conftest import REPO, REPO_PLUGINS
@@ -43,3 +46,14 @@ def test_the_specs_come_with_the_package(installed_plugins, bedrot_lake):
     for name, path in specs.items():
         assert load_spec(path).experiment in installed, name
         assert installed[load_spec(path).experiment].plugin in PYPROJECT["project"]["entry-points"][ENTRY_POINT_GROUP]
+
+
+def test_bedrot_plugins_load_without_importing_mlflow_pandas_or_scikit_learn(installed_plugins, bedrot_lake):
+    """Every command loads the installed plugins: they must keep the start fast."""
+    script = ("import sys; from bedrot_lab.lab import Lab; lab = Lab.open(sys.argv[1]); "
+              "assert len(lab.experiments) >= 9, lab.experiments; "
+              "print(sorted(m for m in ('mlflow', 'pandas', 'sklearn', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script, str(bedrot_lake)], capture_output=True, text=True,
+                          check=False, env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
