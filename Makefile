@@ -18,6 +18,7 @@ demo: $(STAMP)
 	@echo "Look at it in the MLflow UI:  $(BIN)/bedrot-lab ui"
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -41,7 +41,6 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "plugins": {"disabled": list, "paths": list, "prefer": str},
     "experiments": {"specs": str},
-    "sandbox": {},  # its rules are checked by bedrot_lab.sandbox.rules, which owns them
 }
 
 
@@ -78,7 +77,14 @@ class Settings:
     store_wait: float = 120.0
     user: str = field(default_factory=lambda: current_user())
     name: str = "bedrot"
-    sandbox: Mapping[str, Any] = field(default_factory=dict)  # the [sandbox] table, raw
+    #: the other tables of the file, raw: each is claimed and checked by the feature that
+    #: reads it (``register_settings``), once the plugins are loaded (see ``Lab``)
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def sandbox(self) -> Mapping[str, Any]:
+        """The raw ``[sandbox]`` table (read by :mod:`bedrot_lab.sandbox`)."""
+        return self.tables.get("sandbox", {})
 
     @property
     def tracking_uri_shown(self) -> str:
@@ -132,7 +138,8 @@ def find_lake(start: Path, lake: str | Path | None = None, env: Mapping[str, str
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse and check ``bedrot-lab.toml``: unknown tables or keys and wrong types are errors."""
+    """Parse and check ``bedrot-lab.toml``'s core tables: unknown keys and wrong types are errors.
+    Other tables are left to the features that claim them (``register_settings``)."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -141,21 +148,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read ({exc.strerror})", path) from None
     for table, values in data.items():
-        if table not in SCHEMA:
-            raise ConfigError(f"unknown table; expected one of {', '.join(SCHEMA)}", path, f"[{table}]")
         if not isinstance(values, dict):
             raise ConfigError("must be a table", path, table)
-        if table == "sandbox":  # its own module knows its keys; checked here so every command says so
-            from .sandbox.rules import SandboxRules
-
-            SandboxRules.from_table(values, path)
-            continue
+        if table not in SCHEMA:
+            continue  # a feature's table: checked by the feature (Settings.tables)
         for key, value in values.items():
             expected = SCHEMA[table].get(key)
             name = f"{table}.{key}"
             if expected is None:
                 raise ConfigError(f"unknown key; [{table}] takes {', '.join(SCHEMA[table])}", path, name)
-            if not isinstance(value, expected) or (isinstance(value, bool) and expected != bool):
+            if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
                 raise ConfigError(f"expected {_type_name(expected)}, got {value!r}", path, name)
             if isinstance(value, list) and not all(isinstance(item, str) for item in value):
                 raise ConfigError(f"expected a list of strings, got {value!r}", path, name)
@@ -224,7 +226,7 @@ def settings_from(
         system_metrics_interval=float(tracking.get("system_metrics_interval", 10.0)),
         store_wait=float(tracking.get("store_wait", 120.0)),
         name=data.get("lake", {}).get("name", root.name),
-        sandbox=data.get("sandbox", {}),
+        tables={table: values for table, values in data.items() if table not in SCHEMA},
     )
 
 

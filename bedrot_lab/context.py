@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -87,6 +86,14 @@ class RunContext:
         """
         dataset = self.lab.dataset(name)
         return read_dataset(dataset, self.dataset_path(name), columns)
+
+    def load_text(self, name: str) -> pd.DataFrame:
+        """Catalog data set ``name`` with every column as the text it holds (nothing
+        parsed, an empty value as ``""``), for checks that count bad values instead of
+        failing on the first. Recorded as an input like :meth:`load`."""
+        from .lake import read_text
+
+        return read_text(self.lab.dataset(name), self.dataset_path(name))
 
     def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str]) -> pd.DataFrame:
         """Sums of ``sums`` per distinct ``by`` over data set ``name``, without loading it.
@@ -182,7 +189,7 @@ class RunContext:
             "name": name,
             "file": f"outputs/{base}.{format}",
             "format": format,
-            "rows": int(len(frame)),
+            "rows": len(frame),
             "schema": {str(c): str(t) for c, t in frame.dtypes.items()},
             "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
@@ -245,7 +252,3 @@ def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = out[column].astype(object)
     out.columns = [str(c) for c in out.columns]
     return out
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)

@@ -122,7 +122,7 @@ def _footer_stats(parquet: Any, column: str) -> tuple[int, Any, Any] | None:
     nulls, smallest, largest = 0, None, None
     for group in range(parquet.metadata.num_row_groups):
         stats = parquet.metadata.row_group(group).column(index).statistics
-        if stats is None or not stats.has_null_count or not stats.has_min_max and stats.num_values:
+        if stats is None or not stats.has_null_count or (not stats.has_min_max and stats.num_values):
             return None
         nulls += stats.null_count
         if stats.has_min_max:
@@ -194,4 +194,4 @@ def contract_for(lab: Lab, curated_path: str) -> Contract | None:
 def _matches(pattern: str, path: str) -> bool:
     from fnmatch import fnmatchcase
 
-    return pattern == path or any(ch in pattern for ch in "*?[") and fnmatchcase(path, pattern)
+    return pattern == path or (any(ch in pattern for ch in "*?[") and fnmatchcase(path, pattern))

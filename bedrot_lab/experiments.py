@@ -52,7 +52,7 @@ class Param:
             ) from None
         if self.choices is not None and result not in self.choices:
             raise ParamError(f"param {self.name!r} must be one of {list(self.choices)}, got {result!r}")
-        if self.min is not None and result < self.min or self.max is not None and result > self.max:
+        if (self.min is not None and result < self.min) or (self.max is not None and result > self.max):
             raise ParamError(f"param {self.name!r} must be within [{self.min}, {self.max}], got {result!r}")
         return result
 
@@ -70,7 +70,7 @@ def _coerce(kind: type, value: Any) -> Any:
             return text in _TRUE
         raise ValueError(value)
     if kind is int:
-        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError(value)
         return int(value)
     if kind is float:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings, load_settings
+from .config import SCHEMA as CORE_TABLES
+from .config import ConfigError, Settings, load_settings
 from .errors import UsageError
 from .experiments import Experiment
 from .lake import Dataset, DatasetError
@@ -33,6 +35,21 @@ class Lab:
         self.plugins = plugins or make_plugin_host(settings.plugin_paths, settings.disabled_plugins)
         #: experiment name -> why it cannot be used (more than one plugin registers it)
         self.conflicts: dict[str, str] = {}
+        self.check_tables()
+
+    def check_tables(self) -> None:
+        """Have each feature check its table of ``bedrot-lab.toml`` (``register_settings``);
+        a table no plugin claims is a :class:`ConfigError` naming it."""
+        checks: dict[str, Callable[[Mapping[str, Any], Path | None], None]] = {}
+        for _, claimed in self.plugins.collect("register_settings", _check_claim):
+            checks.update(claimed)
+        path = self.settings.config_file
+        for table, values in self.settings.tables.items():
+            if table not in checks:
+                known = ", ".join([*CORE_TABLES, *sorted(checks)])
+                raise ConfigError(f"unknown table; expected one of {known} (or a plugin that reads it is "
+                                  "not loaded: see `bedrot-lab plugins list`)", path, f"[{table}]")
+            checks[table](values, path)
 
     @classmethod
     def open(cls, lake: str | Path | None = None) -> Lab:
@@ -121,6 +138,11 @@ class Lab:
 
         dataset = self.dataset(name)
         return read_dataset(dataset, dataset.locate(self.settings))
+
+
+def _check_claim(item: object) -> None:
+    if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1])):
+        raise TypeError(f"registered {item!r}; register takes a table name and a check(values, path) function")
 
 
 def _check_experiment(item: object) -> None:

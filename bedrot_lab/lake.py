@@ -7,7 +7,7 @@ import json
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -134,45 +134,6 @@ def read_arrow(dataset: Dataset, path: Path, columns: Sequence[str] | None = Non
 #: rows (a row up to a block long is always read), so a reader that meets a longer row
 #: starts again with blocks four times larger, up to this size.
 MAX_BLOCK_SIZE = 256 << 20
-
-
-def iter_csv_batches(
-    dataset: Dataset, path: Path, columns: Sequence[str] | None = None, block_size: int = 64 << 20
-) -> Iterator[pa.RecordBatch]:
-    """Stream a CSV data set as record batches, typed as declared, in bounded memory.
-
-    A row longer than ``block_size`` restarts the stream with larger blocks, past the
-    rows already given; errors are those of :func:`read_dataset`.
-    """
-    import pyarrow as pa
-    from pyarrow import csv as pacsv
-
-    wanted = list(columns or dataset.columns)
-    header = csv_header(dataset, path)
-    _check_columns(dataset, path, header, wanted)
-    if _data_start(path) >= path.stat().st_size:
-        return
-    given = 0
-    while True:
-        try:
-            reader = pacsv.open_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=block_size),
-                parse_options=_parse_options(dataset),
-                convert_options=_convert_options(dataset, wanted),
-            )
-            seen = 0
-            for batch in reader:
-                seen += batch.num_rows
-                if seen > given:  # after a restart, the rows given before it are skipped
-                    yield batch.slice(max(given - seen + batch.num_rows, 0))
-                    given = seen
-            return
-        except (pa.ArrowException, OSError) as exc:
-            if _row_too_long(exc) and block_size < MAX_BLOCK_SIZE:
-                block_size = min(4 * block_size, MAX_BLOCK_SIZE)
-                continue
-            raise _read_error(dataset, path, header, exc) from None
 
 
 def _read_csv(dataset: Dataset, path: Path, wanted: list[str]) -> pa.Table:
@@ -348,7 +309,7 @@ def _where(path: Path, delimiter: str, index: int, value: str) -> str:
         if index >= len(row):
             return False
         field = row[index]
-        return field == value or lossy and field.encode("utf-8", "surrogateescape").decode("utf-8", "replace") == value
+        return field == value or (lossy and field.encode("utf-8", "surrogateescape").decode("utf-8", "replace") == value)
 
     found = _first_row(path, delimiter, same)
     if not found:

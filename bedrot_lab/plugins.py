@@ -26,11 +26,13 @@ LOCAL_PACKAGE = "bedrot_lab_local"
 #: the name of a lake plugin whose file name is taken by a different installed plugin: ``lake:<name>``
 LAKE_PREFIX = "lake:"
 
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "bedrot_lab.builtin.datasets",
-    "bedrot_lab.builtin.run_tags",
-    "bedrot_lab.builtin.violation_sinks",
-)
+#: the built-in plugins, name -> module: ordinary plugins, each a feature's entry into the hooks
+DEFAULT_PLUGINS: dict[str, str] = {
+    "datasets": "bedrot_lab.builtin.datasets",
+    "run_tags": "bedrot_lab.builtin.run_tags",
+    "sandbox": "bedrot_lab.sandbox.hooks",
+    "violation_sinks": "bedrot_lab.sandbox.violation_sinks",
+}
 
 
 class PluginError(BedrotLabError):
@@ -98,8 +100,8 @@ class PluginHost:
         for name in disabled:
             self.pm.set_blocked(name)
             self.infos[name] = PluginInfo(name, "", "", disabled=True)
-        for module_name in DEFAULT_PLUGINS:
-            self._add(module_name.rsplit(".", 1)[-1], "builtin", module_name, lambda m=module_name: importlib.import_module(m))
+        for name, module_name in DEFAULT_PLUGINS.items():
+            self._add(name, "builtin", module_name, lambda m=module_name: importlib.import_module(m))
         installed: dict[str, str] = {}  # entry point name -> its module
         for entry_point in _entry_points():
             if allowed is None or entry_point.name in allowed:
@@ -134,7 +136,7 @@ class PluginHost:
             self.pm.register(plugin, name=name)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001 - sys.exit() in a plugin is its failure, not the command's
+        except BaseException as exc:
             self._fail(info, describe(exc), error=exc)
             return
         unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if not c.has_spec()]
@@ -164,7 +166,8 @@ class PluginHost:
         as failed in ``plugins list`` and is reported by name (an error in strict mode)."""
         registered: list[Any] = []
 
-        def register(item: Any) -> None:
+        def register(*arguments: Any) -> None:
+            item = arguments[0] if len(arguments) == 1 else arguments
             if check is not None:
                 check(item)
             registered.append(item)
@@ -209,7 +212,7 @@ def call_each(caller: pluggy.HookCaller, **kwargs: Any) -> Iterator[PluginCall]:
             # pluggy has no public call of one implementation; this is the path its own subset
             # and historic calls take. firstresult=True: the result is the implementation's own.
             result = caller._hookexec(caller.name, [impl, *wrappers], kwargs, True)
-        except (Exception, SystemExit) as error:  # noqa: BLE001 - yielded, named by plugin
+        except (Exception, SystemExit) as error:
             yield PluginCall(impl.plugin_name, caller.name, error=error)
         else:
             yield PluginCall(impl.plugin_name, caller.name, result)
@@ -240,14 +243,14 @@ def _same_module(path: Path, module: str) -> bool:
     if origin is None:  # a disabled or broken entry point: located, not imported
         try:
             spec = importlib.util.find_spec(module)
-        except Exception:  # noqa: BLE001 - its parent package failed to import: not the same module
+        except Exception:
             return False
         origin = spec.origin if spec else None
     if not origin:
         return False
     file = path / "__init__.py" if path.is_dir() else path
     try:
-        return os.path.samefile(file, origin) or path.is_file() and file.read_bytes() == Path(origin).read_bytes()
+        return os.path.samefile(file, origin) or (path.is_file() and file.read_bytes() == Path(origin).read_bytes())
     except OSError:
         return False
 
@@ -259,7 +262,7 @@ def _local_plugin_files(folder: Path) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(("_", ".")):
             continue
-        if path.suffix == ".py" and path.is_file() or (path / "__init__.py").is_file():
+        if (path.suffix == ".py" and path.is_file()) or (path / "__init__.py").is_file():
             found.append(path)
     return found
 

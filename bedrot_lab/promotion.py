@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -415,7 +415,7 @@ def _lineage_entry(lab: Lab, name: str, version: Any, digest: str, size: int, ac
         "bytes": size,
         "rows": version.tags.get("rows"),
         "promoted_by": lab.settings.user,
-        "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -435,7 +435,7 @@ def _archive(lab: Lab, target: Path, curated_path: str, current: dict[str, Any] 
     """Keep the file about to be replaced under 5_archive/curated/<path>/<time>-v<version>.<ext>."""
     known = current is not None and current["sha256"] == on_disk
     label = f"v{current['version']}" if known else "unknown"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = lab.settings.zone("archive") / "curated" / curated_path
     folder.mkdir(parents=True, exist_ok=True)
     archived = folder / f"{stamp}-{label}{target.suffix}"

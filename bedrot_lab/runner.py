@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .errors import BedrotLabError
 from .plugins import describe
-from .sandbox.runs import QuotaExceeded, quota_gate, workdir_bytes
 from .secrets import Masker
 
 if TYPE_CHECKING:
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+class RunRefused(BedrotLabError):
+    """A ``validate_run`` hook refused the run; nothing was created."""
 
 
 class RunTerminated(BaseException):
@@ -102,13 +106,12 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     from .tracking import SystemMetrics
 
     experiment = request.experiment
-    gate = quota_gate(lab.settings, experiment.name)
-    if gate.hard:
-        raise QuotaExceeded(gate.refusal())
+    reasons = [reason for found in lab.plugins.call_isolated(
+        "validate_run", experiment=experiment, params=request.params, settings=lab.settings, lab=lab)
+        for reason in found]
+    if reasons:
+        raise RunRefused("not starting the run: " + "; ".join(reasons))
     tags = _run_tags(lab, request)
-    if gate.soft:
-        log.warning("over a soft sandbox quota: %s", gate.tag())
-        tags["bedrot.sandbox.quota"] = gate.tag()
     masker = Masker()
     # params first: a value masked by its name is then masked wherever it reappears
     masked = masker.mapping(request.params, "param")
@@ -138,9 +141,9 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
         finally:
             system.stop()
             try:
+                lab.plugins.call_isolated("on_run_end", ctx=ctx, status=outcome.status)
                 ctx.close()
-                recorder.log_metrics({**usage.metrics(),
-                                      "run.sandbox_bytes": workdir_bytes(lab.settings, ctx.workdir_path, ctx.run_id)})
+                recorder.log_metrics(usage.metrics())
             finally:
                 recorder.end(outcome.status)
     return outcome

@@ -101,10 +101,6 @@ class _Track:
     catalog_as: tuple[str, str] | None = None
     in_catalog: bool = True
 
-    @property
-    def base_title(self) -> str:
-        return self.title.split(" (feat.")[0]
-
 
 TRACKS = (
     _Track("GLASS ORCHID", "GARDEN OF WIRES", "QZGO72400311", "196871440312", "2024-10-11", "album", 100, 1.6),

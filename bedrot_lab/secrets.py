@@ -7,6 +7,7 @@ rule, which adds a few shapes that only make sense in whole files.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def is_secret_name(name: str) -> bool:
     words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
     if any(word in _SECRET_WORDS for word in words):
         return True
-    return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:]))
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
 def secret_kind(value: str) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import math
 import os
@@ -451,7 +450,3 @@ def is_finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)

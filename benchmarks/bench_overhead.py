@@ -93,7 +93,7 @@ class BedrotSide:
         self.uri = self.lab.settings.tracking_uri
         if self.uri != f"sqlite:///{root.resolve() / 'mlruns' / 'mlflow.db'}":
             raise RuntimeError(f"the benchmark lake at {root} uses the store {self.uri}")
-        self.lab.store  # create and migrate the store outside the timings
+        _ = self.lab.store  # create and migrate the store outside the timings
 
     def __call__(self) -> None:
         from bedrot_lab.runner import prepare, run
@@ -180,7 +180,7 @@ def measure(runs: int, warmup: int, folder: Path) -> tuple[list[float], list[flo
     for i in range(runs):
         for side, uri in sides if i % 2 == 0 else sides[::-1]:
             times[side.label].append(_timed(side, uri))
-    for side, uri in sides:
+    for _side, uri in sides:
         _check_recorded(uri, warmup + runs)
     return times[bedrot.label], times[bare.label]
 

@@ -430,7 +430,7 @@ def threaded(source: Path, destination: Path, chunk: int = CHUNK, early_writebac
         try:
             while not stop.is_set() and (item := read_one()) is not None:
                 read.put(item)
-        except BaseException as exc:  # noqa: BLE001  (re-raised by the caller)
+        except BaseException as exc:
             failure.append(exc)
         finally:
             read.put(None)
@@ -447,7 +447,7 @@ def threaded(source: Path, destination: Path, chunk: int = CHUNK, early_writebac
                         _sync_file_range(writer, offset - chunk, chunk, SYNC_FILE_RANGE_WAIT_BEFORE)
                 free.put(index)
                 offset += count
-        except BaseException as exc:  # noqa: BLE001  (re-raised by the caller)
+        except BaseException as exc:
             failure.append(exc)
             stop.set()
             while full.get() is not None:
@@ -496,7 +496,7 @@ def kernel_copy(source: Path, destination: Path, chunk: int = 64 << 20, hash_chu
                         break
                     offset += copied
                 os.fsync(writer.fileno())
-        except BaseException as exc:  # noqa: BLE001  (re-raised by the caller)
+        except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=copy_loop)

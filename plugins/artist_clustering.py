@@ -75,7 +75,7 @@ def build_points(statement: pd.DataFrame, grain: str) -> pd.DataFrame:
 def feature_columns(grain: str) -> list[str]:
     """The features clustered on, before any log scaling."""
     base = ["streams", "earnings_usd", "earnings_per_stream", "stores", "months_active", "growth"]
-    return base[:3] + ["tracks"] + base[3:] if grain == "artist" else base
+    return [*base[:3], "tracks", *base[3:]] if grain == "artist" else base
 
 
 def model_matrix(points: pd.DataFrame, features: list[str], log_scale: bool) -> pd.DataFrame:
@@ -187,7 +187,7 @@ def artist_clustering(ctx):
 
 def tiktok_engagement(ctx, points: pd.DataFrame) -> tuple[pd.Series | None, str]:
     """Each point's artist's TikTok engagement rate, or None and why not."""
-    from bedrot_lab.lake import DatasetError
+    from bedrot_lab import DatasetError
 
     try:
         ctx.lab.dataset("tiktok_analytics").locate(ctx.settings)

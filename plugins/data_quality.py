@@ -6,16 +6,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bedrot_lab import Param, experiment, hookimpl
-from bedrot_lab.experiments import ParamError
-from bedrot_lab.lake import read_text
+from bedrot_lab import Param, ParamError, experiment, hookimpl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
 
-    from bedrot_lab.lake import Dataset
+    from bedrot_lab import Dataset
 
 __version__ = "1.0.0"
 
@@ -233,7 +231,7 @@ def data_quality(ctx):
                          f"columns: {', '.join(dataset.columns)}")
 
     path = ctx.dataset_path(name)
-    frame = read_text(dataset, path)
+    frame = ctx.load_text(name)
     rows = len(frame)
     absent = [c for c in dataset.columns if c not in frame.columns]
     keys: dict[str, str] = {}

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bedrot_lab import Param, experiment, hookimpl
-from bedrot_lab.lake import DatasetError, read_text
+from bedrot_lab import DatasetError, Param, experiment, hookimpl
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pandas as pd
 
-    from bedrot_lab.context import RunContext
-    from bedrot_lab.lake import Dataset
+    from bedrot_lab import RunContext
 
 __version__ = "1.0.0"
 
@@ -79,13 +75,12 @@ def tidy_streams(staging: pd.DataFrame, others: pd.DataFrame | None = None) -> t
     return merged, counts
 
 
-def bank_details_text(dataset: Dataset, path: Path, typed: pd.DataFrame) -> pd.DataFrame:
-    """The statement at ``path`` with every value as the text staging holds, so that
-    the CSV written from it is a byte copy; the date columns in the lake's form
+def bank_details_text(text: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
+    """The statement ``text`` (every value as the text staging holds, so that the CSV
+    written from it is a byte copy) with the date columns in the lake's form
     (``YYYY-MM-DD``, ``YYYY-MM``), from the typed frame ``typed`` of the same file."""
-    text = read_text(dataset, path)
     if len(text) != len(typed):
-        raise ValueError(f"{path}: read {len(text)} rows as text but {len(typed)} typed; is a line broken?")
+        raise ValueError(f"read {len(text)} rows as text but {len(typed)} typed; is a line broken?")
     text["Reporting Date"] = typed["Reporting Date"].dt.strftime("%Y-%m-%d").to_numpy()
     text["Sale Month"] = typed["Sale Month"].dt.strftime("%Y-%m").to_numpy()
     return text
@@ -115,8 +110,7 @@ def distrokid_staging2curated(ctx: RunContext) -> None:
     """
     # -- the royalty statement: validated as declared, copied as written
     statement = ctx.load("dk_bank_details_staging")
-    bank = bank_details_text(ctx.lab.dataset("dk_bank_details_staging"), ctx.dataset_path("dk_bank_details_staging"),
-                             statement)
+    bank = bank_details_text(ctx.load_text("dk_bank_details_staging"), statement)
     bank_record = ctx.log_output(bank, "dk_bank_details", format="csv")
     byte_copy = bank_record["sha256"] == ctx.inputs["dk_bank_details_staging"]
     months = _span(statement["Sale Month"], "%Y-%m")

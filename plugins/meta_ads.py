@@ -9,7 +9,7 @@ from bedrot_lab import Param, experiment, hookimpl
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bedrot_lab.context import RunContext
+    from bedrot_lab import RunContext
 
 __version__ = "1.0.0"
 

@@ -11,7 +11,7 @@ from bedrot_lab.analysis.tracks import canonical_spellings
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bedrot_lab.context import RunContext
+    from bedrot_lab import RunContext
 
 __version__ = "1.0.0"
 

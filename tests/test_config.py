@@ -19,6 +19,7 @@ from bedrot_lab.config import (
     load_settings,
     read_config_file,
 )
+from bedrot_lab.lab import Lab
 from bedrot_lab.testing import make_lake
 
 #: (file text, the key the error must name) for each kind of mistake
@@ -179,7 +180,7 @@ def test_config_mistake_names_file_and_key(tmp_path: Path, bedrot_env, case: str
     root = lake_with(tmp_path / "lake", text)
     path = root / CONFIG_NAME
     with pytest.raises(ConfigError) as caught:
-        load_settings(root, env={})
+        Lab(load_settings(root, env={}))  # a feature's table is checked once the plugins are loaded
     message = str(caught.value)
     assert str(path) in message
     assert key in message

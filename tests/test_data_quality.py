@@ -6,12 +6,11 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import REPO_PLUGINS
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run, run_experiment
-
-from conftest import REPO_PLUGINS
 
 # tidy_daily_streams declares date (date), spotify_streams, apple_streams, combined_streams (int,
 # all with range [0, open)) and source (string). Data rows are numbered from 1 after the header.

@@ -44,3 +44,16 @@ def test_exit_codes_come_from_the_error_not_its_text():
     assert user_error(DatasetError("bad file")).exit_code == 1
     assert issubclass(UsageError, BedrotLabError) and UsageError.exit_code == 2
     assert user_error(ValueError("a bug")) is None
+
+
+def test_the_public_api_is_complete_and_enough_for_the_lakes_plugins():
+    """Every exported name resolves, and BEDROT's own plugins import nothing else of the framework."""
+    import re
+
+    for name in bedrot_lab.__all__:
+        assert getattr(bedrot_lab, name) is not None, name
+    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    allowed = {"bedrot_lab", "bedrot_lab.analysis", "bedrot_lab.testing"}
+    for path in plugins.glob("*.py"):
+        for module in re.findall(r"^\s*(?:from|import) (bedrot_lab[\w.]*)", path.read_text(), re.M):
+            assert module in allowed or module.startswith("bedrot_lab.analysis."), f"{path.name} imports {module}"

@@ -86,7 +86,7 @@ def test_two_threads_replacing_one_file_never_share_a_temporary(tmp_path: Path):
         try:
             for _ in range(50):
                 atomic_write(target, letter * 1000)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(letter,)) for letter in (b"a", b"b")]

@@ -177,7 +177,7 @@ def test_prefer_leaves_a_clash_within_the_lake_an_error(bedrot_lake, installed):
 def test_prefer_is_lake_or_installed(bedrot_lake, value):
     config = bedrot_lake / "bedrot-lab.toml"
     config.write_text(config.read_text().replace("[plugins]\n", f"[plugins]\nprefer = {value}\n"))
-    with pytest.raises(ConfigError, match="plugins.prefer: expected"):
+    with pytest.raises(ConfigError, match=r"plugins\.prefer: expected"):
         load_settings(bedrot_lake)
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import bedrot
 
 from bedrot_lab.lab import Lab
-from bedrot_lab.sandbox.rules import find_secrets
+from bedrot_lab.sandbox.credentials import find_secrets
 from bedrot_lab.secrets import MASK, Masker, scrub
 from bedrot_lab.testing import read_run, run_experiment
 

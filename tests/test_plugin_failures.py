@@ -86,7 +86,7 @@ def test_ctrl_c_while_a_plugin_imports_still_stops(bedrot_lake, write_plugin):
 def test_strict_mode_turns_a_plugin_exiting_at_import_into_an_error(bedrot_lake, write_plugin, monkeypatch):
     write_plugin("quitter", EXITS["sys-exit-message"][0])
     monkeypatch.setenv("BEDROT_LAB_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match="plugin 'quitter' .* not loaded: SystemExit: bye from the plugin"):
+    with pytest.raises(PluginError, match=r"plugin 'quitter' .* not loaded: SystemExit: bye from the plugin"):
         Lab.open(bedrot_lake)
 
 
@@ -168,7 +168,7 @@ def test_strict_mode_turns_a_failing_collecting_hook_into_an_error(bedrot_lake, 
     write_plugin("half", HALF_EXPERIMENTS)
     monkeypatch.setenv("BEDROT_LAB_STRICT_PLUGINS", "1")
     lab = Lab.open(bedrot_lake)
-    with pytest.raises(PluginError, match="plugin 'half' .*register_experiments raised RuntimeError: broke after two"):
+    with pytest.raises(PluginError, match=r"plugin 'half' .*register_experiments raised RuntimeError: broke after two"):
         _ = lab.experiments
 
 

@@ -3,7 +3,6 @@ read of it, every bad one fails naming the file, the column, the row and its lin
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pytest
 from csv_files import (
     DK_BANK,
@@ -15,17 +14,10 @@ from csv_files import (
 )
 
 from bedrot_lab import lake
-from bedrot_lab.lake import DatasetError, iter_csv_batches, read_dataset, read_text
+from bedrot_lab.lake import DatasetError, read_dataset, read_text
 from bedrot_lab.scan import aggregate_csv
 
 COLUMNS = ["Store", "Title", "Quantity", "Earnings (USD)"]
-
-
-def read_both(path, columns=None, block_size=64 << 10):
-    """The file read whole and read in batches of ``block_size`` bytes, as DataFrames."""
-    whole = read_dataset(DK_BANK, path, columns)
-    batches = list(iter_csv_batches(DK_BANK, path, columns, block_size=block_size))
-    return whole, pa.Table.from_batches(batches).to_pandas() if batches else whole.head(0)
 
 
 def assert_reads_like_a_plain_read(frame, path, columns=COLUMNS):
@@ -54,8 +46,7 @@ def error_of(read, *args, **kwargs) -> str:
 def test_quoted_newlines_across_block_ends_read_like_a_plain_read(tmp_path):
     path = write_statement(tmp_path / "dk_bank_details.csv", statement_rows(2500, multiline=0.8))
     assert path.stat().st_size > 3 << 20  # pyarrow's whole read cuts blocks of 1 MiB
-    for frame in read_both(path):
-        assert_reads_like_a_plain_read(frame, path)
+    assert_reads_like_a_plain_read(read_dataset(DK_BANK, path), path)
 
 
 SHAPES = {
@@ -70,9 +61,9 @@ SHAPES = {
 def test_every_shape_of_valid_csv_reads_like_a_plain_read(tmp_path, shape, rows):
     rows = statement_rows(rows, multiline=0.3, newline=SHAPES[shape].get("newline", "\n"))
     path = write_statement(tmp_path / "dk_bank_details.csv", rows, **SHAPES[shape])
-    for frame in read_both(path, block_size=16 << 10):
-        assert list(frame.columns) == HEADER
-        assert_reads_like_a_plain_read(frame, path)
+    frame = read_dataset(DK_BANK, path)
+    assert list(frame.columns) == HEADER
+    assert_reads_like_a_plain_read(frame, path)
 
 
 @pytest.mark.parametrize("columns", [["Store", "Quantity"], None])
@@ -81,8 +72,7 @@ def test_a_value_of_megabytes_is_read(tmp_path, columns):
     rows[50][4] = "LYRICS " * 800_000  # 5.6 MB
     rows[150][4] = "LYRIC, LINE\n" * 300_000  # 3.6 MB over 300,000 lines
     path = write_statement(tmp_path / "dk_bank_details.csv", rows)
-    for frame in read_both(path, columns, block_size=1 << 20):
-        assert_reads_like_a_plain_read(frame, path, columns or COLUMNS)
+    assert_reads_like_a_plain_read(read_dataset(DK_BANK, path, columns), path, columns or COLUMNS)
 
 
 # -- every bad one is named precisely --------------------------------------------------------
@@ -105,7 +95,7 @@ def test_a_row_over_the_limit_names_file_row_and_column_and_says_what_to_do(tmp_
     expected = (f"{path}: data row 31 (line {line}) of data set 'dk_bank_details' is 5.0 MiB, more than the "
                 "2.0 MiB a row may take (column 'Title' holds 5.0 MiB of it); keep values this large out of the CSV")
     assert error_of(read_dataset, DK_BANK, path, ["Store"]).startswith(expected)
-    assert error_of(iter_csv_batches, DK_BANK, path, ["Store"], block_size=1 << 20).startswith(expected)
+    assert error_of(read_text, DK_BANK, path).startswith(expected)
 
 
 def test_bytes_that_are_not_utf8_name_column_row_line_and_bytes(tmp_path):
@@ -114,8 +104,7 @@ def test_bytes_that_are_not_utf8_name_column_row_line_and_bytes(tmp_path):
     assert message.startswith(f"{path}: column 'Title' of data set 'dk_bank_details' should be UTF-8 text, "
                               f"but data row 31 has b'CAF\\xc9 NOIR' (line {line}); ")
     assert "as Latin-1 these bytes read 'CAFÉ NOIR'" in message
-    # ctx.load, batches and ctx.aggregate say the same
-    assert error_of(iter_csv_batches, DK_BANK, path) == message
+    # ctx.load and ctx.aggregate say the same
     assert error_of(aggregate_csv, DK_BANK, path, ["Title"], ["Quantity"], threads=2) == message
     # a column that is not read is not checked
     assert len(read_dataset(DK_BANK, path, ["Store", "Quantity"])) == 40
@@ -162,7 +151,6 @@ def test_text_in_a_number_column_names_the_row_and_its_line(tmp_path):
     message = error_of(read_dataset, DK_BANK, path)
     assert message == (f"{path}: column 'Quantity' of data set 'dk_bank_details' should be int (whole number), "
                        f"but data row 31 has 'lots' (line {line})")
-    assert error_of(iter_csv_batches, DK_BANK, path) == message
     assert error_of(aggregate_csv, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
 
 

@@ -97,7 +97,7 @@ def test_zero_gross_skips_the_retention_rate(lab, bedrot_lake):
 
 
 def test_bad_statement_fails_naming_file_column_and_row(lab, bedrot_lake):
-    bad = STATEMENT[:2] + [line("2025-01", "Spotify", "NOVA VANTA", "NIGHT DRIVE", 1, "12 cents")]
+    bad = [*STATEMENT[:2], line("2025-01", "Spotify", "NOVA VANTA", "NIGHT DRIVE", 1, "12 cents")]
     (bedrot_lake / "4_curated" / "dk_bank_details.csv").write_text(HEADER + "".join(bad))
     result = run_experiment(lab, "royalty-adjusted-revenue")
     assert result.status == "FAILED"

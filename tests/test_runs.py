@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -105,10 +106,10 @@ def test_a_run_records_params_metrics_artifacts_inputs_tags_and_description(lab,
     assert {"report.md", "tables/catalog_copy.parquet", "tables/catalog_copy.json", "figures/line.png",
             "outputs/shares.parquet", "outputs/shares.json"} <= files
     local = client.download_artifacts(result.run_id, "outputs/shares.json")
-    record = json.loads(open(local).read())
-    assert record["rows"] == 2 and record["schema"] == {"artist": "object", "share": "float64"} or record["rows"] == 2
+    record = json.loads(Path(local).read_text())
+    assert (record["rows"] == 2 and record["schema"] == {"artist": "object", "share": "float64"}) or record["rows"] == 2
     assert tags["output.shares.sha256"] == record["sha256"]
-    report = open(client.download_artifacts(result.run_id, "report.md")).read()
+    report = Path(client.download_artifacts(result.run_id, "report.md")).read_text()
     assert "## Findings" in report
 
     (data_input,) = stored.inputs.dataset_inputs
@@ -131,7 +132,7 @@ def test_a_failing_experiment_ends_failed_with_traceback_and_error_tag(lab):
     assert stored.data.tags["error"] == "ValueError: boom at row 7"
     assert stored.data.metrics["before"] == 1  # what was logged before the failure is kept
     client = MlflowClient(lab.settings.tracking_uri)
-    traceback_text = open(client.download_artifacts(result.run_id, "error/traceback.txt")).read()
+    traceback_text = Path(client.download_artifacts(result.run_id, "error/traceback.txt")).read_text()
     assert "Traceback" in traceback_text and 'raise ValueError("boom at row 7")' in traceback_text
 
 
@@ -208,6 +209,15 @@ def test_hooks_fire_in_order(bedrot_lake, write_plugin):
 
     class Recording:
         @hookimpl
+        def validate_run(self, experiment, params):
+            calls.append(("validate_run", experiment.name))
+
+        @hookimpl
+        def on_run_end(self, ctx, status):
+            calls.append(("on_run_end", ctx.run_id, status))
+            ctx.log_metric("ended", 1)
+
+        @hookimpl
         def run_tags(self, experiment, params):
             calls.append(("run_tags", experiment.name, dict(params)))
             return {"recorded": "yes"}
@@ -248,10 +258,13 @@ def test_hooks_fire_in_order(bedrot_lake, write_plugin):
     finally:
         lab.plugins.pm.unregister(name="recording")
     assert calls == [
-        ("run_tags", "ok", {}), ("before_run", good.run_id), ("after_run", good.run_id),
-        ("run_tags", "bad", {}), ("before_run", failed.run_id), ("on_run_failure", failed.run_id, "'missing'"),
+        ("validate_run", "ok"), ("run_tags", "ok", {}), ("before_run", good.run_id), ("after_run", good.run_id),
+        ("on_run_end", good.run_id, "FINISHED"),
+        ("validate_run", "bad"), ("run_tags", "bad", {}), ("before_run", failed.run_id),
+        ("on_run_failure", failed.run_id, "'missing'"), ("on_run_end", failed.run_id, "FAILED"),
     ]
     assert read_run(good.run_id, lab).data.tags["recorded"] == "yes"
+    assert read_run(failed.run_id, lab).data.metrics["ended"] == 1
 
 
 def test_a_spec_with_a_sweep_runs_children_under_one_parent(lab, bedrot_lake):
@@ -355,7 +368,7 @@ def test_a_credential_in_an_error_message_is_scrubbed(bedrot_lake, write_plugin)
     stored = read_run(result.run_id, lab)
     assert stored.data.tags["error"] == "PermissionError: token **** was refused"
     client = MlflowClient(lab.settings.tracking_uri)
-    traceback_text = open(client.download_artifacts(result.run_id, "error/traceback.txt")).read()
+    traceback_text = Path(client.download_artifacts(result.run_id, "error/traceback.txt")).read_text()
     assert FAKE_META_TOKEN not in traceback_text and "token **** was refused" in traceback_text
 
 

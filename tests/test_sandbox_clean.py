@@ -40,7 +40,7 @@ from bedrot_lab.sandbox.cleanup import (
     restore,
 )
 from bedrot_lab.sandbox.index import UsageIndex
-from bedrot_lab.sandbox.rules import DAY
+from bedrot_lab.sandbox.settings import DAY
 
 NOW = time.time()
 LATER = NOW + 100 * DAY  # when plans are made: every ctime is then 100 days old
@@ -718,3 +718,36 @@ def test_a_fifo_is_never_opened(lake: Lake):
     result = apply_clean(lake.settings, plan, lake.index())
     assert result.skipped == [Skipped("users/ana/p/pipe", "not a regular file")]
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+# -- one set of effective rules ------------------------------------------------------------------
+
+
+def test_a_plugins_stale_rule_decides_what_check_reports_and_clean_archives(lake: Lake):
+    """A plugin replacing the built-in stale rule changes what ``sandbox clean`` plans and
+    applies, not only what ``sandbox check`` reports."""
+    from bedrot_lab import hookimpl
+    from bedrot_lab.plugins import PluginHost
+    from bedrot_lab.sandbox.rules import StaleRule, effective_rules, evaluate
+    from bedrot_lab.sandbox.settings import GlobSet, StaleSpec
+
+    lake.write("users/ana/p/old.csv", days=150)
+    lake.write("users/ana/p/old.parquet", days=150)
+    only_csv = StaleRule([StaleSpec("csv", GlobSet(["**.csv"]), 90, "archive", "soft")], GlobSet([]))
+
+    class CsvOnly:
+        @hookimpl
+        def sandbox_rules(self):
+            return [only_csv]
+
+    host = PluginHost()
+    host.pm.register(CsvOnly(), name="csv_only")
+    rules = effective_rules(lake.settings, host.hook)
+    assert rules.named("stale") is only_csv
+    reported = evaluate(rules.rules, lake.index(), LATER).violations
+    assert {v.rule for v in reported if v.rule.startswith("stale")} == {"stale.csv"}
+    plan = plan_clean(lake.settings, lake.index(), now=LATER, rules=rules)
+    assert paths(plan) == {"users/ana/p/old.csv"}
+    assert paths(lake.plan()) == {"users/ana/p/old.csv", "users/ana/p/old.parquet"}  # the built-in rule
+    result = apply_clean(lake.settings, plan, lake.index(), rules=rules)
+    assert [e["path"] for e in result.archived] == ["users/ana/p/old.csv"]

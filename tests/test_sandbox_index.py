@@ -581,3 +581,17 @@ def test_too_low_watch_limit_is_detected_and_falls_back_to_polling(tmp_path):
     assert len(report["warnings"]) == 1 and "polling" in report["warnings"][0]
     assert report["late"] == 4321
     assert report["total"] == [4321, 1]
+
+
+def test_an_index_file_that_is_no_database_is_started_again(tmp_path, caplog):
+    """The index only mirrors the disk: a damaged file is replaced, with a warning, not a crash."""
+    box = tmp_path / "sandbox"
+    (box / "users" / "ana").mkdir(parents=True)
+    (box / "users" / "ana" / "a.csv").write_bytes(b"12345")
+    database = tmp_path / "state" / "sandbox.db"
+    database.parent.mkdir()
+    database.write_bytes(b"this is not a database, just bytes " * 100)
+    with UsageIndex(database, box, workers=0) as index:
+        index.full_scan()
+        assert index.total() == (5, 1)
+    assert any("unreadable" in record.getMessage() for record in caplog.records)

@@ -21,24 +21,14 @@ import pluggy
 import pytest
 
 from bedrot_lab import hookimpl, hookspecs
-from bedrot_lab.builtin import violation_sinks
 from bedrot_lab.config import ConfigError, load_settings, settings_from
-from bedrot_lab.sandbox import rules as rules_module
+from bedrot_lab.lab import Lab
+from bedrot_lab.sandbox import credentials as credentials_module
+from bedrot_lab.sandbox import violation_sinks
+from bedrot_lab.sandbox.credentials import SecretsRule, find_secrets
 from bedrot_lab.sandbox.index import UsageIndex
-from bedrot_lab.sandbox.rules import (
-    DAY,
-    GlobSet,
-    Limits,
-    QuotaRule,
-    SandboxRules,
-    SecretsRule,
-    StaleRule,
-    Violation,
-    all_rules,
-    evaluate,
-    find_secrets,
-    parse_size,
-)
+from bedrot_lab.sandbox.rules import Pins, QuotaRule, StaleRule, Violation, all_rules, evaluate
+from bedrot_lab.sandbox.settings import DAY, GlobSet, Limits, SandboxRules, parse_size
 from bedrot_lab.sandbox.violations import ViolationStore, check, notify
 
 NOW = time.time()
@@ -131,15 +121,15 @@ def test_parse_size(text, expected):
 
 @pytest.mark.parametrize("bad", ["5 gigs", "", "-1GiB", "GiB", "5iB", "5 G B", True, -3, 1.5, None])
 def test_parse_size_rejects_nonsense(bad):
-    with pytest.raises(ConfigError, match="sandbox.quotas.user.soft"):
+    with pytest.raises(ConfigError, match=r"sandbox\.quotas\.user\.soft"):
         parse_size(bad, "sandbox.quotas.user.soft")
 
 
 def test_a_bad_size_names_the_file_and_the_key(lake: Path):
     config = lake / "bedrot-lab.toml"
     config.write_text('[sandbox.quotas]\nuser = { soft = "5 gigs", hard = "10GiB" }\n')
-    with pytest.raises(ConfigError) as caught:  # when the config is read, for every command
-        load_settings(lake, env={})
+    with pytest.raises(ConfigError) as caught:  # when the lake is opened, for every command
+        Lab(load_settings(lake, env={}))
     assert caught.value.path == config and caught.value.key == "sandbox.quotas.user.soft"
     assert str(caught.value).startswith(f"{config}: sandbox.quotas.user.soft: not a size: '5 gigs'")
 
@@ -362,7 +352,7 @@ def test_keep_files_and_keep_globs_pin_what_must_stay(lake: Path, indexed):
     rules = SandboxRules.from_settings(settings)
     stale = {s.record.path for s in rules.stale_rule().stale_files(index, LATER)}
     assert stale == {"users/ana/p/loose/c.csv", "top.tmp"}
-    pins = rules.pins(index)
+    pins = Pins(rules.keep, lambda path: index.get(path) is not None)
     assert pins.reason("users/ana/p/pinned/sub/deeper/b.tmp") == "users/ana/p/pinned/.keep"
     assert pins.reason("analysis/q3/r.html") == "analysis/.keep"
     assert pins.reason("users/ana/p/x/final/m.pt") == "keep glob 'final'"
@@ -469,13 +459,13 @@ def test_unchanged_files_are_not_read_again(lake: Path, indexed, monkeypatch):
     write(box / "users/ana/p/gone.txt", "nothing\n")
     settings = settings_for(lake)
     reads: list[str] = []
-    real_scan = rules_module.scan_file
+    real_scan = credentials_module.scan_file
 
     def counting_scan(path, limit):
         reads.append(str(path))
         return real_scan(path, limit)
 
-    monkeypatch.setattr(rules_module, "scan_file", counting_scan)
+    monkeypatch.setattr(credentials_module, "scan_file", counting_scan)
     rule = SecretsRule(cache_path=settings.state_dir / "secret-scan.db")
 
     assert [v.subject for v in rule.evaluate(indexed(settings), NOW)] == ["users/ana/p/aws.txt:1"]
@@ -486,14 +476,14 @@ def test_unchanged_files_are_not_read_again(lake: Path, indexed, monkeypatch):
     (box / "users/ana/p/gone.txt").unlink()
     assert [v.subject for v in rule.evaluate(indexed(settings), NOW)] == ["users/ana/p/aws.txt:3"]
     assert reads[2:] == [str(box / "users/ana/p/aws.txt")]
-    cache = rules_module.SecretScanCache(settings.state_dir / "secret-scan.db")
+    cache = credentials_module.SecretScanCache(settings.state_dir / "secret-scan.db")
     assert [(path, [f.line for f in found]) for path, _, found in cache.with_findings()] == [
         ("users/ana/p/aws.txt", [3])]
     cache.close()
     (box / "users/ana/p/aws.txt").unlink()  # a file with findings that goes is forgotten at once
     assert list(rule.evaluate(indexed(settings), NOW)) == []
     assert len(reads) == 3
-    cache = rules_module.SecretScanCache(settings.state_dir / "secret-scan.db")
+    cache = credentials_module.SecretScanCache(settings.state_dir / "secret-scan.db")
     assert cache.with_findings() == []
     cache.close()
 
@@ -697,8 +687,8 @@ def test_the_cache_finds_changed_files_with_any_name(lake: Path, indexed, monkey
     write(box / "users/ana/p/big.txt", "x" * 300)
     settings = settings_for(lake)
     reads: list[str] = []
-    real_scan = rules_module.scan_file
-    monkeypatch.setattr(rules_module, "scan_file", lambda path, limit: reads.append(path) or real_scan(path, limit))
+    real_scan = credentials_module.scan_file
+    monkeypatch.setattr(credentials_module, "scan_file", lambda path, limit: reads.append(path) or real_scan(path, limit))
     rule = SecretsRule(max_bytes=200, cache_path=settings.state_dir / "secret-scan.db")
     index = indexed(settings)
     expected = [f"users/ana/p/{odd}:1", "top.env:1"]

@@ -10,9 +10,9 @@ import pytest
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab
-from bedrot_lab.runner import prepare, run
+from bedrot_lab.runner import RunRefused, prepare, run
 from bedrot_lab.sandbox.index import UsageIndex
-from bedrot_lab.sandbox.runs import QuotaExceeded, quota_gate
+from bedrot_lab.sandbox.runs import quota_gate
 from bedrot_lab.testing import read_run
 from tests.conftest import bedrot
 
@@ -109,7 +109,7 @@ def test_over_a_hard_user_quota_the_run_is_refused_before_it_exists(lake: Path) 
     lab = with_quotas(lake)
     fill(lake, "users/tester/old/data.bin", 150 * 1024)
     fill(lake, "users/someone-else/p/data.bin", 500 * 1024)  # not tester's
-    with pytest.raises(QuotaExceeded) as caught:
+    with pytest.raises(RunRefused) as caught:
         run(lab, prepare(lab, "quiet", {}))
     message = str(caught.value)
     assert "user tester holds 150.0 KiB" in message and "hard limit of 100.0 KiB" in message
@@ -157,3 +157,28 @@ def test_cli_refusal_is_one_line_with_exit_1(lake: Path, cli_env) -> None:
     assert "Traceback" not in done.stderr
     os.remove(lake / "sandbox/users/tester/old/data.bin")
     assert bedrot("run", "quiet", env=cli_env).returncode == 0
+
+
+def test_a_plugins_quota_rule_is_the_one_the_run_gate_uses(lake: Path, write_plugin) -> None:
+    write_plugin("strict_quota", """
+        from bedrot_lab import Violation, hookimpl
+
+        class NoBigFiles:
+            name = "quota"  # replaces the built-in quota rule
+
+            def evaluate(self, index, now):
+                for row in index.usage("user"):
+                    if row["bytes"] > 1000:
+                        yield Violation("quota.user", f"user:{row['user']}", row["bytes"], 1000, "hard",
+                                        f"user {row['user']} holds more than 1000 bytes")
+
+        @hookimpl
+        def sandbox_rules(settings):
+            return [NoBigFiles()]
+    """)
+    lab = Lab.open(lake)  # no [sandbox.quotas] at all: only the plugin's rule limits
+    fill(lake, "users/tester/old/data.bin", 2000)
+    with pytest.raises(RunRefused, match="user tester holds more than 1000 bytes"):
+        run(lab, prepare(lab, "quiet", {}))
+    fill(lake, "users/tester/old/data.bin", 10)
+    assert run(lab, prepare(lab, "quiet", {})).status == "FINISHED"

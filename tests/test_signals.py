@@ -75,7 +75,7 @@ def test_interrupted_run_is_recorded_killed(bedrot_lake: Path, write_plugin, cli
                 pytest.fail(f"the run never started: {process.communicate()[1]}")
             time.sleep(0.05)
         process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=60)
+        _stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from bedrot_lab.lake import DIGESTS_VERSION, cached_sha256
+from bedrot_lab.sandbox.credentials import SecretFinding, SecretScanCache
 from bedrot_lab.sandbox.index import UsageIndex
-from bedrot_lab.sandbox.rules import SecretFinding, SecretScanCache, Violation
+from bedrot_lab.sandbox.rules import Violation
 from bedrot_lab.sandbox.violations import ViolationStore
 from bedrot_lab.statedb import (
     StateTooNew,

@@ -23,7 +23,7 @@ COMMANDS = {
     "promote": "bedrot_lab.cli.promote:promote",
     "rollback": "bedrot_lab.cli.promote:rollback",
     "promotions": "bedrot_lab.cli.promote:promotions",
-    "sandbox": "bedrot_lab.cli.sandbox:sandbox",
+    "sandbox": "bedrot_lab.sandbox.cli:sandbox",
 }
 
 

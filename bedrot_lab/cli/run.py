@@ -31,7 +31,7 @@ def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
         if candidate.is_file():
             return candidate.resolve()
     folder = Path(target).parent
-    if folder == Path() or specs_dir is not None and folder == Path(specs_dir.name):
+    if folder == Path() or (specs_dir is not None and folder == Path(specs_dir.name)):
         from ..specs import packaged_specs
 
         packaged = packaged_specs().get(Path(target).name)
@@ -60,7 +60,8 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
     MLflow: params, metrics, artifacts, inputs, tags and resource use. Exit code
     0 when the run finished, 1 when it failed, 130/143 when interrupted.
     """
-    from ..runner import prepare, run as run_one
+    from ..runner import prepare
+    from ..runner import run as run_one
 
     lab = state.lab
     params = parse_params(pairs)

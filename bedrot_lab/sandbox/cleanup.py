@@ -26,12 +26,13 @@ from ..fsutil import (
 )
 from ..locks import LockBusy, owned_lock
 from .index import Change, owner_of
-from .rules import ACTIONS, Pins, SandboxRules, SecretsRule
+from .rules import EffectiveRules, Pins, StaleRule, effective_rules
+from .settings import ACTIONS
 
 if TYPE_CHECKING:
     from ..config import Settings
     from .index import UsageIndex
-    from .rules import GlobSet, StaleRule
+    from .settings import GlobSet
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,9 @@ class RestoreResult:
 
 def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | None = None,
                user: str | None = None, running_runs: Collection[str] = (),
-               now: float | None = None) -> CleanPlan:
-    """The stale files of the sandbox (its ``[sandbox]`` rules, evaluated at ``now``) and
-    what a clean would do to each. Changes nothing.
+               now: float | None = None, rules: EffectiveRules | None = None) -> CleanPlan:
+    """The stale files of the sandbox (its effective rules, ``rules`` or the built-in ones
+    of ``[sandbox]``, evaluated at ``now``) and what a clean would do to each. Changes nothing.
 
     ``older_than`` (days) replaces every rule's own days; ``user`` keeps only
     ``users/<user>/``. Links, files under the workdir of a run in
@@ -186,9 +187,9 @@ def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | Non
     if older_than is not None and not older_than >= 0:
         raise CleanupError(f"--older-than must be a number of days, 0 or more; got {older_than!r}")
     plan = CleanPlan([], [], now, older_than, user)
-    rules = SandboxRules.from_settings(settings)
+    rules = rules or effective_rules(settings)
     credentials = _credential_files(rules, index, now)
-    for stale in rules.stale_rule().stale_files(index, now, under=under, older_than=older_than):
+    for stale in _stale_rule(rules).stale_files(index, now, under=under, older_than=older_than):
         record = stale.record
         if record.is_link:
             plan.skipped.append(Skipped(record.path, LINK))
@@ -202,12 +203,20 @@ def plan_clean(settings: Settings, index: UsageIndex, *, older_than: float | Non
     return plan
 
 
-def _credential_files(rules: SandboxRules, index: UsageIndex, now: float) -> set[str]:
+def _stale_rule(rules: EffectiveRules) -> StaleRule:
+    rule = rules.named("stale")
+    if not isinstance(rule, StaleRule):
+        raise CleanupError(f"the stale rule is replaced by {rule!r}, which is not a StaleRule: `sandbox clean` "
+                           "archives only what a StaleRule (bedrot_lab.sandbox.rules) says is stale")
+    return rule
+
+
+def _credential_files(rules: EffectiveRules, index: UsageIndex, now: float) -> set[str]:
     """The files the secrets rule finds credentials in (read again only where changed
     since the last check, thanks to its cache)."""
-    if not rules.secrets:
+    rule = rules.named("secrets")
+    if rule is None:
         return set()
-    rule = SecretsRule(rules.secret_max_bytes, rules.secret_ignore, rules.secret_cache)
     return {violation.path for violation in rule.evaluate(index, now) if violation.path}
 
 
@@ -215,7 +224,7 @@ def _credential_files(rules: SandboxRules, index: UsageIndex, now: float) -> set
 
 
 def apply_clean(settings: Settings, plan: CleanPlan, index: UsageIndex | None = None, *,
-                running_runs: Collection[str] = (),
+                running_runs: Collection[str] = (), rules: EffectiveRules | None = None,
                 progress: Callable[[int, int], None] | None = None) -> CleanResult:
     """Do what ``plan`` says: archive files to ``<archive>/sandbox/<YYYY-MM-DD>/<path>``,
     or delete those whose rule says ``delete``, recording each in a manifest (fsynced
@@ -229,7 +238,7 @@ def apply_clean(settings: Settings, plan: CleanPlan, index: UsageIndex | None = 
     it raises stops the clean. ``index``, when given, learns what left the sandbox.
     """
     sandbox, archive = _roots(settings)
-    rules = SandboxRules.from_settings(settings)
+    stale = _stale_rule(rules or effective_rules(settings))
     started = datetime.now().astimezone()
     day = started.strftime("%Y-%m-%d")
     header = {"kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "created": started.isoformat(timespec="seconds"),
@@ -237,7 +246,7 @@ def apply_clean(settings: Settings, plan: CleanPlan, index: UsageIndex | None = 
               "now": plan.now, "older_than": plan.older_than, "only_user": plan.user}
     name = f"clean-{started:%H%M%S}-{secrets.token_hex(3)}.jsonl"
     manifest = _Manifest(Path(archive, ARCHIVE_AREA, day, MANIFESTS_DIR, name), header)
-    cleaner = _Cleaner(sandbox, archive, day, rules.stale_rule(), rules.keep, frozenset(running_runs), manifest)
+    cleaner = _Cleaner(sandbox, archive, day, stale, stale.keep, frozenset(running_runs), manifest)
     result = CleanResult()
     done = done_bytes = 0
     with _exclusive(settings):

@@ -491,7 +491,7 @@ class _Writer:
         if not rows:
             return
         self.con.executemany("DELETE FROM files WHERE dir_id = ?", [(r[0],) for r in rows])
-        for did, path, owner, nbytes, nfiles in rows:
+        for _did, _path, owner, nbytes, nfiles in rows:
             self.removed += nfiles
             self.count_owner(owner, -nbytes, -nfiles)
         gone = [(r[0],) for r in rows if r[1] != ""]
@@ -793,17 +793,19 @@ class UsageIndex:
 
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.db_path.with_name(self.db_path.name + ".lock")):
-            con = self._connect()
+            con = None
             try:
-                try:
-                    current = schema_version(con) == len(MIGRATIONS)
-                except sqlite3.DatabaseError as exc:  # not a database: it is only an index, start again
-                    log.warning("%s is unreadable (%s); starting a new index", self.db_path, exc)
+                con = self._connect()
+                current = schema_version(con) == len(MIGRATIONS)
+            except sqlite3.DatabaseError as exc:  # not a database: it is only an index, start again
+                log.warning("%s is unreadable (%s); starting a new index", self.db_path, exc)
+                if con is not None:
                     con.close()
-                    for suffix in ("", "-wal", "-shm"):
-                        Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
-                    con = self._connect()
-                    current = False
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+                con = self._connect()
+                current = False
+            try:
                 if not current:
                     migrate(con, self.db_path, MIGRATIONS)
                     con.execute("PRAGMA journal_mode=WAL")

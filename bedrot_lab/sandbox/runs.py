@@ -5,22 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import BedrotLabError
 from .index import DB_NAME, UsageIndex
-from .rules import QuotaRule, SandboxRules, Violation
+from .rules import EffectiveRules, QuotaRule, Violation, effective_rules
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
-
-
-class QuotaExceeded(BedrotLabError):
-    """A run may not start: its user or project is over a hard sandbox quota."""
 
 
 @dataclass(frozen=True)
@@ -38,38 +34,44 @@ class QuotaGate:
         return [v for v in self.violations if v.severity == "soft"]
 
     def refusal(self) -> str:
-        """The one line a refused run prints: usage, limit and what to do."""
-        return (f"not starting the run: {self.hard[0].detail}; free space (see bedrot-lab sandbox usage "
-                f"--by project) or raise the limit in [sandbox.quotas]")
+        """Why a run is refused: usage, limit and what to do."""
+        return (f"{self.hard[0].detail}; free space (see bedrot-lab sandbox usage --by project) "
+                f"or raise the limit in [sandbox.quotas]")
 
     def tag(self) -> str:
         """The ``bedrot.sandbox.quota`` tag of a run that starts over a soft limit."""
         return "; ".join(v.detail for v in self.soft)
 
 
-def quota_gate(settings: Settings, project: str) -> QuotaGate:
-    """Check ``settings.user``'s workspace and its ``project`` against their quotas.
+def quota_gate(settings: Settings, project: str, *, rules: EffectiveRules | None = None,
+               reconcile: bool = True) -> QuotaGate:
+    """Check ``settings.user``'s workspace and its ``project`` against the effective quota
+    rule (of ``rules``, else the built-in one of ``[sandbox]``).
 
-    Costs nothing when neither has a limit. Otherwise the user's folder is
-    reconciled into the usage index first (a walk of that folder alone), so
-    the answer is current even when no watcher runs.
+    The built-in rule costs nothing when neither has a limit. Otherwise the user's
+    folder is reconciled into the usage index first (a walk of that folder alone;
+    unless ``reconcile`` is False), so the answer is current even when no watcher
+    runs. A plugin's quota rule is evaluated whole and its violations of this
+    user and project kept.
     """
-    quotas = SandboxRules.from_settings(settings).quotas
+    rule = (rules or effective_rules(settings)).named("quota")
     user = settings.user
     scopes = [("user", user, None), ("project", f"{user}/{project}", project)]
-    scopes = [(scope, name, part) for scope, name, part in scopes if quotas.limits(scope, name)]
-    if not scopes:
+    if isinstance(rule, QuotaRule):
+        scopes = [(scope, name, part) for scope, name, part in scopes if rule.quotas.limits(scope, name)]
+    if rule is None or not scopes or not settings.zone("sandbox").is_dir():
         return QuotaGate()
-    sandbox = settings.zone("sandbox")
-    if not sandbox.is_dir():
-        return QuotaGate()
-    rule = QuotaRule(quotas)
     found: list[Violation] = []
     with UsageIndex.for_settings(settings) as index:
-        index.reconcile(under=f"users/{user}")
-        for scope, name, part in scopes:
-            nbytes, nfiles = index.owner_totals(user, part)
-            found.extend(rule.check(scope, name, nbytes, nfiles))
+        if reconcile:
+            index.reconcile(under=f"users/{user}")
+        if isinstance(rule, QuotaRule):
+            for scope, name, part in scopes:
+                nbytes, nfiles = index.owner_totals(user, part)
+                found.extend(rule.check(scope, name, nbytes, nfiles))
+        else:
+            subjects = {f"{scope}:{name}" for scope, name, _ in scopes}
+            found.extend(v for v in rule.evaluate(index, time.time()) if v.subject in subjects)
     return QuotaGate(tuple(found))
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ..plugins import call_each, log_failure
 from ..statedb import db_text, from_db_text, migrate
-from .rules import SEVERITIES, Rule, Violation, all_rules, evaluate, owns, rules_of
+from .rules import Violation, effective_rules, evaluate, owns
+from .settings import SEVERITIES
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -334,47 +335,17 @@ class CheckResult:
         return [v for v in self.violations if v.severity == "hard"]
 
 
-def _plugin_rules(settings: Settings, hook: Any) -> tuple[list[Rule], bool]:
-    """The plugins' sandbox rules, and whether a plugin's are missing: one whose hook
-    raised, returned something that is not a rule, or named a rule like another
-    plugin's is left out of the check, in one line naming it."""
-    rules: list[Rule] = []
-    owners: dict[str, str] = {}
-    missing = False
-    for call in call_each(hook.sandbox_rules, settings=settings) if hook is not None else ():
-        if call.error is not None:
-            log_failure(call, "; its rules are left out of this check")
-            missing = True
-            continue
-        problem, mine = "", []
-        try:
-            mine = rules_of(call.result)
-        except TypeError as exc:
-            problem = str(exc)
-        clash = next((rule.name for rule in mine if rule.name in owners), None)
-        if clash:
-            problem = f"plugin {owners[clash]!r} returns a rule named {clash!r} too; rename one"
-        if problem:
-            log.error("sandbox_rules of plugin %r: %s; its rules are left out of this check", call.plugin, problem)
-            missing = True
-            continue
-        owners.update(dict.fromkeys((rule.name for rule in mine), call.plugin))
-        rules.extend(mine)
-    return rules, missing
-
-
 def check(settings: Settings, index: UsageIndex, hook: Any = None, *, now: float | None = None) -> CheckResult:
     """Evaluate the built-in and plugin rules (``hook.sandbox_rules``) against ``index``,
     record the result in the store and hand the transitions to ``hook.handle_violation``."""
-    plugin_rules, rules_missing = _plugin_rules(settings, hook)
+    rules = effective_rules(settings, hook)
     now = time.time() if now is None else now
-    rules = all_rules(settings, [plugin_rules])
-    evaluation = evaluate(rules, index, now)
+    evaluation = evaluate(rules.rules, index, now)
     with ViolationStore.for_settings(settings) as store:
         partial = list(evaluation.failed)
-        if rules_missing:  # which rules the failed plugin has is unknown: keep open what none checked
+        if rules.incomplete:  # which rules the failed plugin has is unknown: keep open what none checked
             partial += [stored.violation.rule for stored in store.open_violations()
-                        if not any(owns(rule.name, stored.violation.rule) for rule in rules)]
+                        if not any(owns(rule.name, stored.violation.rule) for rule in rules.rules)]
         transitions = store.record(evaluation.violations, now=now, partial=partial)
     failures = notify(transitions, settings, hook)
     return CheckResult(evaluation.violations, transitions, evaluation.failed, failures)

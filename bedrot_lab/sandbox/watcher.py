@@ -367,7 +367,7 @@ class SandboxWatcher:
             for function, future in requests:
                 try:
                     future.set_result(function())
-                except Exception as exc:  # noqa: BLE001 - handed to the caller waiting on the future
+                except Exception as exc:
                     future.set_exception(exc)
             if stopping:
                 self._drain()

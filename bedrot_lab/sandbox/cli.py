@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..sandbox.rules import files_count, format_size
-from . import CliError
-from .output import echo_json, echo_table
+from ..cli import CliError
+from ..cli.output import echo_json, echo_table
+from .settings import files_count, format_size
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..sandbox.cleanup import Skipped
+    from .cleanup import Skipped
 
 #: a watcher writes a heartbeat this often; usage calls it live while it is this fresh
 HEARTBEAT_SECONDS = 10.0
@@ -56,7 +56,7 @@ def _sandbox_root(settings) -> Path:
 
 def _open_index(settings, *, refresh: bool, quiet: bool = False):
     """The usage index, built by a full scan if it never was, else reconciled when asked."""
-    from ..sandbox.index import UsageIndex
+    from .index import UsageIndex
 
     _sandbox_root(settings)
     index = UsageIndex.for_settings(settings)
@@ -133,11 +133,13 @@ def usage(state, by: str, refresh: bool, as_json: bool) -> None:
     index with a full scan. Without a watcher running the index is as of its
     last refresh (shown); --refresh brings it up to date.
     """
-    from ..sandbox.index import USAGE_KEYS
-    from ..sandbox.rules import SandboxRules
+    from .index import USAGE_KEYS
+    from .rules import QuotaRule, effective_rules
+    from .settings import Quotas
 
     settings = _settings(state)
-    quotas = SandboxRules.from_settings(settings).quotas
+    quota = effective_rules(settings, state.lab.plugins.hook).named("quota")
+    quotas = quota.quotas if isinstance(quota, QuotaRule) else Quotas()
     with _open_index(settings, refresh=refresh, quiet=as_json) as index:
         rows = index.usage(by)
         nbytes, nfiles = index.total()
@@ -180,7 +182,7 @@ def scan(state, as_json: bool) -> None:
     Other commands (and a running watcher) keep using the old index until the
     scan is done. Needed only when the index was lost or is suspect.
     """
-    from ..sandbox.index import UsageIndex
+    from .index import UsageIndex
 
     settings = _settings(state)
     _sandbox_root(settings)
@@ -208,7 +210,7 @@ def check(state, no_refresh: bool, as_json: bool) -> None:
     (the log and violations.jsonl in the state folder by default). Exit code 1
     when any violation is hard.
     """
-    from ..sandbox.violations import check as check_rules
+    from .violations import check as check_rules
 
     lab = state.lab
     if not state.debug:  # the table below says it all; the sinks still record
@@ -249,7 +251,7 @@ def _printable(text: str) -> str:
 @click.pass_obj
 def violations(state, show_all: bool, as_json: bool) -> None:
     """The violations recorded by the last checks (open ones, since when)."""
-    from ..sandbox.violations import ViolationStore
+    from .violations import ViolationStore
 
     settings = _settings(state)
     with ViolationStore.for_settings(settings) as store:
@@ -280,9 +282,9 @@ def watch(state, polling: bool, check_every: float, status_every: float, reconci
     """Watch the sandbox in the foreground: keep the usage index live and report
     violations as they appear, escalate or resolve. Ctrl-C stops it.
     """
-    from ..sandbox.index import UsageIndex
-    from ..sandbox.violations import check as check_rules
-    from ..sandbox.watcher import SandboxWatcher
+    from .index import UsageIndex
+    from .violations import check as check_rules
+    from .watcher import SandboxWatcher
 
     lab = state.lab
     settings = lab.settings
@@ -366,14 +368,16 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
     action = "delete" deletes; everything else can be put back with
     `bedrot-lab sandbox restore`.
     """
-    from ..sandbox.cleanup import apply_clean, plan_clean
+    from .cleanup import apply_clean, plan_clean
+    from .rules import effective_rules
 
     lab = state.lab
     settings = lab.settings
+    rules = effective_rules(settings, lab.plugins.hook)
     if user is not None and not (settings.zone("sandbox") / "users" / user).is_dir():
         raise CliError(f"--user {user}: no folder sandbox/users/{user}", exit_code=2)
     with _open_index(settings, refresh=True, quiet=as_json) as index:
-        plan = plan_clean(settings, index, older_than=older_than, user=user)
+        plan = plan_clean(settings, index, older_than=older_than, user=user, rules=rules)
         running = _running_runs(lab, plan.run_ids())
         plan.leave_running(running)
         if not do_apply or not plan.items:
@@ -383,7 +387,7 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
                 _echo_plan(plan)
             return
         progress = _Progress("files done")
-        result = apply_clean(settings, plan, index, running_runs=running, progress=progress.update)
+        result = apply_clean(settings, plan, index, running_runs=running, rules=rules, progress=progress.update)
         progress.done()
     # what the plan left alone (links, running runs, credentials) and what the apply did
     left = sorted([*plan.skipped, *result.skipped], key=lambda skipped: skipped.path)
@@ -455,8 +459,8 @@ def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> Non
     A file that exists again in the sandbox is not overwritten. Exit code 1
     when a selected file could not be restored.
     """
-    from ..sandbox.cleanup import restore as restore_files
-    from ..sandbox.index import DB_NAME, UsageIndex
+    from .cleanup import restore as restore_files
+    from .index import DB_NAME, UsageIndex
 
     settings = _settings(state)
     index = UsageIndex.for_settings(settings) if (settings.state_dir / DB_NAME).exists() else None
