@@ -19,6 +19,7 @@ from .config import (
     settings_from,
 )
 from .errors import UsageError
+from .fsutil import atomic_write
 
 #: zone key -> the unnumbered folder names of BEDROT's older lake, found when the numbered one is missing
 OLDER_ZONE_NAMES: dict[str, tuple[str, ...]] = {
@@ -200,9 +201,7 @@ def _refuse_real_files(settings: Settings) -> None:
 def _remember_sample(settings: Settings, written: list[Path]) -> None:
     manifest = settings.state_dir / SAMPLE_MANIFEST
     files = {**_sample_manifest(settings), **{_key(path, settings.root): _stamp(path) for path in written}}
-    temporary = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"files": files}, indent=1) + "\n")
-    os.replace(temporary, manifest)
+    atomic_write(manifest, (json.dumps({"files": files}, indent=1) + "\n").encode())
 
 
 def _sample_manifest(settings: Settings) -> dict[str, list[int]]:

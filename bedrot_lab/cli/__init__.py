@@ -102,7 +102,8 @@ def cli(ctx: click.Context, lake: Path | None, debug: bool) -> None:
 
     \b
     Start here:
-      bedrot-lab init PATH --sample     a lake with synthetic data
+      bedrot-lab init PATH              adopt a lake (its zones are found, nothing moved)
+      bedrot-lab init PATH --sample     or a new lake with synthetic data
       bedrot-lab experiments list       what can be run
       bedrot-lab run revenue-per-stream run one, recorded in MLflow
       bedrot-lab ui                     look at the runs
