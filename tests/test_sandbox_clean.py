@@ -24,22 +24,12 @@ import pytest
 
 from bedrot_lab.config import settings_from
 from bedrot_lab.fsutil import CHUNK
-from bedrot_lab.sandbox import cleanup
-from bedrot_lab.sandbox.cleanup import (
-    CHANGED,
-    CREDENTIAL,
-    EXISTS,
-    LINK,
-    CleanItem,
-    CleanPlan,
-    CleanupError,
-    Skipped,
-    apply_clean,
-    plan_clean,
-    read_manifest,
-    restore,
-)
+from bedrot_lab.sandbox import moves
+from bedrot_lab.sandbox.archive import LOCK_NAME, CleanupError, Skipped, read_manifest
+from bedrot_lab.sandbox.clean import CHANGED, CREDENTIAL, CleanItem, CleanPlan, apply_clean, plan_clean
 from bedrot_lab.sandbox.index import UsageIndex
+from bedrot_lab.sandbox.moves import LINK
+from bedrot_lab.sandbox.restore import EXISTS, restore
 from bedrot_lab.sandbox.settings import DAY
 
 NOW = time.time()
@@ -569,7 +559,7 @@ def test_files_holding_credentials_stay_where_the_secrets_rule_sees_them(lake: L
 def test_one_clean_at_a_time(lake: Lake):
     lake.write("users/ana/p/a.csv", days=150)
     plan = lake.plan()
-    lock = lake.settings.state_dir / "locks" / cleanup.LOCK_NAME
+    lock = lake.settings.state_dir / "locks" / LOCK_NAME
     lock.parent.mkdir(parents=True)
     with open(lock, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -582,7 +572,7 @@ def test_one_clean_at_a_time(lake: Lake):
 
 
 def test_across_file_systems_a_verified_copy_replaces_the_move(lake: Lake, monkeypatch):
-    monkeypatch.setattr(cleanup, "_cross_device", lambda device, folder: True)
+    monkeypatch.setattr(moves, "_cross_device", lambda device, folder: True)
     lake.write("users/ana/p/a.csv", b"alpha", days=150)
     lake.write("users/ana/p/b.bin", os.urandom(CHUNK * 2 + 7), days=160)
     before = disk(lake.box)
@@ -607,7 +597,7 @@ def test_across_file_systems_a_verified_copy_replaces_the_move(lake: Lake, monke
 
 
 def test_a_rename_that_fails_across_devices_falls_back_to_the_copy(lake: Lake, monkeypatch):
-    real_move = cleanup._move_name
+    real_move = moves._move_name
     calls = []
 
     def exdev_once(*args):
@@ -616,7 +606,7 @@ def test_a_rename_that_fails_across_devices_falls_back_to_the_copy(lake: Lake, m
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
         return real_move(*args)
 
-    monkeypatch.setattr(cleanup, "_move_name", exdev_once)
+    monkeypatch.setattr(moves, "_move_name", exdev_once)
     source = lake.write("users/ana/p/a.csv", b"alpha", days=150)
     inode = source.stat().st_ino
     [entry] = lake.clean().archived
@@ -631,9 +621,9 @@ def test_a_rename_that_fails_across_devices_falls_back_to_the_copy(lake: Lake, m
     (False, "changed while being read; left in place"),
 ])
 def test_a_file_written_while_it_is_moved_stays(lake: Lake, monkeypatch, cross_device, reason):
-    monkeypatch.setattr(cleanup, "_cross_device", lambda device, folder: cross_device)
+    monkeypatch.setattr(moves, "_cross_device", lambda device, folder: cross_device)
     victim = lake.write("users/ana/p/busy.csv", b"first part", days=150)
-    real_copy = cleanup.copy_and_hash_fd
+    real_copy = moves.copy_and_hash_fd
 
     def copy_then_write(source, target=None):
         digest = real_copy(source, target)
@@ -642,7 +632,7 @@ def test_a_file_written_while_it_is_moved_stays(lake: Lake, monkeypatch, cross_d
                 handle.write(b", second part")
         return digest
 
-    monkeypatch.setattr(cleanup, "copy_and_hash_fd", copy_then_write)
+    monkeypatch.setattr(moves, "copy_and_hash_fd", copy_then_write)
     result = lake.clean()
     assert result.skipped == [Skipped("users/ana/p/busy.csv", reason)]
     assert (result.archived, result.manifest) == ([], None)

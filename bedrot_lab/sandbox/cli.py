@@ -19,7 +19,7 @@ from .settings import files_count, format_size
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .cleanup import Skipped
+    from .archive import Skipped
 
 #: a watcher writes a heartbeat this often; usage calls it live while it is this fresh
 HEARTBEAT_SECONDS = 10.0
@@ -368,7 +368,7 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
     action = "delete" deletes; everything else can be put back with
     `bedrot-lab sandbox restore`.
     """
-    from .cleanup import apply_clean, plan_clean
+    from .clean import apply_clean, plan_clean
     from .rules import effective_rules
 
     lab = state.lab
@@ -459,8 +459,8 @@ def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> Non
     A file that exists again in the sandbox is not overwritten. Exit code 1
     when a selected file could not be restored.
     """
-    from .cleanup import restore as restore_files
     from .index import DB_NAME, UsageIndex
+    from .restore import restore as restore_files
 
     settings = _settings(state)
     index = UsageIndex.for_settings(settings) if (settings.state_dir / DB_NAME).exists() else None
