@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bedrot_lab import sample
 from bedrot_lab.builtin.datasets import CATALOG
 from bedrot_lab.config import Settings, settings_from
 from bedrot_lab.lake import read_dataset
@@ -272,7 +271,7 @@ def test_audience_and_tiktok_acts(lake):
 
 
 def test_scale_writes_exactly_n_rows_in_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(sample, "BATCH_ROWS", 7_000)
+    monkeypatch.setattr("bedrot_lab.sample.statement.BATCH_ROWS", 7_000)
     settings = make_settings(tmp_path)
     messages: list[str] = []
     write_sample(settings, scale=50_000, progress=messages.append)
@@ -285,7 +284,7 @@ def test_scale_writes_exactly_n_rows_in_batches(tmp_path, monkeypatch):
 
 
 def test_progress_names_the_file_as_it_is_called_and_only_while_it_is_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(sample, "BATCH_ROWS", 4)
+    monkeypatch.setattr("bedrot_lab.sample.statement.BATCH_ROWS", 4)
     settings = make_settings(tmp_path)
     messages: list[str] = []
     report = write_sample(settings, scale=10, progress=messages.append)
