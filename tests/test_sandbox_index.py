@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bedrot_lab.sandbox import index as index_module
-from bedrot_lab.sandbox.index import USAGE_KEYS, Change, Owner, UsageIndex, owner_of
+from bedrot_lab.sandbox import walk
+from bedrot_lab.sandbox.index import USAGE_KEYS, UsageIndex
+from bedrot_lab.sandbox.records import Change, Owner, owner_of
 from bedrot_lab.sandbox.watcher import (
     SandboxWatcher,
     filesystem_type,
@@ -183,14 +184,13 @@ def test_full_scan_totals_equal_a_hand_count(tmp_path, sandbox, workers, caplog)
 
 def test_the_scan_helper_walks_with_the_package_modules_it_needs_and_no_others(tmp_path, sandbox):
     # a helper that cannot start is only a warning and a slower scan, so prove it starts:
-    # python -I -S, as UsageIndex starts it, importing no module that needs site-packages
-    index = UsageIndex(tmp_path / "state" / "sandbox.db", sandbox, workers=1)
+    # python -I -S, as a full scan starts it, importing no module that needs site-packages
     claims = tmp_path / "claims"
     claims.mkdir()
     shard = str(tmp_path / "helper.db")
-    index_module._create_shard(shard)
-    report = index._finish_helper(index._start_helper(shard, str(claims), [[("", None, 0, ("", "", "", ""))]], 0))
-    index.close()
+    walk._create_shard(shard)
+    units = [[("", None, 0, ("", "", "", ""))]]
+    report = walk._finish_helper(walk._start_helper(str(sandbox), shard, str(claims), units, 0))
     assert report is not None
     assert (report["bytes"], report["files"]) == hand_count(sandbox)["total"] and report["units"] == [0]
 

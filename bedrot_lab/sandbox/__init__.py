@@ -10,8 +10,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Change": "index", "FileRecord": "index", "Owner": "index", "ReconcileStats": "index",
-    "ScanStats": "index", "UsageIndex": "index", "owner_of": "index", "SandboxWatcher": "watcher",
+    "Change": "records", "FileRecord": "records", "Owner": "records", "owner_of": "records",
+    "ReconcileStats": "index", "ScanStats": "index", "UsageIndex": "index", "SandboxWatcher": "watcher",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..fsutil import copy_and_hash_fd
 from .archive import ARCHIVE_AREA, CleanupError, ManifestWriter, Skipped, exclusive, manifest_entry, roots
-from .index import Change, owner_of
 from .moves import LINK, Refused, changed, lexists, move_file, open_regular, path_parts, reach_folder
+from .records import Change, owner_of
 from .rules import EffectiveRules, Pins, StaleRule, effective_rules
 from .settings import ACTIONS
 

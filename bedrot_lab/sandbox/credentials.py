@@ -22,7 +22,8 @@ from .rules import Violation
 from .settings import DEFAULT_SECRET_MAX_BYTES, GlobSet
 
 if TYPE_CHECKING:
-    from .index import FileRecord, UsageIndex
+    from .index import UsageIndex
+    from .records import FileRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..fsutil import copy_and_hash_fd
 from .archive import ARCHIVE_AREA, CleanupError, Skipped, entry_fields, exclusive, read_manifest, roots
-from .index import Change
 from .moves import Refused, lexists, move_file, open_regular, path_parts, reach_folder
+from .records import Change
 
 if TYPE_CHECKING:
     from ..config import Settings

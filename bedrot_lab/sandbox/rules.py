@@ -25,7 +25,8 @@ from .settings import (
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from .index import FileRecord, Owner, UsageIndex
+    from .index import UsageIndex
+    from .records import FileRecord, Owner
 
 log = logging.getLogger(__name__)
 

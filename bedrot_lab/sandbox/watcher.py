@@ -13,7 +13,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from .index import Change, ReconcileStats, UsageIndex
+from .index import ReconcileStats, UsageIndex
+from .records import Change
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
@@ -115,7 +116,7 @@ class _OverflowSpy(logging.Handler):
 class SandboxWatcher:
     """Keeps a UsageIndex current from watchdog events; falls back to polling, and says so.
 
-    The observer thread turns events into :class:`~bedrot_lab.sandbox.index.Change`
+    The observer thread turns events into :class:`~bedrot_lab.sandbox.records.Change`
     records on a queue; a worker thread applies them in batches (everything that
     arrived within ``batch_seconds`` of the first, deduplicated, one SQLite
     transaction per batch). Only events that change the accounts are asked of
