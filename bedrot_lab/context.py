@@ -99,13 +99,13 @@ class RunContext:
         """Sums of ``sums`` per distinct ``by`` over data set ``name``, without loading it.
 
         CSV files are streamed in parallel byte ranges in bounded memory (see
-        :mod:`bedrot_lab.scan`), so this suits statements of tens of millions of rows.
+        :mod:`bedrot_lab.aggregate`), so this suits statements of tens of millions of rows.
         Recorded as an input like :meth:`load`; types are checked the same way.
         """
         dataset = self.lab.dataset(name)
         path = self.dataset_path(name)
         if dataset.format == "csv":
-            from .scan import aggregate_csv
+            from .aggregate import aggregate_csv
 
             return aggregate_csv(dataset, path, by, sums)
         frame = read_dataset(dataset, path, [*by, *sums])

@@ -8,7 +8,7 @@ fresh process, interleaved over ``--repeat`` rounds:
       the split lookup + ``groupby``, timed on a 1,000,000-row slice and scaled
       linearly to the whole file;
   (b) the same query in DuckDB over the CSV (a development-only dependency);
-  (c) bedrot-lab's computation in-process: ``ctx.aggregate``'s streamed scan plus
+  (c) bedrot-lab's computation in-process: ``ctx.aggregate``'s streamed group-by plus
       the plugin's ``royalty_tables``;
 
 and the whole ``bedrot-lab run royalty-adjusted-revenue`` wall time.
@@ -94,10 +94,10 @@ def way_duckdb(csv: Path, catalog: Path) -> dict:
 
 
 def way_bedrot(csv: Path, catalog: Path) -> dict:
-    """(c) bedrot-lab: the streamed scan behind ctx.aggregate, then the plugin's tables."""
+    """(c) bedrot-lab: the streamed group-by behind ctx.aggregate, then the plugin's tables."""
+    from bedrot_lab.aggregate import aggregate_csv
     from bedrot_lab.builtin.datasets import CATALOG
     from bedrot_lab.lake import read_dataset
-    from bedrot_lab.scan import aggregate_csv
 
     spec = importlib.util.spec_from_file_location("royalty_plugin", REPO / "plugins" / "royalty_adjusted_revenue.py")
     plugin = importlib.util.module_from_spec(spec)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
           "each way in a fresh process")
     print(f"{'':44} {'seconds':>9} {'peak MB':>9}")
     labels = {"original": f"(a) pandas + row-wise apply (x{scale:g} of a 1M slice)", "duckdb": "(b) DuckDB",
-              "bedrot": "(c) bedrot-lab scan + royalty_tables"}
+              "bedrot": "(c) bedrot-lab aggregate + royalty_tables"}
     for way, label in labels.items():
         print(f"{label:44} {median[way]:9.2f} {peak[way]:9.0f}")
     print(f"{'bedrot-lab run royalty-adjusted-revenue':44} {figures['run_seconds_median']:9.2f}"

@@ -14,8 +14,8 @@ from csv_files import (
 )
 
 from bedrot_lab import lake
+from bedrot_lab.aggregate import aggregate_csv
 from bedrot_lab.lake import DatasetError, read_dataset, read_text
-from bedrot_lab.scan import aggregate_csv
 
 COLUMNS = ["Store", "Title", "Quantity", "Earnings (USD)"]
 

@@ -459,13 +459,13 @@ def test_unchanged_files_are_not_read_again(lake: Path, indexed, monkeypatch):
     write(box / "users/ana/p/gone.txt", "nothing\n")
     settings = settings_for(lake)
     reads: list[str] = []
-    real_scan = credentials_module.scan_file
+    real_read = credentials_module.file_credentials
 
-    def counting_scan(path, limit):
+    def counting_read(path, limit):
         reads.append(str(path))
-        return real_scan(path, limit)
+        return real_read(path, limit)
 
-    monkeypatch.setattr(credentials_module, "scan_file", counting_scan)
+    monkeypatch.setattr(credentials_module, "file_credentials", counting_read)
     rule = SecretsRule(cache_path=settings.state_dir / "secret-scan.db")
 
     assert [v.subject for v in rule.evaluate(indexed(settings), NOW)] == ["users/ana/p/aws.txt:1"]
@@ -687,8 +687,9 @@ def test_the_cache_finds_changed_files_with_any_name(lake: Path, indexed, monkey
     write(box / "users/ana/p/big.txt", "x" * 300)
     settings = settings_for(lake)
     reads: list[str] = []
-    real_scan = credentials_module.scan_file
-    monkeypatch.setattr(credentials_module, "scan_file", lambda path, limit: reads.append(path) or real_scan(path, limit))
+    real_read = credentials_module.file_credentials
+    monkeypatch.setattr(credentials_module, "file_credentials",
+                        lambda path, limit: reads.append(path) or real_read(path, limit))
     rule = SecretsRule(max_bytes=200, cache_path=settings.state_dir / "secret-scan.db")
     index = indexed(settings)
     expected = [f"users/ana/p/{odd}:1", "top.env:1"]

@@ -155,7 +155,7 @@ def _json_cookies(text: str) -> int | None:
     return text.find('"domain"')
 
 
-def scan_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_SECRET_MAX_BYTES) -> list[SecretFinding]:
+def file_credentials(path: str | os.PathLike[str], max_bytes: int = DEFAULT_SECRET_MAX_BYTES) -> list[SecretFinding]:
     """The credentials in file ``path``: regular files only (links are not followed,
     FIFOs and devices not opened), up to ``max_bytes``, text only (a NUL byte in
     the first 8 KiB means binary).
@@ -201,7 +201,7 @@ SCAN_CACHE_MIGRATIONS = (_scan_cache_1,)
 
 
 class SecretScanCache:
-    """What :func:`scan_file` found in each file, stamped with the size, mtime and
+    """What :func:`file_credentials` found in each file, stamped with the size, mtime and
     ctime the index gave, so that an unchanged file is not read again. Paths are
     kept as the index stores them (:func:`~bedrot_lab.statedb.db_text`), so
     the index can find the changed files itself (:meth:`UsageIndex.changed_files`)."""
@@ -287,7 +287,7 @@ class SecretsRule:
         if self.cache_path is None:
             for record in index.files():
                 if self.readable(record):
-                    yield from self._violations(record.path, self._scan(index, record))
+                    yield from self._violations(record.path, self._file_credentials(index, record))
             return
         cache = SecretScanCache(self.cache_path)
         try:
@@ -295,7 +295,7 @@ class SecretsRule:
             for record in index.changed_files(cache.path, max_size=self.max_bytes):
                 if self.ignore.match(record.path):
                     continue
-                findings = self._scan(index, record)
+                findings = self._file_credentials(index, record)
                 cache.put(record, findings)
                 known.pop(record.path, None)
                 yield from self._violations(record.path, findings)
@@ -313,8 +313,8 @@ class SecretsRule:
         finally:
             cache.close()
 
-    def _scan(self, index: UsageIndex, record: FileRecord) -> list[SecretFinding]:
-        return scan_file(str(index.root).rstrip("/") + "/" + record.path, self.max_bytes)
+    def _file_credentials(self, index: UsageIndex, record: FileRecord) -> list[SecretFinding]:
+        return file_credentials(str(index.root).rstrip("/") + "/" + record.path, self.max_bytes)
 
     def _violations(self, path: str, findings: list[SecretFinding]) -> Iterator[Violation]:
         for finding in findings:

@@ -17,8 +17,8 @@ from csv_files import (
 )
 
 from bedrot_lab import lake
+from bedrot_lab.aggregate import _line_ranges, _outside_quotes, _Part, aggregate_csv
 from bedrot_lab.lake import Dataset, DatasetError
-from bedrot_lab.scan import _line_ranges, _outside_quotes, _Part, aggregate_csv
 
 STATEMENT = Dataset("statement", "s.csv", columns={
     "Sale Month": "month", "Store": "string", "Title": "string", "Quantity": "int", "Earnings (USD)": "float"})

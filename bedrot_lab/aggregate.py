@@ -159,7 +159,7 @@ def aggregate_csv(
     convert.column_types = {**convert.column_types, **{key: pa.dictionary(pa.int32(), pa.string()) for key in by}}
     parse = _parse_options(dataset)
 
-    def scan(byte_range: tuple[int, int]) -> _Part:
+    def sum_range(byte_range: tuple[int, int]) -> _Part:
         fd = os.open(path, os.O_RDONLY)
         sources: list[_ByteRange] = []
 
@@ -183,16 +183,16 @@ def aggregate_csv(
             os.close(fd)
 
     ranges = _line_ranges(path, threads or os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(len(ranges), 1), thread_name_prefix="bedrot-scan") as pool:
-        parts = list(pool.map(scan, ranges))
+    with ThreadPoolExecutor(max(len(ranges), 1), thread_name_prefix="bedrot-aggregate") as pool:
+        parts = list(pool.map(sum_range, ranges))
         aligned = _outside_quotes(path, parts) if parts else []
         if aligned != ranges:
             read_once = {(part.start, part.end): part for part in parts}
             again = [byte_range for byte_range in aligned if byte_range not in read_once]
-            read_once.update(zip(again, pool.map(scan, again)))
+            read_once.update(zip(again, pool.map(sum_range, again)))
             parts = [read_once[byte_range] for byte_range in aligned]
     if len(parts) > 1 and any(part.error for part in parts) and any(part.quotes for part in parts):
-        parts = [scan((parts[0].start, parts[-1].end))]
+        parts = [sum_range((parts[0].start, parts[-1].end))]
     error = next((part.error for part in parts if part.error), None)
     if error:
         raise _read_error(dataset, path, header, error)
