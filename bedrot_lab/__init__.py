@@ -17,12 +17,12 @@ from .lake import Dataset, DatasetError
 if TYPE_CHECKING:
     from .context import RunContext
     from .lab import Lab
-    from .sandbox.rules import Violation
+    from .sandbox.violation import Violation
 
 __version__ = "0.1.0"
 
 #: names loaded on first use, so that ``import bedrot_lab`` stays light
-_LAZY = {"Lab": "lab", "RunContext": "context", "Violation": "sandbox.rules"}
+_LAZY = {"Lab": "lab", "RunContext": "context", "Violation": "sandbox.violation"}
 
 __all__ = [
     "BedrotLabError", "ConfigError", "Dataset", "DatasetError", "Experiment", "Lab", "Param", "ParamError",

@@ -205,7 +205,7 @@ def test_cli_commands_work_beside_a_failing_collecting_hook(bedrot_lake, write_p
 
 RULES = """
     from bedrot_lab import hookimpl
-    from bedrot_lab.sandbox.rules import Violation
+    from bedrot_lab.sandbox.violation import Violation
 
     class Always:
         def __init__(self, name):

@@ -27,8 +27,9 @@ from bedrot_lab.sandbox import credentials as credentials_module
 from bedrot_lab.sandbox import violation_sinks
 from bedrot_lab.sandbox.credentials import SecretsRule, find_secrets
 from bedrot_lab.sandbox.index import UsageIndex
-from bedrot_lab.sandbox.rules import Pins, QuotaRule, StaleRule, Violation, all_rules, evaluate
+from bedrot_lab.sandbox.rules import Pins, QuotaRule, StaleRule, all_rules, builtin_rules, evaluate, stale_rule
 from bedrot_lab.sandbox.settings import DAY, GlobSet, Limits, SandboxRules, parse_size
+from bedrot_lab.sandbox.violation import Violation
 from bedrot_lab.sandbox.violations import ViolationStore, check, notify
 
 NOW = time.time()
@@ -214,7 +215,7 @@ def test_the_documented_example_parses(lake: Path):
         ("logs", 3, "delete"), ("/users/*/*/runs", 60, "archive"),
         ("tmp", 7, "archive"), ("cache", 14, "archive"), ("checkpoint", 30, "archive"), ("default", 90, "archive")]
     assert rules.keep.patterns == ("final", "*.keep.*") and rules.secret_max_bytes == 2**20
-    assert [r.name for r in rules.rules()] == ["quota", "stale", "secrets"]
+    assert [r.name for r in builtin_rules(rules)] == ["quota", "stale", "secrets"]
 
 
 def test_a_configured_rule_named_like_a_built_in_one_takes_its_place(lake: Path):
@@ -223,7 +224,7 @@ def test_a_configured_rule_named_like_a_built_in_one_takes_its_place(lake: Path)
     rules = SandboxRules.from_settings(settings)
     assert [(s.name, s.days) for s in rules.stale] == [
         ("scratch", 2), ("tmp", 7), ("cache", 14), ("checkpoint", 30), ("default", 180)]
-    stale = rules.stale_rule()
+    stale = stale_rule(rules)
     assert stale.spec_for("users/ana/p/x.tmp").name == "tmp"  # not shadowed by the new catch-all
     assert stale.spec_for("users/ana/p/model.bin").days == 180
 
@@ -304,7 +305,7 @@ def test_stale_files_by_glob_with_shorter_limits_for_temporary_patterns(lake: Pa
         used(write(box / rel, b"x" * 10), atime_days=atime, mtime_days=mtime)
     settings = settings_for(lake)
     index = indexed(settings)
-    rule = SandboxRules.from_settings(settings).stale_rule()
+    rule = stale_rule(SandboxRules.from_settings(settings))
     stale = {s.record.path: (s.spec.name, round(s.age_days)) for s in rule.stale_files(index, LATER)}
     assert stale == {
         "users/ana/churn/run.tmp": ("tmp", 100),
@@ -332,7 +333,7 @@ def test_age_is_the_newest_of_atime_mtime_and_ctime(lake: Path, indexed):
     settings = settings_for(lake, {"stale": [{"glob": "**", "days": 120}], "stale_defaults": False})
     index = indexed(settings)
     rules = SandboxRules.from_settings(settings)
-    rule = rules.stale_rule()
+    rule = stale_rule(rules)
     assert list(rule.stale_files(index, NOW + 0.5 * DAY)) == []  # ... but the ctime is today
     assert list(rule.stale_files(index, LATER)) == []  # 100 days (ctime) < 120
     shorter = StaleRule([replace(rules.stale[0], days=90)], rules.keep)
@@ -350,7 +351,7 @@ def test_keep_files_and_keep_globs_pin_what_must_stay(lake: Path, indexed):
     settings = settings_for(lake, {"keep": ["final", "*.keep.*"]})
     index = indexed(settings)
     rules = SandboxRules.from_settings(settings)
-    stale = {s.record.path for s in rules.stale_rule().stale_files(index, LATER)}
+    stale = {s.record.path for s in stale_rule(rules).stale_files(index, LATER)}
     assert stale == {"users/ana/p/loose/c.csv", "top.tmp"}
     pins = Pins(rules.keep, lambda path: index.get(path) is not None)
     assert pins.reason("users/ana/p/pinned/sub/deeper/b.tmp") == "users/ana/p/pinned/.keep"
@@ -365,7 +366,7 @@ def test_configured_stale_rules_come_first_and_say_what_clean_does(lake: Path, i
     settings = settings_for(lake, {"stale": [{"name": "logs", "glob": ["*.log", "logs"], "days": 1,
                                                "action": "delete", "severity": "info"}]})
     index = indexed(settings)
-    rule = SandboxRules.from_settings(settings).stale_rule()
+    rule = stale_rule(SandboxRules.from_settings(settings))
     assert rule.spec_for("users/ana/p/tmp/run.log").name == "logs"  # before the built-in tmp rule
     stale = {s.record.path: (s.spec.name, s.spec.action) for s in rule.stale_files(index, LATER)}
     assert stale == {"users/ana/p/tmp/run.log": ("logs", "delete"), "users/ana/p/logs/a.txt": ("logs", "delete")}
@@ -428,7 +429,7 @@ def test_secrets_of_each_kind_are_reported_by_file_line_and_kind_never_by_value(
     os.utime(aws, (NOW - 50 * DAY, NOW - 40 * DAY))  # relatime would refresh such an atime on read
     settings = settings_for(lake, {"secret_max_bytes": "4KiB", "secret_ignore": ["fixtures"]})
     index = indexed(settings)
-    [rule] = [r for r in SandboxRules.from_settings(settings).rules() if r.name == "secrets"]
+    [rule] = [r for r in builtin_rules(SandboxRules.from_settings(settings)) if r.name == "secrets"]
 
     violations = list(rule.evaluate(index, NOW))
 

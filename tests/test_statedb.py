@@ -16,7 +16,7 @@ import pytest
 from bedrot_lab.lake import DIGESTS_VERSION, cached_sha256
 from bedrot_lab.sandbox.credentials import SecretFinding, SecretScanCache
 from bedrot_lab.sandbox.index import UsageIndex
-from bedrot_lab.sandbox.rules import Violation
+from bedrot_lab.sandbox.violation import Violation
 from bedrot_lab.sandbox.violations import ViolationStore
 from bedrot_lab.statedb import (
     StateTooNew,

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ..fsutil import open_nofollow
 from ..secrets import DETECTORS, is_secret_name
 from ..statedb import db_text, from_db_text, migrate
-from .rules import Violation
 from .settings import DEFAULT_SECRET_MAX_BYTES, GlobSet
+from .violation import Violation
 
 if TYPE_CHECKING:
     from .index import UsageIndex

@@ -8,12 +8,12 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from .credentials import SecretsRule
 from .settings import (
     DAY,
-    SEVERITIES,
     GlobSet,
     Quotas,
     SandboxRules,
@@ -22,96 +22,14 @@ from .settings import (
     format_size,
     glob_regex,
 )
+from .violation import Rule, Violation, file_age, folder_of, owns, subject_of
 
 if TYPE_CHECKING:
     from ..config import Settings
     from .index import UsageIndex
-    from .records import FileRecord, Owner
+    from .records import FileRecord
 
 log = logging.getLogger(__name__)
-
-
-# -- violations and the Rule protocol ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One thing that breaks a rule now.
-
-    ``rule`` names the rule (``"quota.user"``, ``"stale.tmp"``, ``"secrets"``, or
-    a plugin's, which starts with the plugin rule's ``name``); ``subject`` what
-    breaks it (``"user:ana"``, ``"project:ana/churn"``, ``"area:analysis"``,
-    ``"sandbox"``, or ``"<path>:<line>"`` for a secret). (rule, subject) is the
-    violation's identity in the store. ``measured`` and ``limit`` are in the
-    rule's unit (bytes for quotas, days for stale files); ``detail`` is one
-    human sentence, never a secret. ``path`` (relative to the sandbox) and
-    ``line`` locate it when it has a place.
-    """
-
-    rule: str
-    subject: str
-    measured: float
-    limit: float
-    severity: str
-    detail: str = ""
-    path: str | None = None
-    line: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity {self.severity!r}: expected one of {', '.join(SEVERITIES)}")
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.rule, self.subject)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@runtime_checkable
-class Rule(Protocol):
-    """A sandbox rule, built in or returned by a plugin's ``sandbox_rules`` hook.
-
-    ``name`` is unique among the rules; every violation it yields has
-    ``rule == name`` or ``rule`` starting with ``name + "."``, which is how the
-    store knows whose open violations to keep when the rule fails. A plugin
-    rule named like a built-in one (``quota``, ``stale``, ``secrets``) replaces it.
-    """
-
-    name: str
-
-    def evaluate(self, index: UsageIndex, now: float) -> Iterable[Violation]:
-        """The violations in the sandbox that ``index`` describes, at time ``now``."""
-        ...
-
-
-def owns(rule_name: str, violation_rule: str) -> bool:
-    """True when a violation named ``violation_rule`` comes from the rule ``rule_name``."""
-    return violation_rule == rule_name or violation_rule.startswith(rule_name + ".")
-
-
-def subject_of(owner: Owner) -> str:
-    """The subject a file's owner is reported as: ``project:ana/churn``, ``user:ana``,
-    ``area:analysis`` (``area:users`` for ``users/`` itself), or ``sandbox``."""
-    if owner.user and owner.project:
-        return f"project:{owner.user}/{owner.project}"
-    if owner.user:
-        return f"user:{owner.user}"
-    return f"area:{owner.area}" if owner.area else "sandbox"
-
-
-def folder_of(owner: Owner) -> str:
-    """The sandbox folder an owner stands for (``""`` is the sandbox root)."""
-    if owner.area == "users":
-        return "/".join(part for part in ("users", owner.user, owner.project) if part)
-    return owner.area
-
-
-def file_age(record: FileRecord, now: float) -> float:
-    """Seconds since ``record`` was last used, as systemd-tmpfiles counts it: from the
-    newest of its atime, mtime and ctime."""
-    return now - max(record.atime, record.mtime, record.ctime)
 
 
 # -- quotas -------------------------------------------------------------------------------
@@ -276,6 +194,20 @@ class StaleRule:
 # -- combining and evaluating ----------------------------------------------------------------
 
 
+def builtin_rules(sandbox: SandboxRules) -> list[Rule]:
+    """The built-in rules of a ``[sandbox]`` table: ``quota``, ``stale`` and (unless
+    ``secrets = false``) ``secrets``."""
+    rules: list[Rule] = [QuotaRule(sandbox.quotas), stale_rule(sandbox)]
+    if sandbox.secrets:
+        rules.append(SecretsRule(sandbox.secret_max_bytes, sandbox.secret_ignore, sandbox.secret_cache))
+    return rules
+
+
+def stale_rule(sandbox: SandboxRules) -> StaleRule:
+    """The built-in stale rule of a ``[sandbox]`` table."""
+    return StaleRule(sandbox.stale, sandbox.keep)
+
+
 def rules_of(item: Any) -> list[Rule]:
     """What one plugin's ``sandbox_rules`` returned (a list, a single rule, or None) as a
     list of rules; :class:`TypeError` for an object that is not a :class:`Rule`."""
@@ -304,7 +236,7 @@ def all_rules(settings: Settings, plugin_rules: Iterable[Any] = ()) -> list[Rule
                 raise ValueError(f"two plugins return a sandbox rule named {rule.name!r}")
             extra.append(rule)
     replaced = {rule.name for rule in extra}
-    builtin = [rule for rule in SandboxRules.from_settings(settings).rules() if rule.name not in replaced]
+    builtin = [rule for rule in builtin_rules(SandboxRules.from_settings(settings)) if rule.name not in replaced]
     return [*builtin, *extra]
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .index import DB_NAME, UsageIndex
-from .rules import EffectiveRules, QuotaRule, Violation, effective_rules
+from .rules import EffectiveRules, QuotaRule, effective_rules
+from .violation import Violation
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -18,7 +18,6 @@ from ..config import ConfigError
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from .rules import Rule, StaleRule
 
 DAY = 86400.0
 SEVERITIES = ("info", "soft", "hard")
@@ -269,21 +268,6 @@ class SandboxRules:
             secret_ignore=GlobSet(_globs(table.get("secret_ignore", []), "sandbox.secret_ignore", path)),
             secret_cache=secret_cache,
         )
-
-    def rules(self) -> list[Rule]:
-        """The built-in rule objects: ``quota``, ``stale`` and (unless ``secrets = false``) ``secrets``."""
-        from .credentials import SecretsRule
-        from .rules import QuotaRule, StaleRule
-
-        rules: list[Rule] = [QuotaRule(self.quotas), StaleRule(self.stale, self.keep)]
-        if self.secrets:
-            rules.append(SecretsRule(self.secret_max_bytes, self.secret_ignore, self.secret_cache))
-        return rules
-
-    def stale_rule(self) -> StaleRule:
-        from .rules import StaleRule
-
-        return StaleRule(self.stale, self.keep)
 
 
 def _known(table: Mapping[str, Any], keys: Iterable[str], name: str, path: Path | None) -> None:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ..plugins import call_each, log_failure
 from ..statedb import db_text, from_db_text, migrate
-from .rules import Violation, effective_rules, evaluate, owns
+from .rules import effective_rules, evaluate
 from .settings import SEVERITIES
+from .violation import Violation, owns
 
 if TYPE_CHECKING:
     from ..config import Settings
