@@ -196,11 +196,21 @@ class StaleRule:
 
 def builtin_rules(sandbox: SandboxRules) -> list[Rule]:
     """The built-in rules of a ``[sandbox]`` table: ``quota``, ``stale`` and (unless
-    ``secrets = false``) ``secrets``."""
-    rules: list[Rule] = [QuotaRule(sandbox.quotas), stale_rule(sandbox)]
-    if sandbox.secrets:
-        rules.append(SecretsRule(sandbox.secret_max_bytes, sandbox.secret_ignore, sandbox.secret_cache))
-    return rules
+    ``secrets = false``) ``secrets``. Built once per table object (the stale rule
+    compiles its globs), so every run of a process reuses them."""
+    built = _BUILT.get(id(sandbox))
+    if built is None or built[0] is not sandbox:
+        rules: list[Rule] = [QuotaRule(sandbox.quotas), stale_rule(sandbox)]
+        if sandbox.secrets:
+            rules.append(SecretsRule(sandbox.secret_max_bytes, sandbox.secret_ignore, sandbox.secret_cache))
+        if len(_BUILT) > 64:
+            _BUILT.clear()
+        built = _BUILT[id(sandbox)] = (sandbox, tuple(rules))
+    return list(built[1])
+
+
+#: id of a SandboxRules -> (that object, kept so its id is not reused; its built-in rules)
+_BUILT: dict[int, tuple[SandboxRules, tuple[Rule, ...]]] = {}
 
 
 def stale_rule(sandbox: SandboxRules) -> StaleRule:

@@ -7,6 +7,8 @@ this module to check the table, and it loads none of the index, the rules or SQL
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -234,8 +236,10 @@ class SandboxRules:
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxRules:
         """Parse and check ``settings.sandbox``; a bad value raises :class:`ConfigError`
-        naming the config file and the key (``sandbox.quotas.user.soft``)."""
-        return cls.from_table(settings.sandbox, settings.config_file, settings.state_dir / SECRET_CACHE_NAME)
+        naming the config file and the key (``sandbox.quotas.user.soft``). The same table
+        gives the same object, parsed once per process (every run asks for it)."""
+        text = json.dumps(settings.sandbox, sort_keys=True, default=str)
+        return _parsed(text, settings.config_file, settings.state_dir / SECRET_CACHE_NAME)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], path: Path | None = None,
@@ -268,6 +272,11 @@ class SandboxRules:
             secret_ignore=GlobSet(_globs(table.get("secret_ignore", []), "sandbox.secret_ignore", path)),
             secret_cache=secret_cache,
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(table: str, path: Path | None, secret_cache: Path) -> SandboxRules:
+    return SandboxRules.from_table(json.loads(table), path, secret_cache)
 
 
 def _known(table: Mapping[str, Any], keys: Iterable[str], name: str, path: Path | None) -> None:
