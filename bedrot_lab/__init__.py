@@ -12,6 +12,7 @@ from .config import ConfigError, Settings
 from .errors import BedrotLabError, UsageError
 from .experiments import Experiment, Param, ParamError, experiment
 from .hookspecs import hookimpl
+from .jobs import HousekeepingJob, JobContext
 from .lake import Dataset, DatasetError
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ __version__ = "0.1.0"
 _LAZY = {"Lab": "lab", "RunContext": "context", "Violation": "sandbox.violation"}
 
 __all__ = [
-    "BedrotLabError", "ConfigError", "Dataset", "DatasetError", "Experiment", "Lab", "Param", "ParamError",
-    "RunContext", "Settings", "UsageError", "Violation", "__version__", "experiment", "hookimpl",
+    "BedrotLabError", "ConfigError", "Dataset", "DatasetError", "Experiment", "HousekeepingJob", "JobContext", "Lab",
+    "Param", "ParamError", "RunContext", "Settings", "UsageError", "Violation", "__version__", "experiment",
+    "hookimpl",
 ]
 
 

@@ -314,6 +314,44 @@ def sandbox_rules(settings):
 
 
 @hookspec
+def housekeeping_jobs(register):
+    """Contribute jobs to the housekeeping daemon (``bedrot-lab daemon``).
+
+    Args:
+        register: call ``register(job)`` for each :class:`bedrot_lab.HousekeepingJob`:
+            a name, a function ``run(ctx)`` that does one round and returns a one-line
+            summary, a default schedule (``every="15m"`` or ``cron="0 3 * * *"``) and
+            the options ``[daemon.jobs.NAME]`` may set. ``ctx`` is a
+            :class:`bedrot_lab.JobContext`: ``ctx.lab``, ``ctx.options``, ``ctx.log``,
+            and ``ctx.stopping`` to check between units of work.
+
+    A job that raises is logged with its traceback, counted, and run again at its next
+    time; it never stops the daemon or the other jobs. Two plugins registering one
+    job name make that job unusable, as for experiments. The built-in ``sandbox``
+    plugin registers ``watch``, ``reconcile``, ``check``, ``clean`` and ``report``;
+    the built-in ``daemon`` plugin ``reap`` and ``gc``.
+
+    Example::
+
+        from bedrot_lab import HousekeepingJob, hookimpl
+
+        def prune_exports(ctx):
+            folder = ctx.lab.settings.zone("sandbox") / "exports"
+            removed = 0
+            for path in sorted(folder.glob("*.tmp")):
+                if ctx.stopping:
+                    break
+                path.unlink()
+                removed += 1
+            return f"removed {removed} temporary exports"
+
+        @hookimpl
+        def housekeeping_jobs(register):
+            register(HousekeepingJob("prune-exports", prune_exports, every="1h"))
+    """
+
+
+@hookspec
 def handle_violation(transition, settings):
     """Called for each new, escalated or resolved sandbox violation (for example, to notify).
 

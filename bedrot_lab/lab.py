@@ -12,6 +12,7 @@ from .config import SCHEMA as CORE_TABLES
 from .config import ConfigError, Settings, load_settings
 from .errors import UsageError
 from .experiments import Experiment
+from .jobs import HousekeepingJob
 from .lake import Dataset, DatasetError
 from .plugins import PluginError, PluginHost, PluginInfo, make_plugin_host
 
@@ -35,6 +36,8 @@ class Lab:
         self.plugins = plugins or make_plugin_host(settings.plugin_paths, settings.disabled_plugins)
         #: experiment name -> why it cannot be used (more than one plugin registers it)
         self.conflicts: dict[str, str] = {}
+        #: housekeeping job name -> the plugin that registered it
+        self.job_plugins: dict[str, str] = {}
         self.check_tables()
 
     def check_tables(self) -> None:
@@ -101,6 +104,24 @@ class Lab:
                 found.setdefault(item.name, item)
         return dict(sorted(found.items()))
 
+    @cached_property
+    def jobs(self) -> dict[str, HousekeepingJob]:
+        """Every housekeeping job by name (``housekeeping_jobs``). A name that more than one
+        plugin registers is left out, with one line naming the plugins; :attr:`job_plugins`
+        says which plugin registered each job."""
+        registered: dict[str, list[tuple[str, HousekeepingJob]]] = {}
+        for info, items in self.plugins.collect("housekeeping_jobs", _check_job):
+            for item in items:
+                registered.setdefault(item.name, []).append((info.name, item))
+        jobs = {}
+        for name, found in sorted(registered.items()):
+            if len(found) > 1:
+                log.error("housekeeping job %r is registered by more than one plugin: %s; rename one", name,
+                          ", ".join(repr(plugin) for plugin, _ in found))
+                continue
+            self.job_plugins[name], jobs[name] = found[0]
+        return jobs
+
     def plugin_infos(self) -> list[PluginInfo]:
         """Every plugin's :class:`PluginInfo`, once the catalogs are built, so that a plugin
         failing in a collecting hook shows as failed."""
@@ -143,6 +164,11 @@ class Lab:
 def _check_claim(item: object) -> None:
     if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1])):
         raise TypeError(f"registered {item!r}; register takes a table name and a check(values, path) function")
+
+
+def _check_job(item: object) -> None:
+    if not isinstance(item, HousekeepingJob):
+        raise TypeError(f"registered {item!r}; register takes a HousekeepingJob")
 
 
 def _check_experiment(item: object) -> None:

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "run_tags": "bedrot_lab.builtin.run_tags",
     "sandbox": "bedrot_lab.sandbox.hooks",
     "violation_sinks": "bedrot_lab.sandbox.violation_sinks",
+    "daemon": "bedrot_lab.daemon.hooks",
 }
 
 

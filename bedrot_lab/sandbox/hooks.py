@@ -60,6 +60,14 @@ def before_run(ctx: RunContext) -> None:
 
 
 @hookimpl
+def housekeeping_jobs(register: Callable[..., None]) -> None:
+    from .jobs import JOBS
+
+    for job in JOBS:
+        register(job)
+
+
+@hookimpl
 def on_run_end(ctx: Any) -> None:
     """Log ``run.sandbox_bytes``: what the run's workdir holds at its end (0 without one)."""
     from .runs import workdir_bytes
