@@ -37,11 +37,18 @@ class JobContext:
     stop: threading.Event
     options: Mapping[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("bedrot_lab.daemon.job"))
+    #: where :meth:`note` goes (the daemon's status record); nowhere by default
+    notes: Callable[[Mapping[str, Any]], None] = lambda values: None
 
     @property
     def stopping(self) -> bool:
         """True once the daemon was asked to stop: finish the unit of work at hand, then return."""
         return self.stop.is_set()
+
+    def note(self, **values: Any) -> None:
+        """Record the job's state as it runs (JSON values), for ``bedrot-lab daemon status``:
+        the watcher notes its mode, heartbeat and lost-event count this way."""
+        self.notes(values)
 
     def check_stop(self) -> None:
         """Raise :class:`JobStopped` if the daemon is stopping (call it between units of work)."""

@@ -30,6 +30,21 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def lock_holder(path: Path) -> str | None:
+    """Who holds the :func:`owned_lock` at ``path`` now (its record), or None when nobody does:
+    a record left by a process that died without releasing it does not count."""
+    try:
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+    except FileNotFoundError:
+        return None
+
+
 @contextmanager
 def owned_lock(path: Path, owner: str, wait: float = 0.0) -> Iterator[None]:
     """An exclusive lock on ``path`` that records ``owner`` in the file while held.

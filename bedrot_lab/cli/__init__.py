@@ -24,6 +24,7 @@ COMMANDS = {
     "rollback": "bedrot_lab.cli.promote:rollback",
     "promotions": "bedrot_lab.cli.promote:promotions",
     "sandbox": "bedrot_lab.sandbox.cli:sandbox",
+    "daemon": "bedrot_lab.daemon.cli:daemon",
 }
 
 

@@ -59,10 +59,13 @@ class JobHistory:
                                        (job, time.time() if at is None else at, os.getpid()))
             return int(cursor.lastrowid or 0)
 
-    def ended(self, run: int, ok: bool, result: str, at: float | None = None) -> None:
+    def ended(self, run: int, ok: bool | None, result: str, at: float | None = None) -> None:
+        """Record how run ``run`` ended: ``ok`` True (done), False (failed) or None (stopped
+        half way by the daemon's stop: neither a success nor a failure)."""
         with self._lock:
             self._con.execute("UPDATE job_runs SET ended = ?, ok = ?, result = ? WHERE id = ?",
-                              (time.time() if at is None else at, int(ok), result[:2000], run))
+                              (time.time() if at is None else at, None if ok is None else int(ok), result[:2000],
+                               run))
 
     def last_success(self, job: str) -> float | None:
         """When ``job``'s newest successful run started, or None."""
@@ -104,6 +107,14 @@ class JobHistory:
         with self._lock:
             self._con.executemany("INSERT OR REPLACE INTO status VALUES (?, ?)",
                                   [(key, json.dumps(value)) for key, value in values.items()])
+
+    def note(self, job: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into the state job ``job`` noted (``status()["job:<name>"]``)."""
+        key = f"job:{job}"
+        with self._lock:
+            row = self._con.execute("SELECT value FROM status WHERE key = ?", (key,)).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **values}
+            self._con.execute("INSERT OR REPLACE INTO status VALUES (?, ?)", (key, json.dumps(merged)))
 
     def status(self) -> dict[str, Any]:
         with self._lock:

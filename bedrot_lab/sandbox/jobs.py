@@ -33,12 +33,16 @@ def watch(ctx: JobContext) -> str:
         try:
             ctx.log.info("watching %s (%s)", root, watcher.reason)
             while True:
-                index.note(watcher_heartbeat=time.time(), watcher_mode=watcher.mode)
+                now = time.time()
+                index.note(watcher_heartbeat=now, watcher_mode=watcher.mode)
+                ctx.note(mode=watcher.mode, reason=watcher.reason, heartbeat=now, overflows=watcher.overflows,
+                         events_applied=watcher.applied)
                 if ctx.stop.wait(HEARTBEAT_SECONDS):
                     break
         finally:
             watcher.stop()
             index.note(watcher_heartbeat=0, watcher_mode="stopped")
+            ctx.note(mode="stopped", heartbeat=time.time())
     return f"watched {root} ({watcher.mode}); {watcher.applied:,} events applied"
 
 

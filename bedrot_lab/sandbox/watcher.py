@@ -171,6 +171,7 @@ class SandboxWatcher:
         #: changes applied and batches written since start
         self.applied = 0
         self.batches = 0
+        self.overflows = 0  # episodes of lost events (inotify queue overflows), each followed by a reconcile
         self._prefix = str(self.root).rstrip("/") + "/"
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
@@ -415,6 +416,7 @@ class SandboxWatcher:
         now = time.monotonic()
         if self._overflow.is_set():
             self._overflow.clear()
+            self.overflows += 1
             self.on_warning("sandbox watcher: file-system events were lost (inotify queue overflow); reconciling")
             self.reconcile()
         elif now >= self._next_reconcile:

@@ -1,0 +1,276 @@
+"""The daemon's process: one per lake (a lock in the state folder), the lake's housekeeping
+jobs on APScheduler, each run recorded, and a stop that takes seconds, not a job's length."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BedrotLabError
+from ..jobs import JobContext, JobStopped
+from ..locks import LockBusy, lock_holder, owned_lock
+from ..plugins import describe
+from .history import JobHistory
+from .settings import DaemonSettings, Schedule
+
+if TYPE_CHECKING:
+    from ..jobs import HousekeepingJob
+    from ..lab import Lab
+
+log = logging.getLogger("bedrot_lab.daemon")
+
+LOCK_NAME = "daemon.lock"
+LOG_NAME = "daemon.log"
+#: seconds between the running daemon's status records (what `daemon status` reads)
+STATUS_SECONDS = 2.0
+_HOLDER = re.compile(r"pid (\d+) of (\S+) since (\S+)")
+
+
+class DaemonRunning(BedrotLabError):
+    """Another daemon holds this lake's lock."""
+
+
+class UnknownJob(BedrotLabError):
+    """No plugin registers a housekeeping job of that name."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The daemon that holds a lake's lock: its pid, host and start time."""
+
+    pid: int
+    host: str
+    since: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.since}"
+
+    @property
+    def uptime(self) -> float | None:
+        try:
+            return time.time() - datetime.fromisoformat(self.since).timestamp()
+        except ValueError:
+            return None
+
+
+def current_holder(state_dir: Path) -> Holder | None:
+    """The daemon running for the lake whose state folder is ``state_dir``, or None (a lock
+    left by a daemon that died does not count: the kernel released it)."""
+    record = lock_holder(state_dir / LOCK_NAME)
+    match = _HOLDER.fullmatch(record) if record else None
+    if record and match is None:
+        return Holder(0, "?", record)
+    return Holder(int(match[1]), match[2], match[3]) if match else None
+
+
+def configure_logging(state_dir: Path, max_bytes: int, *, to_stderr: bool) -> Path:
+    """Log the daemon and its jobs to ``<state>/daemon.log`` (rotated) and, in the
+    foreground, to stderr; returns the log file's path."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOG_NAME
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=3)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler())
+    for logger_name in ("bedrot_lab", "apscheduler"):
+        logger = logging.getLogger(logger_name)
+        logger.setLevel(logging.INFO if logger_name == "bedrot_lab" else logging.WARNING)
+        logger.propagate = False
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+    return path
+
+
+class Daemon:
+    """The lake's housekeeping jobs, scheduled as ``[daemon]`` says.
+
+    :meth:`serve` runs them until SIGTERM or SIGINT (one daemon per lake);
+    :meth:`run_once` runs one job now, in the calling process.
+    """
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.settings = DaemonSettings.from_settings(lab.settings)
+        self.settings.unknown_jobs(lab.jobs)
+        self.schedules: dict[str, Schedule] = {name: self.settings.schedule(job) for name, job in lab.jobs.items()}
+        self.stop = threading.Event()
+        self.state_dir = lab.settings.state_dir
+        self._running: dict[str, threading.Thread] = {}
+        self._history: JobHistory | None = None
+
+    # -- one job now ----------------------------------------------------------------------
+
+    def run_once(self, name: str) -> tuple[bool, str]:
+        """Run job ``name`` once in this process (stopped by SIGTERM or SIGINT); returns
+        whether it succeeded and its summary. Recorded in the job history like a daemon's run."""
+        if name not in self.lab.jobs:
+            raise UnknownJob(f"no housekeeping job is called {name!r}; jobs: {', '.join(self.lab.jobs) or 'none'}")
+        with self._stop_on_signals(), JobHistory.for_state(self.state_dir) as history:
+            self._history = history
+            try:
+                return self._run(name, raise_errors=False)
+            finally:
+                self._history = None
+
+    # -- the daemon ----------------------------------------------------------------------
+
+    def serve(self) -> bool:
+        """Run the jobs until SIGTERM or SIGINT, holding the lake's daemon lock. Returns
+        False when a job was still running at the stop deadline (the caller should then
+        end the process without waiting for it)."""
+        since = datetime.now().astimezone().isoformat(timespec="seconds")
+        try:
+            with owned_lock(self.state_dir / LOCK_NAME, f"{socket.gethostname()} since {since}"):
+                return self._serve(since)
+        except LockBusy as busy:
+            raise DaemonRunning(f"a daemon already runs for this lake: {busy.holder}; see `bedrot-lab daemon "
+                                "status`, stop it with `bedrot-lab daemon stop`") from None
+
+    def _serve(self, since: str) -> bool:
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        enabled = [name for name, schedule in self.schedules.items() if schedule.enabled]
+        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max(4, len(enabled) + 1))},
+                                        job_defaults={"coalesce": True, "max_instances": 1})
+        scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        with self._stop_on_signals(), JobHistory.for_state(self.state_dir) as history:
+            self._history = history
+            for name in enabled:
+                self._add(scheduler, name, history)
+            history.set_status(state="running", pid=os.getpid(), host=socket.gethostname(), since=since,
+                               started=time.time(), stopped=None, jobs=enabled)
+            scheduler.start()
+            self._record_status(scheduler, history)
+            log.info("daemon started (pid %d): %s", os.getpid(), ", ".join(
+                f"{name} {self.schedules[name].describe()}" for name in enabled) or "no jobs enabled")
+            try:
+                while not self.stop.wait(STATUS_SECONDS):
+                    self._record_status(scheduler, history)
+            finally:
+                log.info("stopping: %s", ", ".join(self._running) or "no job running")
+                scheduler.shutdown(wait=False)
+                stopped_in_time = self._join(self.settings.stop_timeout)
+                history.set_status(state="stopped", stopped=time.time(), next_runs={}, running=list(self._running))
+                self._history = None
+        log.info("daemon stopped" if stopped_in_time else "daemon stopped; %s still running at the deadline: ended "
+                 "with the process", ", ".join(self._running))
+        return stopped_in_time
+
+    def _add(self, scheduler: Any, name: str, history: JobHistory) -> None:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.date import DateTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        job, schedule = self.lab.jobs[name], self.schedules[name]
+        now = datetime.now().astimezone()
+        first: datetime | None = None
+        if job.service:
+            trigger: Any = DateTrigger(now)
+            first = now
+        elif schedule.every:
+            trigger = IntervalTrigger(seconds=schedule.every)
+            first = _first_interval_run(history.last_success(name), schedule.every, now)
+        else:
+            trigger = CronTrigger.from_crontab(schedule.cron)
+            last = history.last_success(name)
+            if last is not None:
+                missed = trigger.get_next_fire_time(None, datetime.fromtimestamp(last).astimezone())
+                first = now if missed is not None and missed <= now else None
+        options: dict[str, Any] = {"id": name, "name": name, "misfire_grace_time": max(1, round(job.misfire_grace)),
+                                   "coalesce": True, "max_instances": 1}
+        if first is not None:
+            options["next_run_time"] = first
+        scheduler.add_job(self._run, trigger, args=[name], **options)
+
+    def _run(self, name: str, raise_errors: bool = True) -> tuple[bool, str]:
+        job: HousekeepingJob = self.lab.jobs[name]
+        history = self._history
+        assert history is not None
+        self._running[name] = threading.current_thread()
+        ctx = JobContext(self.lab, self.stop, self.schedules[name].options, logging.getLogger(f"bedrot_lab.daemon.{name}"),
+                         notes=lambda values: history.note(name, values))
+        run = history.started(name)
+        try:
+            result = job.run(ctx) or "done"
+        except JobStopped:
+            history.ended(run, None, "stopped half way: the daemon was stopping")
+            log.info("%s: stopped half way", name)
+            return False, "stopped"
+        except Exception as exc:
+            history.ended(run, False, describe(exc))
+            if raise_errors:
+                raise  # the scheduler's error listener logs it with its traceback
+            log.error("%s failed: %s", name, describe(exc), exc_info=exc)
+            return False, describe(exc)
+        finally:
+            self._running.pop(name, None)
+        history.ended(run, True, result)
+        log.info("%s: %s", name, result)
+        return True, result
+
+    def _on_event(self, event: Any) -> None:
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+
+        if event.code == EVENT_JOB_ERROR:
+            log.error("%s failed: %s; it runs again at its next time", event.job_id, describe(event.exception),
+                      exc_info=(type(event.exception), event.exception, event.exception.__traceback__))
+        elif event.code == EVENT_JOB_MISSED:
+            log.warning("%s missed its time (%s); it runs at its next one", event.job_id, event.scheduled_run_time)
+        else:
+            log.info("%s is still running; this time is skipped", event.job_id)
+
+    def _record_status(self, scheduler: Any, history: JobHistory) -> None:
+        next_runs = {job.id: job.next_run_time.timestamp() for job in scheduler.get_jobs() if job.next_run_time}
+        history.set_status(heartbeat=time.time(), next_runs=next_runs, running=sorted(self._running))
+
+    def _join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self._running
+
+    def _stop_on_signals(self) -> Any:
+        return _SignalStop(self.stop)
+
+
+class _SignalStop:
+    """SIGTERM and SIGINT set ``stop`` for the block (in the main thread), then the old
+    handlers come back."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.previous[number] = signal.signal(number, lambda *_: self.stop.set())
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def _first_interval_run(last_success: float | None, every: float, now: datetime) -> datetime:
+    """When an interval job first runs after a (re)start: at once when it never succeeded or
+    its last success is older than its interval (a due run is not lost, and a backlog is not
+    replayed), else one interval after that success."""
+    if last_success is None or time.time() - last_success >= every:
+        return now
+    return datetime.fromtimestamp(last_success + every).astimezone()
