@@ -366,7 +366,9 @@ def handle_violation(transition, settings):
     A violation that persists is not handed over again: only changes are. The
     built-in sinks (``violation_sinks``) write the log and
     ``<state>/violations.jsonl``; turn them off with
-    ``[plugins] disabled = ["violation_sinks"]``.
+    ``[plugins] disabled = ["violation_sinks"]``. With ``[daemon.alerts]
+    webhook`` set, the built-in ``daemon`` plugin also POSTs each transition
+    there as JSON (docs/sandbox.md, *Alerts*).
 
     Example::
 

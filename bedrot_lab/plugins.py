@@ -18,6 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import BedrotLabError
+from .secrets import scrub
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
         self.strict = os.environ.get("BEDROT_LAB_STRICT_PLUGINS") == "1"
         if os.environ.get("BEDROT_LAB_TRACE_PLUGINS") == "1":
-            self.pm.trace.root.setwriter(lambda message: log.warning("hook %s", message.rstrip()))
+            # every argument is printed, the lake's settings too: a password in a URL there is masked
+            self.pm.trace.root.setwriter(lambda message: log.warning("hook %s", scrub(message.rstrip())[0]))
             self.pm.enable_tracing()
 
     @property

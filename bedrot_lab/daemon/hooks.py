@@ -1,13 +1,17 @@
-"""The daemon as a built-in plugin: it claims ``[daemon]``. The rest of the daemon is
-imported only when a daemon command runs."""
+"""The daemon as a built-in plugin: it claims ``[daemon]`` and sends the webhook alerts. The
+rest of the daemon is imported only when a daemon command runs (the alerts, when one is sent)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bedrot_lab import hookimpl
+
+if TYPE_CHECKING:
+    from bedrot_lab.config import Settings
+    from bedrot_lab.sandbox.violations import Transition
 
 
 @hookimpl
@@ -20,3 +24,12 @@ def check_table(values: Mapping[str, Any], path: Path | None) -> None:
     from .settings import DaemonSettings
 
     DaemonSettings.from_table(values, path)
+
+
+@hookimpl(trylast=True)
+def handle_violation(transition: Transition, settings: Settings) -> None:
+    """POST each transition to ``[daemon.alerts] webhook``, when one is set; ``trylast``
+    like the log sink, so that plugins' sinks do not wait on a webhook that is down."""
+    from .alerts import send_alert
+
+    send_alert(transition, settings)
