@@ -151,13 +151,7 @@ class RunContext:
         (``api_key``), are masked; ``mask=False`` keeps a table that legitimately
         holds key-like ids as it is.
         """
-        base = artifact_name(name)
-        frame = frame.reset_index() if _has_named_index(frame) else frame
-        if mask:
-            frame = self.recorder.masker.frame(frame, f"table {base}")
-        self._log_bytes(_parquet_bytes(frame), f"tables/{base}.parquet")
-        if mlflow_table if mlflow_table is not None else len(frame) <= 10_000:
-            self.recorder.log_table(_json_safe(frame), f"tables/{base}.json")
+        log_table(self.recorder, frame, name, mlflow_table=mlflow_table, mask=mask, scratch=self._scratch)
 
     def log_figure(self, figure: Any, name: str) -> None:
         """Log a matplotlib figure as ``figures/<name>.png`` and close it."""
@@ -205,14 +199,7 @@ class RunContext:
         return record
 
     def _log_bytes(self, data: bytes, artifact_file: str) -> None:
-        folder = self._scratch / Path(artifact_file).parent
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / Path(artifact_file).name
-        path.write_bytes(data)
-        try:
-            self.recorder.log_file(path, str(Path(artifact_file).parent))
-        finally:
-            path.unlink(missing_ok=True)
+        log_bytes(self.recorder, data, artifact_file, self._scratch)
 
     @cached_property
     def _scratch(self) -> Path:
@@ -229,6 +216,39 @@ class RunContext:
             import shutil
 
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def log_table(recorder: RunRecorder, frame: pd.DataFrame, name: str, *, mlflow_table: bool | None = None,
+              mask: bool = True, scratch: Path | None = None) -> None:
+    """Log ``frame`` to ``recorder``'s run as :meth:`RunContext.log_table` does, for code that
+    logs a run without a run context (a housekeeping job): ``tables/<name>.parquet``, and
+    ``tables/<name>.json`` as an MLflow table when it has at most 10,000 rows (or ``mlflow_table``)."""
+    base = artifact_name(name)
+    frame = frame.reset_index() if _has_named_index(frame) else frame
+    if mask:
+        frame = recorder.masker.frame(frame, f"table {base}")
+    log_bytes(recorder, _parquet_bytes(frame), f"tables/{base}.parquet", scratch)
+    if mlflow_table if mlflow_table is not None else len(frame) <= 10_000:
+        recorder.log_table(_json_safe(frame), f"tables/{base}.json")
+
+
+def log_bytes(recorder: RunRecorder, data: bytes, artifact_file: str, scratch: Path | None = None) -> None:
+    """Log ``data`` as artifact ``artifact_file``, written first in folder ``scratch``
+    (a temporary folder of its own when None) and removed from there after."""
+    if scratch is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bedrot-artifact-") as folder:
+            log_bytes(recorder, data, artifact_file, Path(folder))
+        return
+    folder = scratch / Path(artifact_file).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(artifact_file).name
+    path.write_bytes(data)
+    try:
+        recorder.log_file(path, str(Path(artifact_file).parent))
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _has_named_index(frame: pd.DataFrame) -> bool:

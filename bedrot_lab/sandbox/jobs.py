@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..jobs import HousekeepingJob, JobStopped
+from .report import REPORT_JOB
 from .settings import files_count, format_size
 
 if TYPE_CHECKING:
@@ -106,4 +107,5 @@ JOBS = (
                     description="checks quotas, stale files and secrets; alerts on changes"),
     HousekeepingJob("clean", clean, cron="0 3 * * *", options={"apply": False}, misfire_grace=3600,
                     description="archives stale files (report only unless apply = true)"),
+    REPORT_JOB,
 )
