@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 import warnings
@@ -200,7 +201,8 @@ class RunRecorder:
     asks), and the ``bedrot.masked`` tag is rewritten with everything masked so far.
     Metrics are buffered and sent with ``log_batch`` (a loop of ``log_metric`` is
     about 40 x slower on SQLite); the buffer is flushed when full, every few
-    seconds while logging, and when the run ends.
+    seconds while logging, and when the run ends. A recorder made by :func:`start_run`
+    also keeps the run's heartbeat until it ends.
     """
 
     def __init__(self, client: MlflowClient, run_id: str, masker: Masker | None = None):
@@ -213,6 +215,7 @@ class RunRecorder:
         self._metric_keys: dict[str, str] = {}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        self.heartbeat: Heartbeat | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -320,6 +323,8 @@ class RunRecorder:
         """Flush what is queued and close the run with ``status`` (FINISHED, FAILED, KILLED)."""
         import mlflow
 
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         try:
             self.flush()
         finally:
@@ -342,13 +347,15 @@ def start_run(
 ) -> RunRecorder:
     """Open an MLflow run (the process's active run, so experiment code may also use
     ``mlflow.*`` directly) and return its recorder. Name, tags and description are
-    masked by ``masker`` before they are stored."""
+    masked by ``masker`` before they are stored. The run is created with the tags of
+    :func:`process_tags`, and its recorder beats its heartbeat until it ends."""
     import mlflow
 
     from .secrets import Masker
 
     masker = masker or Masker()
-    clean_tags = masker.mapping({k: v for k, v in tags.items() if k != MASKED_TAG}, "tag")
+    tags = {**{k: v for k, v in tags.items() if k != MASKED_TAG}, **process_tags()}
+    clean_tags = masker.mapping(tags, "tag")
     run_name = masker.text(run_name, "run name") if run_name else None
     description = masker.text(description, "description")
     summary = masker.summary()
@@ -366,7 +373,9 @@ def start_run(
         parent_run_id=parent_run_id,
         log_system_metrics=False,
     )
-    return RunRecorder(client, active.info.run_id, masker)
+    recorder = RunRecorder(client, active.info.run_id, masker)
+    recorder.heartbeat = Heartbeat(client, recorder.run_id)
+    return recorder
 
 
 class _Alarm:
@@ -443,6 +452,103 @@ class SystemMetrics:
                 monitor.finish()
             except Exception as exc:
                 log.debug("system metrics not stopped cleanly: %s", exc)
+
+
+# -- which process a run is, and that it still lives --------------------------------------
+
+#: tags every run is created with, so that the daemon's ``reap`` job can tell a run whose
+#: process is gone from a live one (bedrot_lab.daemon.reap)
+PID_TAG = "bedrot.pid"
+HOST_TAG = "bedrot.host"
+#: field 22 of ``/proc/<pid>/stat``: with the pid, it names one process, never a later one given the same pid
+PROC_START_TAG = "bedrot.proc_start"
+#: the boot and pid namespace the pid belongs to: another machine of the same name, or a
+#: container sharing the host's name, has other pids
+PID_SCOPE_TAG = "bedrot.pid_scope"
+#: epoch seconds, when the run was created and then every HEARTBEAT_SECONDS while it lasts
+HEARTBEAT_TAG = "bedrot.heartbeat"
+HEARTBEAT_SECONDS = 60.0
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """The state (``R``, ``S``, ``Z`` ...) and start time (clock ticks since boot, field 22)
+    of process ``pid`` from ``/proc/<pid>/stat``; None when /proc does not show it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            text = file.read()
+    except (OSError, ValueError):
+        return None
+    # field 2, the command name in parentheses, may hold spaces and parentheses itself
+    end = text.rfind(b")")
+    if end < 0:
+        return None
+    fields = text[end + 1:].split()
+    try:
+        return fields[0].decode("ascii"), int(fields[19])
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _own_start(pid: int) -> int | None:
+    stat = proc_stat(pid)
+    return stat[1] if stat else None
+
+
+@functools.cache
+def pid_scope() -> str | None:
+    """``<boot id>/<pid namespace>`` of this process (None without /proc): where its pid means it."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return None
+    return f"{boot}/{namespace.removeprefix('pid:[').removesuffix(']')}"
+
+
+def process_tags() -> dict[str, str]:
+    """The tags a run is created with to say which process makes it: pid, host, the
+    process's start time and pid scope (on Linux), and a first heartbeat."""
+    pid = os.getpid()
+    tags = {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), HEARTBEAT_TAG: str(int(time.time()))}
+    start, scope = _own_start(pid), pid_scope()
+    if start is not None:
+        tags[PROC_START_TAG] = str(start)
+    if scope is not None:
+        tags[PID_SCOPE_TAG] = scope
+    return tags
+
+
+class Heartbeat:
+    """Refreshes a run's ``bedrot.heartbeat`` tag every :data:`HEARTBEAT_SECONDS` while it
+    lasts, from the process's one alarm thread; a run shorter than that writes nothing.
+    Best effort: a beat the store refuses is logged and the next one tried."""
+
+    def __init__(self, client: MlflowClient, run_id: str, interval: float | None = None):
+        self.run_id = run_id
+        # the retrying client would hold the alarm thread for up to store_wait on a busy store
+        self.client = getattr(client, "_client", client)
+        self.interval = HEARTBEAT_SECONDS if interval is None else interval
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._alarm = _ALARM.call_later(self.interval, self._beat)
+
+    def _beat(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            try:
+                retry_store(self.client.set_tag, self.run_id, HEARTBEAT_TAG, str(int(time.time())),
+                            wait=self.interval / 2)
+            except Exception as exc:
+                log.debug("heartbeat of run %s not written: %s", self.run_id, exc)
+            self._alarm = _ALARM.call_later(self.interval, self._beat)
+
+    def stop(self) -> None:
+        """No beat after this returns."""
+        with self._lock:
+            self._stopped = True
+            _ALARM.cancel(self._alarm)
 
 
 def is_finite(value: Any) -> bool:

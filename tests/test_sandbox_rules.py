@@ -213,7 +213,8 @@ def test_the_documented_example_parses(lake: Path):
     assert q.limits("total") == Limits(1024 * gib, 2048 * gib)
     assert [(s.name, s.days, s.action) for s in rules.stale] == [
         ("logs", 3, "delete"), ("/users/*/*/runs", 60, "archive"),
-        ("tmp", 7, "archive"), ("cache", 14, "archive"), ("checkpoint", 30, "archive"), ("default", 90, "archive")]
+        ("tmp", 7, "archive"), ("cache", 14, "archive"), ("checkpoint", 30, "archive"), ("workdir", 30, "archive"),
+        ("default", 90, "archive")]
     assert rules.keep.patterns == ("final", "*.keep.*") and rules.secret_max_bytes == 2**20
     assert [r.name for r in builtin_rules(rules)] == ["quota", "stale", "secrets"]
 
@@ -223,7 +224,7 @@ def test_a_configured_rule_named_like_a_built_in_one_takes_its_place(lake: Path)
                                              {"name": "scratch", "glob": "scratch", "days": 2}]})
     rules = SandboxRules.from_settings(settings)
     assert [(s.name, s.days) for s in rules.stale] == [
-        ("scratch", 2), ("tmp", 7), ("cache", 14), ("checkpoint", 30), ("default", 180)]
+        ("scratch", 2), ("tmp", 7), ("cache", 14), ("checkpoint", 30), ("workdir", 30), ("default", 180)]
     stale = stale_rule(rules)
     assert stale.spec_for("users/ana/p/x.tmp").name == "tmp"  # not shadowed by the new catch-all
     assert stale.spec_for("users/ana/p/model.bin").days == 180
@@ -294,6 +295,9 @@ def test_stale_files_by_glob_with_shorter_limits_for_temporary_patterns(lake: Pa
         "users/ana/churn/tmp/part/b.csv": (10, 10),     # 10 > 7
         "users/ana/churn/model.ckpt": (50, 50),         # 50 > checkpoint's 30
         "users/ana/churn/runs/e1/ckpt/w.pt": (20, 20),  # 20 < 30
+        "users/ana/churn/runs/e1/out.csv": (40, 40),    # 40 > workdir's 30 (a run's workdir)
+        "users/ana/churn/runs/e2/log.txt": (25, 25),    # 25 < 30
+        "users/ana/churn/runs/index.md": (40, 40),      # not in a workdir: 40 < default 90
         "users/ana/churn/report.csv": (150, 150),       # 100 > default 90
         "users/ana/churn/notes.md": (2, 150),           # read 2 days ago: fresh
         "users/ana/churn/data.parquet": (150, 5),       # written 5 days ago: fresh
@@ -311,6 +315,7 @@ def test_stale_files_by_glob_with_shorter_limits_for_temporary_patterns(lake: Pa
         "users/ana/churn/run.tmp": ("tmp", 100),
         "users/ana/churn/tmp/part/b.csv": ("tmp", 10),
         "users/ana/churn/model.ckpt": ("checkpoint", 50),
+        "users/ana/churn/runs/e1/out.csv": ("workdir", 40),
         "users/ana/churn/report.csv": ("default", 100),
         "analysis/cache/x.bin": ("cache", 20),
         "users/bob/p/__pycache__/m.pyc": ("cache", 15),
@@ -318,13 +323,15 @@ def test_stale_files_by_glob_with_shorter_limits_for_temporary_patterns(lake: Pa
     violations = {v.key: v for v in rule.evaluate(index, LATER)}  # one per rule and owner, not per file
     assert set(violations) == {
         ("stale.tmp", "project:ana/churn"), ("stale.checkpoint", "project:ana/churn"),
-        ("stale.default", "project:ana/churn"), ("stale.cache", "area:analysis"), ("stale.cache", "project:bob/p")}
+        ("stale.workdir", "project:ana/churn"), ("stale.default", "project:ana/churn"), ("stale.cache", "area:analysis"),
+        ("stale.cache", "project:bob/p")}
     tmp = violations["stale.tmp", "project:ana/churn"]
     assert (tmp.severity, tmp.limit, round(tmp.measured), tmp.path) == ("soft", 7, 100, "users/ana/churn")
     assert tmp.detail.startswith("2 files (20 B) unused for more than 7 days, the oldest for 100 days")
     older = {s.record.path: s.spec.name for s in rule.stale_files(index, LATER, older_than=12)}
     assert older == {**{path: name for path, (name, _) in stale.items() if path != "users/ana/churn/tmp/part/b.csv"},
-                     "users/ana/churn/runs/e1/ckpt/w.pt": "checkpoint", "analysis/q3/fresh.html": "default"}
+                     "users/ana/churn/runs/e1/ckpt/w.pt": "checkpoint", "analysis/q3/fresh.html": "default",
+                     "users/ana/churn/runs/e2/log.txt": "workdir", "users/ana/churn/runs/index.md": "default"}
 
 
 def test_age_is_the_newest_of_atime_mtime_and_ctime(lake: Path, indexed):

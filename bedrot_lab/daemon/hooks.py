@@ -26,6 +26,15 @@ def check_table(values: Mapping[str, Any], path: Path | None) -> None:
     DaemonSettings.from_table(values, path)
 
 
+@hookimpl
+def housekeeping_jobs(register: Callable[..., None]) -> None:
+    """``reap`` (runs whose process is gone end KILLED) and ``gc`` (``mlflow gc``, off by default)."""
+    from .reap import JOBS
+
+    for job in JOBS:
+        register(job)
+
+
 @hookimpl(trylast=True)
 def handle_violation(transition: Transition, settings: Settings) -> None:
     """POST each transition to ``[daemon.alerts] webhook``, when one is set; ``trylast``

@@ -370,6 +370,7 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
     """
     from .clean import apply_clean, plan_clean
     from .rules import effective_rules
+    from .runs import running_runs
 
     lab = state.lab
     settings = lab.settings
@@ -378,7 +379,7 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
         raise CliError(f"--user {user}: no folder sandbox/users/{user}", exit_code=2)
     with _open_index(settings, refresh=True, quiet=as_json) as index:
         plan = plan_clean(settings, index, older_than=older_than, user=user, rules=rules)
-        running = _running_runs(lab, plan.run_ids())
+        running = running_runs(lab, plan.run_ids())
         plan.leave_running(running)
         if not do_apply or not plan.items:
             if as_json:
@@ -401,24 +402,6 @@ def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_
         click.echo(f"manifest: {result.manifest}")
         if result.archived:
             click.echo(f"undo with: bedrot-lab sandbox restore {result.manifest}")
-
-
-def _running_runs(lab, run_ids: set[str]) -> set[str]:
-    """The runs among ``run_ids`` that MLflow says are still RUNNING (MLflow is opened
-    only when there are some to ask about)."""
-    if not run_ids:
-        return set()
-    from mlflow.exceptions import MlflowException
-
-    client = lab.store.client
-    running = set()
-    for run_id in run_ids:
-        try:
-            if client.get_run(run_id).info.status == "RUNNING":
-                running.add(run_id)
-        except MlflowException:  # not a run of this store: nothing runs there
-            pass
-    return running
 
 
 def _age(days: float) -> str:

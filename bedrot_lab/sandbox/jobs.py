@@ -73,16 +73,20 @@ def check(ctx: JobContext) -> str:
 
 
 def clean(ctx: JobContext) -> str:
-    """Plan a clean of stale files; apply it when ``apply = true`` (archive, with a manifest)."""
+    """Plan a clean of stale files; apply it when ``apply = true`` (archive, with a manifest).
+    Files under the workdir of a run still RUNNING are left alone, as by ``sandbox clean``."""
     from .clean import apply_clean, plan_clean
     from .index import UsageIndex
     from .rules import effective_rules
+    from .runs import running_runs
 
     settings = ctx.lab.settings
     rules = effective_rules(settings, ctx.lab.plugins.hook)
     with UsageIndex.for_settings(settings) as index:
         index.reconcile()
         plan = plan_clean(settings, index, rules=rules)
+        running = running_runs(ctx.lab, plan.run_ids())
+        plan.leave_running(running)
         planned = f"{files_count(len(plan.items))} ({format_size(sum(i.size for i in plan.items))}) stale"
         if not ctx.options.get("apply"):
             return f"{planned}; report only (set apply = true in [daemon.jobs.clean] to archive)"
@@ -93,7 +97,7 @@ def clean(ctx: JobContext) -> str:
             if ctx.stopping:
                 raise JobStopped()
 
-        result = apply_clean(settings, plan, index, rules=rules, progress=progress)
+        result = apply_clean(settings, plan, index, running_runs=running, rules=rules, progress=progress)
     manifest = f"; manifest {result.manifest}" if result.manifest else ""
     return (f"{planned}; archived {len(result.archived)}, deleted {len(result.deleted)}, "
             f"left {len(result.skipped)} ({format_size(result.bytes)} freed){manifest}")

@@ -1,4 +1,5 @@
-"""A run and the sandbox: the quota gate before it starts, its workdir's bytes when it ends."""
+"""A run and the sandbox: the quota gate before it starts, its workdir's bytes when it ends, and
+which workdirs belong to runs still RUNNING (left alone by clean)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +18,7 @@ from .violation import Violation
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..lab import Lab
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +110,22 @@ def workdir_bytes(settings: Settings, workdir: Path, run_id: str) -> int:
         except OSError:
             continue
     return total
+
+
+def running_runs(lab: Lab, run_ids: Iterable[str]) -> set[str]:
+    """The runs among ``run_ids`` that MLflow says are still RUNNING (MLflow is opened
+    only when there are some to ask about)."""
+    run_ids = set(run_ids)
+    if not run_ids:
+        return set()
+    from mlflow.exceptions import MlflowException
+
+    client = lab.store.client
+    running = set()
+    for run_id in run_ids:
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                running.add(run_id)
+        except MlflowException:  # not a run of this store: nothing runs there
+            pass
+    return running

@@ -39,6 +39,8 @@ DEFAULT_STALE: tuple[tuple[str, tuple[str, ...], float], ...] = (
     ("tmp", ("*.tmp", "*.temp", "*.swp", "*~", "tmp", "temp"), 7),
     ("cache", ("__pycache__", "*.pyc", ".cache", "cache", ".ipynb_checkpoints", ".pytest_cache"), 14),
     ("checkpoint", ("checkpoints", "checkpoint", "ckpt", "*.ckpt"), 30),
+    # a run's workdir (ctx.workdir); clean leaves a RUNNING run's alone, so this ages finished runs' files
+    ("workdir", ("/users/*/*/runs/*/*",), 30),
     ("default", ("**",), 90),
 )
 
