@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..errors import BedrotLabError
 from ..plugins import describe
 from ..secrets import Masker, scrub
 
@@ -37,7 +38,7 @@ QUOTED_BYTES = 200
 _held_until: dict[str, float] = {}
 
 
-class WebhookError(Exception):
+class WebhookError(BedrotLabError):
     """An alert the webhook did not take; the message names the webhook by its origin only."""
 
 
