@@ -106,6 +106,35 @@ def test_one_daemon_per_lake_status_and_stop(lake, cli_env, daemon):
     assert time.monotonic() - started < 5
     assert current_holder(lake / ".bedrot-lab") is None
     assert not json.loads(bedrot("daemon", "status", "--json", env=cli_env).stdout)["running"]
+    log = (lake / ".bedrot-lab" / "daemon.log").read_text()
+    assert " failed: " not in log and "Logging error" not in log, log  # watch and reconcile built the index once
+    assert "daemon stopped" in log.splitlines()[-1]
+
+
+def test_a_started_daemon_logs_its_usage_report_to_mlflow(lake, cli_env):
+    from mlflow import MlflowClient
+
+    from bedrot_lab.lab import Lab
+    from bedrot_lab.sandbox.report import EXPERIMENT
+
+    configure(lake, '[sandbox.quotas]\nuser = { soft = "1KiB", hard = "1MiB" }\n')
+    (lake / "sandbox" / "users" / "ana").mkdir(parents=True, exist_ok=True)
+    (lake / "sandbox" / "users" / "ana" / "data.bin").write_bytes(b"x" * 3000)
+    assert bedrot("daemon", "start", env=cli_env).returncode == 0
+    try:
+        report = wait_for(lambda: [r for r in runs(lake, "report") if r["ok"]], timeout=60)[0]  # due at start: never ran
+    finally:
+        bedrot("daemon", "stop", env=cli_env)
+    assert "2.9 KiB in 1 file, 1 over quota" in report["result"]
+    run_id = report["result"].split()[1].rstrip(":")
+    client = MlflowClient(Lab.open(lake).settings.tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    run = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id.startswith(run_id))
+    assert run.info.status == "FINISHED" and "usage.total.bytes" in run.data.metrics
+    assert run.data.metrics["usage.user.ana.bytes"] == 3000
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+    assert logged == {"figures/usage_vs_limits.png", "figures/total_usage.png"}
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "tables")} >= {"tables/usage.json"}
 
 
 def test_violations_reach_the_alert_sink_once(lake, cli_env, daemon):

@@ -226,14 +226,15 @@ def test_an_empty_sandbox_without_quotas_is_cheap(bedrot_lake: Path, tmp_path: P
     assert not (lab.settings.state_dir / "violations.db").exists()
 
 
-def test_an_index_never_built_is_reported_as_such(bedrot_lake: Path):
+def test_an_index_never_built_is_built_first(bedrot_lake: Path):
     lab = open_lab(bedrot_lake, QUOTAS)
     write(bedrot_lake, "users/ana/p/f.bin", 100)
     summary = run_report(lab, refresh=False)
-    assert "index never built" in summary
+    assert "100 B in 1 file," in summary, summary
     (run,) = reports(MlflowClient(lab.settings.tracking_uri))
-    assert run.data.tags["bedrot.report.index"] == "never built"
-    assert not any(key.startswith(("usage.", "index.")) for key in run.data.metrics)
+    assert run.data.metrics["usage.user.ana.bytes"] == 100 and run.data.metrics["index.reconcile_age_seconds"] < 60
+    with UsageIndex.for_settings(lab.settings) as index:
+        assert index.info()["full_scans"] == 1
 
 
 def test_a_stopping_daemon_logs_no_report(bedrot_lake: Path):
@@ -262,6 +263,7 @@ class StopAfter(threading.Event):
 def test_a_stop_during_the_report_ends_its_run_killed(bedrot_lake: Path):
     lab = open_lab(bedrot_lake, QUOTAS)
     write(bedrot_lake, "users/ana/p/a.bin", 2 * KIB)
+    lab.jobs["reconcile"].run(JobContext(lab, threading.Event(), {}))
     with pytest.raises(JobStopped):
         REPORT_JOB.run(JobContext(lab, StopAfter(3), {"refresh": True}))  # the fourth check is in the run
     (run,) = reports(MlflowClient(lab.settings.tracking_uri))

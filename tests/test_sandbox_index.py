@@ -231,6 +231,46 @@ def test_readers_see_the_old_index_until_the_scan_is_done(tmp_path, sandbox, ind
     reader.close()
 
 
+def test_an_index_never_built_is_built_once_by_whoever_asks_first(tmp_path, sandbox):
+    """The daemon's watch and reconcile jobs start together on a new index: one full scan,
+    no 'database is locked' (a second full scan, asked for explicitly, waits for the first)."""
+    db = tmp_path / "state" / "sandbox.db"
+    results, errors = [], []
+
+    def build(explicit: bool) -> None:
+        with UsageIndex(db, sandbox, workers=0) as index:
+            try:
+                results.append(index.full_scan() if explicit else index.build_if_never())
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(n == 3,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    built = [r for r in results if r is not None]
+    assert 1 <= len(built) <= 2  # the explicit scan always scans; the others only if nobody had
+    with UsageIndex(db, sandbox) as index:
+        assert index.info()["full_scans"] == len(built)
+        assert index.build_if_never() is None
+        assert index.total() == (built[0].bytes, built[0].files)
+
+
+def test_a_scan_abandoned_by_its_progress_leaves_the_index_as_it_was(tmp_path, sandbox, index):
+    before = index.total()
+    write(sandbox / "shared" / "more.bin", 700)
+
+    def stop(_files: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        index.full_scan(progress=stop)
+    assert index.total() == before and index.info()["full_scans"] == 1
+    assert index.full_scan().files == before[1] + 1
+
+
 def test_symlinks_are_recorded_not_followed(tmp_path, sandbox):
     outside = tmp_path / "outside"
     write(outside / "big.bin", 1_000_000)

@@ -33,6 +33,8 @@ LOCK_NAME = "daemon.lock"
 LOG_NAME = "daemon.log"
 #: seconds between the running daemon's status records (what `daemon status` reads)
 STATUS_SECONDS = 2.0
+#: seconds after which a service job (the watcher) that ended or failed is started again
+SERVICE_RESTART_SECONDS = 30.0
 _HOLDER = re.compile(r"pid (\d+) of (\S+) since (\S+)")
 
 
@@ -167,20 +169,22 @@ class Daemon:
                 stopped_in_time = self._join(self.settings.stop_timeout)
                 history.set_status(state="stopped", stopped=time.time(), next_runs={}, running=list(self._running))
                 self._history = None
-        log.info("daemon stopped" if stopped_in_time else "daemon stopped; %s still running at the deadline: ended "
-                 "with the process", ", ".join(self._running))
+        if stopped_in_time:
+            log.info("daemon stopped")
+        else:
+            log.warning("daemon stopped; %s still running at the deadline: ended with the process",
+                        ", ".join(self._running))
         return stopped_in_time
 
     def _add(self, scheduler: Any, name: str, history: JobHistory) -> None:
         from apscheduler.triggers.cron import CronTrigger
-        from apscheduler.triggers.date import DateTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         job, schedule = self.lab.jobs[name], self.schedules[name]
         now = datetime.now().astimezone()
         first: datetime | None = None
-        if job.service:
-            trigger: Any = DateTrigger(now)
+        if job.service:  # while it runs, its next times are skipped (max_instances); ended, it starts again
+            trigger: Any = IntervalTrigger(seconds=SERVICE_RESTART_SECONDS)
             first = now
         elif schedule.every:
             trigger = IntervalTrigger(seconds=schedule.every)
@@ -226,16 +230,19 @@ class Daemon:
     def _on_event(self, event: Any) -> None:
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
 
+        service = self.lab.jobs[event.job_id].service
         if event.code == EVENT_JOB_ERROR:
-            log.error("%s failed: %s; it runs again at its next time", event.job_id, describe(event.exception),
+            again = f"it starts again in {SERVICE_RESTART_SECONDS:g} s" if service else "it runs again at its next time"
+            log.error("%s failed: %s; %s", event.job_id, describe(event.exception), again,
                       exc_info=(type(event.exception), event.exception, event.exception.__traceback__))
         elif event.code == EVENT_JOB_MISSED:
             log.warning("%s missed its time (%s); it runs at its next one", event.job_id, event.scheduled_run_time)
-        else:
+        elif not service:
             log.info("%s is still running; this time is skipped", event.job_id)
 
     def _record_status(self, scheduler: Any, history: JobHistory) -> None:
-        next_runs = {job.id: job.next_run_time.timestamp() for job in scheduler.get_jobs() if job.next_run_time}
+        next_runs = {job.id: job.next_run_time.timestamp() for job in scheduler.get_jobs()
+                     if job.next_run_time and not (self.lab.jobs[job.id].service and job.id in self._running)}
         history.set_status(heartbeat=time.time(), next_runs=next_runs, running=sorted(self._running))
 
     def _join(self, timeout: float) -> bool:

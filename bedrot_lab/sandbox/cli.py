@@ -60,19 +60,23 @@ def _open_index(settings, *, refresh: bool, quiet: bool = False):
 
     _sandbox_root(settings)
     index = UsageIndex.for_settings(settings)
-    if not index.info().get("full_scans"):
-        _full_scan(index, quiet)
-    elif refresh:
+    if _build_if_never(index, quiet) is None and refresh:
         index.reconcile()
     return index
 
 
-def _full_scan(index, quiet: bool):
-    if quiet:
-        return index.full_scan()
+def _build_if_never(index, quiet: bool):
+    """A full scan, with progress on stderr, if the index never had one (None if it had)."""
+    if index.info().get("full_scans"):
+        return None
+    return index.build_if_never() if quiet else _with_progress(index, index.build_if_never)
+
+
+def _with_progress(index, scan):
+    """``scan`` (a full scan of ``index``) with its progress on stderr."""
     click.echo(f"indexing {index.root} ...", err=True)
     progress = _Progress("files indexed")
-    stats = index.full_scan(progress=progress.update)
+    stats = scan(progress=progress.update)
     progress.done()
     return stats
 
@@ -187,7 +191,7 @@ def scan(state, as_json: bool) -> None:
     settings = _settings(state)
     _sandbox_root(settings)
     with UsageIndex.for_settings(settings) as index:
-        stats = _full_scan(index, as_json)
+        stats = index.full_scan() if as_json else _with_progress(index, index.full_scan)
     if as_json:
         echo_json({"files": stats.files, "folders": stats.dirs, "bytes": stats.bytes, "errors": stats.errors,
                    "seconds": round(stats.seconds, 3)})
@@ -292,8 +296,7 @@ def watch(state, polling: bool, check_every: float, status_every: float, reconci
     _log_to_terminal()
     stop = _stop_on_signals()
     with UsageIndex.for_settings(settings) as index:
-        if not index.info().get("full_scans"):
-            _full_scan(index, quiet=False)
+        _build_if_never(index, quiet=False)
         watcher = SandboxWatcher(index, root, polling=True if polling else None, reconcile_seconds=reconcile_every,
                                  on_warning=lambda message: _say(f"warning: {message}"))
         watcher.start()

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -230,6 +231,7 @@ class UsageIndex:
 
     def full_scan(self, progress: Callable[[int], None] | None = None) -> ScanStats:
         """Rebuild the index from disk; readers see the old index until it is done.
+        One full scan at a time: a second, in any process, waits for the first.
 
         The new tables are built beside the old ones in one write transaction
         and swapped in when it commits, so other writers (a watcher's
@@ -238,8 +240,28 @@ class UsageIndex:
         process and :attr:`workers` helper processes together, each taking the
         next unclaimed unit, the helpers into scratch databases merged at the end.
         ``progress`` is called with the number of files this process has indexed
-        so far, about every 16,000 files, and with the total at the end.
+        so far, about every 16,000 files, and with the total at the end; what it
+        raises abandons the scan (the index stays as it was).
         """
+        with self._scan_lock():
+            return self._full_scan(progress)
+
+    def build_if_never(self, progress: Callable[[int], None] | None = None) -> ScanStats | None:
+        """Build the index by a full scan if it never was, once however many threads and
+        processes ask at the same time; None when it already was built."""
+        if self.info().get("full_scans"):
+            return None
+        with self._scan_lock():
+            if self.info().get("full_scans"):
+                return None
+            return self._full_scan(progress)
+
+    def _scan_lock(self) -> AbstractContextManager[None]:
+        from ..locks import file_lock
+
+        return file_lock(self.db_path.with_name(self.db_path.name + ".scan.lock"))
+
+    def _full_scan(self, progress: Callable[[int], None] | None) -> ScanStats:
         started = time.perf_counter()
         root = str(self.root)
         if not os.path.isdir(root):
@@ -250,7 +272,7 @@ class UsageIndex:
         try:
             walk.attach()
             con.execute("PRAGMA main.synchronous=OFF")
-            con.execute("BEGIN")
+            con.execute("BEGIN IMMEDIATE")  # a deferred one that first reads cannot wait for a writer
             for table in ("files_new", "dirs_new", "owners_new"):
                 con.execute(f"DROP TABLE IF EXISTS main.{table}")
             _create_tables(con, "_new")

@@ -26,8 +26,7 @@ def watch(ctx: JobContext) -> str:
     root = settings.zone("sandbox")
     root.mkdir(parents=True, exist_ok=True)
     with UsageIndex.for_settings(settings) as index:
-        if not index.info().get("full_scans"):
-            index.full_scan()
+        index.build_if_never(progress=lambda _files: ctx.check_stop())
         watcher = SandboxWatcher(index, root, polling=True if ctx.options.get("polling") else None,
                                  on_warning=ctx.log.warning)
         watcher.start()
@@ -52,9 +51,9 @@ def reconcile(ctx: JobContext) -> str:
     from .index import UsageIndex
 
     with UsageIndex.for_settings(ctx.lab.settings) as index:
-        if not index.info().get("full_scans"):
-            stats = index.full_scan()
-            return f"full scan: {stats.files:,} files in {stats.dirs:,} folders"
+        built = index.build_if_never(progress=lambda _files: ctx.check_stop())
+        if built is not None:
+            return f"full scan: {built.files:,} files in {built.dirs:,} folders"
         stats = index.reconcile()
     return (f"reconciled in {stats.seconds:.1f}s: {stats.added} added, {stats.updated} updated, "
             f"{stats.removed} removed")

@@ -546,14 +546,13 @@ def report(ctx: JobContext) -> str:
     quotas = quotas_of(ctx)
     settings.zone("sandbox").mkdir(parents=True, exist_ok=True)
     with UsageIndex.for_settings(settings) as index:
-        if ctx.options.get("refresh"):
-            if index.info().get("full_scans"):
-                index.reconcile()
-            else:
-                index.full_scan()
-            now = time.time()
+        # an index never built is built first (at a daemon's start, the watcher's scan is waited for)
+        built = index.build_if_never(progress=lambda _files: ctx.check_stop())
+        if built is None and ctx.options.get("refresh"):
+            index.reconcile()
+        now = time.time()
         info = index.info()
-        rows = usage_rows(index, quotas) if info.get("full_scans") else []
+        rows = usage_rows(index, quotas)
     ctx.check_stop()
     counts = open_violations(settings)
     ctx.check_stop()
@@ -577,8 +576,7 @@ def report(ctx: JobContext) -> str:
     day = datetime.fromtimestamp(now).astimezone()
     recorder = store.start_run(
         EXPERIMENT, run_name=f"usage report {day:%Y-%m-%d}", description=description(sections),
-        tags={JOB_TAG: "report", UNTIL_TAG: f"{now:.3f}", "bedrot.report.quotas": "yes" if quotas else "no",
-              "bedrot.report.index": "built" if info.get("full_scans") else "never built"})
+        tags={JOB_TAG: "report", UNTIL_TAG: f"{now:.3f}", "bedrot.report.quotas": "yes" if quotas else "no"})
     try:
         _log_report(ctx, recorder, rows, metrics, previous, reclaimed, sections, total, day)
     except BaseException as exc:
@@ -589,7 +587,7 @@ def report(ctx: JobContext) -> str:
     recorder.end("FINISHED")
 
     over = [row for row in rows if row.status in ("soft", "hard")]
-    usage = f"{format_size(total.bytes)} in {files_count(total.files)}" if total else "index never built"
+    usage = f"{format_size(total.bytes)} in {files_count(total.files)}" if total else "no usage"
     hard = sum(1 for row in over if row.status == "hard")
     return (f"run {recorder.run_id[:8]}: {usage}, {len(over)} over quota ({hard} hard), "
             f"{sum(counts.values())} open violations, {format_size(reclaimed.bytes)} reclaimed")

@@ -442,9 +442,7 @@ class SandboxWatcher:
                 self._submit(self.check_health)
 
     def _catch_up(self) -> None:
-        if not self.index.info().get("full_scans"):
-            self.index.full_scan()
-        else:
+        if self.index.build_if_never() is None:
             self.index.reconcile()
 
     # -- health -----------------------------------------------------------------------------
