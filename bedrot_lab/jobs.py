@@ -67,7 +67,10 @@ class HousekeepingJob:
     schedule, which ``[daemon.jobs.NAME]`` may change; a ``service`` job instead runs
     from the daemon's start until it stops (the sandbox watcher). ``options`` maps
     each option ``[daemon.jobs.NAME]`` may set to its default (its type is the
-    default's type). ``enabled`` is the default of ``enabled``.
+    default's type). ``enabled`` is the default of ``enabled``. An ``own_process`` job
+    is run by the daemon as ``bedrot-lab daemon run-job NAME`` in a child process: for a
+    job that imports MLflow, pandas or matplotlib, so that the daemon stays small (what
+    the job allocated is returned when it ends) and a stop can end it by signal.
     """
 
     name: str
@@ -75,6 +78,7 @@ class HousekeepingJob:
     every: str | None = None
     cron: str | None = None
     service: bool = False
+    own_process: bool = False
     enabled: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -85,5 +89,7 @@ class HousekeepingJob:
             raise ValueError(f"job name {self.name!r}: lower-case letters, digits, - and _, starting with a letter")
         if not self.service and (self.every is None) == (self.cron is None):
             raise ValueError(f"job {self.name!r}: give it either every or cron (or make it a service)")
+        if self.service and self.own_process:
+            raise ValueError(f"job {self.name!r}: a service runs in the daemon's process")
         if self.every is not None:
             parse_duration(self.every)

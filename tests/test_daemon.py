@@ -38,12 +38,27 @@ JOBS_PLUGIN = """
         time.sleep(60)
         return "finished"
 
+    def lonely(ctx):
+        '''In a process of its own; checks the stop event.'''
+        import os
+        ctx.log.info("lonely in pid %d", os.getpid())
+        for _ in range(600):
+            ctx.check_stop()
+            time.sleep(0.1)
+        return "finished"
+
+    def doomed(ctx):
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
     @hookimpl
     def housekeeping_jobs(register):
         register(HousekeepingJob("tick", tick, every="1s"))
         register(HousekeepingJob("boom", boom, every="1s", enabled=False))
         register(HousekeepingJob("patient", patient, every="1h", enabled=False))
         register(HousekeepingJob("stubborn", stubborn, every="1h", enabled=False))
+        register(HousekeepingJob("lonely", lonely, every="1h", own_process=True, enabled=False))
+        register(HousekeepingJob("doomed", doomed, every="1h", own_process=True, enabled=False))
 """
 
 
@@ -182,6 +197,27 @@ def test_a_job_that_ignores_the_stop_does_not_hold_the_daemon(lake, cli_env):
         assert current_holder(lake / ".bedrot-lab") is None
     finally:
         process.kill()
+
+
+def test_a_job_of_its_own_process_logs_through_the_daemon_and_is_stopped_by_it(lake, cli_env):
+    configure(lake, '[daemon.jobs.lonely]\nenabled = true\n[daemon.jobs.doomed]\nenabled = true\n')
+    process = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"],
+                               env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        doomed = wait_for(lambda: [r for r in runs(lake, "doomed") if r["ended"]])[0]
+        assert doomed["ok"] is False and doomed["result"] == "its process ended (signal 9) before the job did"
+        lonely = wait_for(lambda: runs(lake, "lonely"))[0]
+        assert lonely["pid"] not in (process.pid, None)
+        wait_for(lambda: f"lonely in pid {lonely['pid']}" in (lake / ".bedrot-lab" / "daemon.log").read_text())
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+        assert time.monotonic() - started < 5 and process.returncode == 0
+    finally:
+        process.kill()
+    assert f"INFO bedrot_lab.daemon.lonely: lonely in pid {lonely['pid']}" in stderr  # in the foreground too
+    assert runs(lake, "lonely")[-1]["result"] == "stopped half way: the daemon was stopping"
+    assert not Path(f"/proc/{lonely['pid']}").exists()
 
 
 def test_a_failing_job_does_not_stop_the_others(lake, cli_env):

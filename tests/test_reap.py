@@ -263,7 +263,7 @@ def test_the_jobs_are_the_daemons_with_gc_off_by_default(lab):
     settings = DaemonSettings.from_table({})
     reap_schedule, gc_schedule = settings.schedule(lab.jobs["reap"]), settings.schedule(lab.jobs["gc"])
     assert (reap_schedule.every, reap_schedule.enabled, dict(reap_schedule.options)) == (
-        300.0, True, {"heartbeat_ttl": "1h", "untracked_ttl": ""})
+        900.0, True, {"heartbeat_ttl": "1h", "untracked_ttl": ""})
     assert (gc_schedule.enabled, dict(gc_schedule.options)) == (False, {"older_than_days": 30.0})
     with pytest.raises(ConfigError, match="expected float"):
         DaemonSettings.from_table({"jobs": {"gc": {"older_than_days": "30d"}}}).schedule(lab.jobs["gc"])

@@ -177,8 +177,9 @@ def jobs(state, as_json: bool) -> None:
 
 @daemon.command("run-job")
 @click.argument("name")
+@click.option("--log-json", is_flag=True, hidden=True, help="Log as JSON lines on stderr (a job the daemon runs).")
 @click.pass_obj
-def run_job(state, name: str) -> None:
+def run_job(state, name: str, log_json: bool) -> None:
     """Run housekeeping job NAME once now, in the foreground (for cron, or to try a job).
 
     Exit code 0 when it succeeded, 1 when it failed. Recorded in the daemon's history.
@@ -188,7 +189,11 @@ def run_job(state, name: str) -> None:
     from .runtime import Daemon
 
     runner = Daemon(state.lab)
-    if not state.debug:
+    if log_json:
+        from .child import log_as_json
+
+        log_as_json()
+    elif not state.debug:
         logging.getLogger("bedrot_lab").setLevel(logging.INFO)
     ok, result = runner.run_once(name)
     click.echo(f"{name}: {result}")

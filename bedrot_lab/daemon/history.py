@@ -33,6 +33,7 @@ class JobHistory:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=NORMAL")  # the status is rewritten every few seconds: no fsync each time
         self._lock = threading.Lock()
         migrate(self._con, path, MIGRATIONS)
 
@@ -93,6 +94,16 @@ class JobHistory:
         return {"last_run": started, "ended": ended, "result": result, "ok": None if ok is None else bool(ok),
                 "seconds": round(ended - started, 3) if ended else None, "consecutive_failures": failures,
                 "runs": runs}
+
+    def run_by(self, job: str, pid: int) -> dict[str, Any] | None:
+        """The newest run of ``job`` recorded by process ``pid`` (with its ``id``), or None."""
+        with self._lock:
+            row = self._con.execute("SELECT id, started, ended, ok, result FROM job_runs WHERE job = ? AND pid = ? "
+                                    "ORDER BY started DESC LIMIT 1", (job, pid)).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "started": row[1], "ended": row[2], "ok": None if row[3] is None else bool(row[3]),
+                "result": row[4]}
 
     def runs(self, job: str) -> list[dict[str, Any]]:
         """Every recorded run of ``job``, oldest first."""

@@ -267,8 +267,9 @@ def _seconds(seconds: float) -> str:
 
 
 JOBS = (
-    HousekeepingJob("reap", reap, every="5m", options={"heartbeat_ttl": "1h", "untracked_ttl": ""},
+    HousekeepingJob("reap", reap, every="15m", own_process=True, options={"heartbeat_ttl": "1h", "untracked_ttl": ""},
                     description="ends KILLED the runs left RUNNING by a process that is gone"),
-    HousekeepingJob("gc", gc, cron="30 3 * * *", enabled=False, options={"older_than_days": 30.0}, misfire_grace=3600,
+    HousekeepingJob("gc", gc, cron="30 3 * * *", enabled=False, own_process=True, options={"older_than_days": 30.0},
+                    misfire_grace=3600,
                     description="purges runs deleted more than older_than_days ago (mlflow gc; off by default)"),
 )

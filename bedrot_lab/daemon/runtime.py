@@ -20,6 +20,7 @@ from ..errors import BedrotLabError
 from ..jobs import JobContext, JobStopped
 from ..locks import LockBusy, lock_holder, owned_lock
 from ..plugins import describe
+from . import child
 from .history import JobHistory
 from .settings import DaemonSettings, Schedule
 
@@ -111,6 +112,7 @@ class Daemon:
         self.stop = threading.Event()
         self.state_dir = lab.settings.state_dir
         self._running: dict[str, threading.Thread] = {}
+        self._children: dict[str, Any] | None = None  # job -> its process, while the daemon serves
         self._history: JobHistory | None = None
 
     # -- one job now ----------------------------------------------------------------------
@@ -152,6 +154,7 @@ class Daemon:
         scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         with self._stop_on_signals(), JobHistory.for_state(self.state_dir) as history:
             self._history = history
+            self._children = {}
             for name in enabled:
                 self._add(scheduler, name, history)
             history.set_status(state="running", pid=os.getpid(), host=socket.gethostname(), since=since,
@@ -166,15 +169,18 @@ class Daemon:
             finally:
                 log.info("stopping: %s", ", ".join(self._running) or "no job running")
                 scheduler.shutdown(wait=False)
-                stopped_in_time = self._join(self.settings.stop_timeout)
-                history.set_status(state="stopped", stopped=time.time(), next_runs={}, running=list(self._running))
+                self._signal_children(signal.SIGTERM)
+                late = [] if self._join(self.settings.stop_timeout) else sorted(self._running)
+                if late:  # a job in a child is killed; a job in a thread ends with the process
+                    self._signal_children(signal.SIGKILL)
+                    self._join(2.0)
+                history.set_status(state="stopped", stopped=time.time(), next_runs={}, running=late)
                 self._history = None
-        if stopped_in_time:
-            log.info("daemon stopped")
+        if late:
+            log.warning("daemon stopped; %s still running at the deadline: ended with the process", ", ".join(late))
         else:
-            log.warning("daemon stopped; %s still running at the deadline: ended with the process",
-                        ", ".join(self._running))
-        return stopped_in_time
+            log.info("daemon stopped")
+        return not self._running
 
     def _add(self, scheduler: Any, name: str, history: JobHistory) -> None:
         from apscheduler.triggers.cron import CronTrigger
@@ -203,6 +209,8 @@ class Daemon:
 
     def _run(self, name: str, raise_errors: bool = True) -> tuple[bool, str]:
         job: HousekeepingJob = self.lab.jobs[name]
+        if job.own_process and self._children is not None:
+            return self._run_child(name)
         history = self._history
         assert history is not None
         self._running[name] = threading.current_thread()
@@ -226,6 +234,40 @@ class Daemon:
         history.ended(run, True, result)
         log.info("%s: %s", name, result)
         return True, result
+
+    def _run_child(self, name: str) -> tuple[bool, str]:
+        """Run job ``name`` in a child process, which records its run and logs through this one."""
+        history = self._history
+        assert history is not None and self._children is not None
+        self._running[name] = threading.current_thread()
+        started = time.time()
+        try:
+            process = child.start(self.lab.settings.root, name)
+            self._children[name] = process
+            if self.stop.is_set():  # the stop came while it was starting
+                process.terminate()
+            assert process.stderr is not None
+            last_line = child.forward(process.stderr, name)
+            code = process.wait()
+        finally:
+            self._children.pop(name, None)
+            self._running.pop(name, None)
+        run = history.run_by(name, process.pid)
+        if run is not None and run["ended"] is not None:
+            return bool(run["ok"]), run["result"] or ""
+        how = f"signal {-code}" if code < 0 else f"exit {code}"
+        result = f"its process ended ({how}) before the job did" + (f": {last_line}" if last_line else "")
+        ok = None if self.stop.is_set() else False
+        history.ended(run["id"] if run else history.started(name, at=started), ok, result)
+        (log.info if ok is None else log.error)("%s: %s", name, result)
+        return False, result
+
+    def _signal_children(self, number: int) -> None:
+        for process in list((self._children or {}).values()):
+            try:
+                process.send_signal(number)
+            except ProcessLookupError:
+                pass
 
     def _on_event(self, event: Any) -> None:
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED

@@ -108,7 +108,7 @@ JOBS = (
     HousekeepingJob("reconcile", reconcile, every="1h", description="corrects the usage index against the disk"),
     HousekeepingJob("check", check, every="1m", misfire_grace=30,
                     description="checks quotas, stale files and secrets; alerts on changes"),
-    HousekeepingJob("clean", clean, cron="0 3 * * *", options={"apply": False}, misfire_grace=3600,
+    HousekeepingJob("clean", clean, cron="0 3 * * *", own_process=True, options={"apply": False}, misfire_grace=3600,
                     description="archives stale files (report only unless apply = true)"),
     REPORT_JOB,
 )

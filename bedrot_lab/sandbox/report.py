@@ -621,5 +621,6 @@ def _log_report(ctx: JobContext, recorder: RunRecorder, rows: Sequence[UsageRow]
 
 
 REPORT_JOB = HousekeepingJob(
-    "report", report, every="1d", options={"history": 30, "chart_rows": 20, "refresh": False}, misfire_grace=3600,
+    "report", report, every="1d", own_process=True, options={"history": 30, "chart_rows": 20, "refresh": False},
+    misfire_grace=3600,
     description="logs a usage report (usage against quotas, violations, reclaimed bytes, charts) to MLflow")
