@@ -27,3 +27,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_royalty.py
 	$(BIN)/python benchmarks/bench_promote.py
 	$(BIN)/python benchmarks/bench_sandbox_scan.py
+	$(BIN)/python benchmarks/bench_daemon.py

@@ -162,6 +162,7 @@ def test_full_scan_totals_equal_a_hand_count(tmp_path, sandbox, workers, caplog)
     # can kill one) says so, and its part is walked here instead
     failed = [r.getMessage() for r in caplog.records if "helper process failed" in r.getMessage()]
     assert stats.workers + len(failed) == workers, failed
+    assert not any("locked" in message for message in failed), failed  # the scan's transaction locks no scratch
     assert (stats.bytes, stats.files) == expected["total"] == index.total()
     assert stats.dirs == expected["folders"] == index.folder_count()
     assert stats.errors == 0

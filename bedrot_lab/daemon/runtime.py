@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,9 @@ def configure_logging(state_dir: Path, max_bytes: int, *, to_stderr: bool) -> Pa
         for handler in handlers:
             handler.setFormatter(formatter)
             logger.addHandler(handler)
+    # Daemon._on_event logs a failed, missed or skipped run once, in the daemon's words
+    logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     return path
 
 
@@ -113,6 +116,7 @@ class Daemon:
         self.state_dir = lab.settings.state_dir
         self._running: dict[str, threading.Thread] = {}
         self._children: dict[str, Any] | None = None  # job -> its process, while the daemon serves
+        self._overran: set[str] = set()  # jobs still running at their next time (logged once)
         self._history: JobHistory | None = None
 
     # -- one job now ----------------------------------------------------------------------
@@ -144,14 +148,15 @@ class Daemon:
                                 "status`, stop it with `bedrot-lab daemon stop`") from None
 
     def _serve(self, since: str) -> bool:
-        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
         enabled = [name for name, schedule in self.schedules.items() if schedule.enabled]
         scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max(4, len(enabled) + 1))},
                                         job_defaults={"coalesce": True, "max_instances": 1})
-        scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        scheduler.add_listener(lambda event: self._on_event(scheduler, event),
+                               EVENT_JOB_ERROR | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         with self._stop_on_signals(), JobHistory.for_state(self.state_dir) as history:
             self._history = history
             self._children = {}
@@ -182,16 +187,17 @@ class Daemon:
             log.info("daemon stopped")
         return not self._running
 
-    def _add(self, scheduler: Any, name: str, history: JobHistory) -> None:
+    def _add(self, scheduler: Any, name: str, history: JobHistory, delay: float = 0.0) -> None:
         from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.date import DateTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         job, schedule = self.lab.jobs[name], self.schedules[name]
         now = datetime.now().astimezone()
         first: datetime | None = None
-        if job.service:  # while it runs, its next times are skipped (max_instances); ended, it starts again
-            trigger: Any = IntervalTrigger(seconds=SERVICE_RESTART_SECONDS)
-            first = now
+        if job.service:  # once; _on_event starts it again when it ends
+            trigger: Any = DateTrigger(now + timedelta(seconds=delay))
+            first = None
         elif schedule.every:
             trigger = IntervalTrigger(seconds=schedule.every)
             first = _first_interval_run(history.last_success(name), schedule.every, now)
@@ -209,6 +215,7 @@ class Daemon:
 
     def _run(self, name: str, raise_errors: bool = True) -> tuple[bool, str]:
         job: HousekeepingJob = self.lab.jobs[name]
+        self._overran.discard(name)
         if job.own_process and self._children is not None:
             return self._run_child(name)
         history = self._history
@@ -269,22 +276,27 @@ class Daemon:
             except ProcessLookupError:
                 pass
 
-    def _on_event(self, event: Any) -> None:
-        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+    def _on_event(self, scheduler: Any, event: Any) -> None:
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
 
         service = self.lab.jobs[event.job_id].service
+        if service and event.code in (EVENT_JOB_ERROR, EVENT_JOB_EXECUTED) and not self.stop.is_set():
+            assert self._history is not None
+            self._add(scheduler, event.job_id, self._history, delay=SERVICE_RESTART_SECONDS)
+        if event.code == EVENT_JOB_EXECUTED:
+            return
         if event.code == EVENT_JOB_ERROR:
             again = f"it starts again in {SERVICE_RESTART_SECONDS:g} s" if service else "it runs again at its next time"
             log.error("%s failed: %s; %s", event.job_id, describe(event.exception), again,
                       exc_info=(type(event.exception), event.exception, event.exception.__traceback__))
         elif event.code == EVENT_JOB_MISSED:
             log.warning("%s missed its time (%s); it runs at its next one", event.job_id, event.scheduled_run_time)
-        elif not service:
-            log.info("%s is still running; this time is skipped", event.job_id)
+        elif event.job_id not in self._overran:  # once per run, not at every time it outlasts
+            self._overran.add(event.job_id)
+            log.info("%s is still running; its next times are skipped until it ends", event.job_id)
 
     def _record_status(self, scheduler: Any, history: JobHistory) -> None:
-        next_runs = {job.id: job.next_run_time.timestamp() for job in scheduler.get_jobs()
-                     if job.next_run_time and not (self.lab.jobs[job.id].service and job.id in self._running)}
+        next_runs = {job.id: job.next_run_time.timestamp() for job in scheduler.get_jobs() if job.next_run_time}
         history.set_status(heartbeat=time.time(), next_runs=next_runs, running=sorted(self._running))
 
     def _join(self, timeout: float) -> bool:

@@ -272,7 +272,11 @@ class UsageIndex:
         try:
             walk.attach()
             con.execute("PRAGMA main.synchronous=OFF")
-            con.execute("BEGIN IMMEDIATE")  # a deferred one that first reads cannot wait for a writer
+            # Not BEGIN IMMEDIATE: it would lock the helpers' attached scratch databases too. A
+            # write as the first statement waits for another writer as IMMEDIATE would (a
+            # transaction that read first could not wait: its snapshot would be stale).
+            con.execute("BEGIN")
+            con.execute("UPDATE main.meta SET value = value WHERE key = 'full_scans'")
             for table in ("files_new", "dirs_new", "owners_new"):
                 con.execute(f"DROP TABLE IF EXISTS main.{table}")
             _create_tables(con, "_new")

@@ -66,6 +66,8 @@ def check(ctx: JobContext) -> str:
     from .violations import check as check_rules
 
     with UsageIndex.for_settings(ctx.lab.settings) as index:
+        # at a daemon's start, the watcher's first scan is waited for: a check of no files tells nothing
+        index.build_if_never(progress=lambda _files: ctx.check_stop())
         result = check_rules(ctx.lab.settings, index, ctx.lab.plugins.hook)
     return (f"{len(result.violations)} open ({len(result.hard)} hard), {len(result.transitions)} changes alerted"
             + (f", {len(result.failed_rules)} rules failed" if result.failed_rules else ""))
