@@ -77,6 +77,12 @@ def wait_for(condition, timeout: float = 30.0, every: float = 0.1):
     raise AssertionError(f"not within {timeout} s: {condition}")
 
 
+def foreground(cli_env: dict) -> subprocess.Popen[str]:
+    """``bedrot-lab daemon start --foreground`` as a child of the test (its stderr piped)."""
+    return subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"],
+                            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def runs(lake: Path, job: str) -> list[dict]:
     with JobHistory.for_state(lake / ".bedrot-lab") as history:
         return history.runs(job)
@@ -168,8 +174,7 @@ def test_violations_reach_the_alert_sink_once(lake, cli_env, daemon):
 
 def test_sigterm_stops_it_within_5s_while_a_job_runs(lake, cli_env):
     configure(lake, '[daemon.jobs.patient]\nenabled = true\n')
-    process = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"],
-                               env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = foreground(cli_env)
     try:
         wait_for(lambda: runs(lake, "patient"))
         time.sleep(0.5)
@@ -185,8 +190,7 @@ def test_sigterm_stops_it_within_5s_while_a_job_runs(lake, cli_env):
 
 def test_a_job_that_ignores_the_stop_does_not_hold_the_daemon(lake, cli_env):
     configure(lake, '[daemon.jobs.stubborn]\nenabled = true\n')
-    process = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"],
-                               env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = foreground(cli_env)
     try:
         wait_for(lambda: runs(lake, "stubborn"))
         started = time.monotonic()
@@ -201,8 +205,7 @@ def test_a_job_that_ignores_the_stop_does_not_hold_the_daemon(lake, cli_env):
 
 def test_a_job_of_its_own_process_logs_through_the_daemon_and_is_stopped_by_it(lake, cli_env):
     configure(lake, '[daemon.jobs.lonely]\nenabled = true\n[daemon.jobs.doomed]\nenabled = true\n')
-    process = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"],
-                               env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = foreground(cli_env)
     try:
         doomed = wait_for(lambda: [r for r in runs(lake, "doomed") if r["ended"]])[0]
         assert doomed["ok"] is False and doomed["result"] == "its process ended (signal 9) before the job did"
@@ -243,8 +246,7 @@ def _failing_job_does_not_stop_the_others(lake, cli_env):
 
 def test_a_daemon_killed_runs_what_became_due_once_when_restarted(lake, cli_env):
     configure(lake, '[daemon.jobs.tick]\nevery = "3s"\n')
-    first = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"], env=cli_env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = foreground(cli_env)
     try:
         wait_for(lambda: runs(lake, "tick"))
         first.send_signal(signal.SIGKILL)
