@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -257,6 +258,29 @@ def test_an_index_never_built_is_built_once_by_whoever_asks_first(tmp_path, sand
         assert index.info()["full_scans"] == len(built)
         assert index.build_if_never() is None
         assert index.total() == (built[0].bytes, built[0].files)
+
+
+def test_the_scans_transaction_leaves_the_helpers_scratch_databases_writable(tmp_path, sandbox):
+    """The helpers write their parts into scratch databases attached to the scan's connection;
+    its write transaction must not lock them (BEGIN IMMEDIATE did: every helper failed)."""
+    state = tmp_path / "state"
+    outcomes = []
+
+    def progress(_files: int) -> None:  # inside the scan's transaction, then once after it
+        for shard in state.glob(".sandbox.db.scan-*/helper*.db"):
+            con = sqlite3.connect(shard, timeout=5)
+            try:
+                con.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+                con.commit()
+                outcomes.append("written")
+            except sqlite3.OperationalError as exc:
+                outcomes.append(str(exc))
+            finally:
+                con.close()
+
+    with UsageIndex(state / "sandbox.db", sandbox, workers=2) as index:
+        index.full_scan(progress=progress)
+    assert outcomes and set(outcomes) == {"written"}, outcomes
 
 
 def test_a_scan_abandoned_by_its_progress_leaves_the_index_as_it_was(tmp_path, sandbox, index):
