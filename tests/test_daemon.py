@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -51,6 +52,10 @@ JOBS_PLUGIN = """
         import os, signal
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def leaky(ctx):
+        import os
+        raise RuntimeError("login refused for key " + os.environ["FAKE_KEY"])
+
     @hookimpl
     def housekeeping_jobs(register):
         register(HousekeepingJob("tick", tick, every="1s"))
@@ -59,6 +64,8 @@ JOBS_PLUGIN = """
         register(HousekeepingJob("stubborn", stubborn, every="1h", enabled=False))
         register(HousekeepingJob("lonely", lonely, every="1h", own_process=True, enabled=False))
         register(HousekeepingJob("doomed", doomed, every="1h", own_process=True, enabled=False))
+        register(HousekeepingJob("leaky", leaky, every="1h", enabled=False))
+        register(HousekeepingJob("leaky-child", leaky, every="1h", own_process=True, enabled=False))
 """
 
 
@@ -221,6 +228,25 @@ def test_a_job_of_its_own_process_logs_through_the_daemon_and_is_stopped_by_it(l
     assert f"INFO bedrot_lab.daemon.lonely: lonely in pid {lonely['pid']}" in stderr  # in the foreground too
     assert runs(lake, "lonely")[-1]["result"] == "stopped half way: the daemon was stopping"
     assert not Path(f"/proc/{lonely['pid']}").exists()
+
+
+def test_a_credential_in_a_jobs_error_reaches_neither_the_history_nor_the_log(lake, cli_env):
+    key = "AKIA" + "".join(random.choice("ABCDEFGHJKLMNPQRSTUVWXYZ234567") for _ in range(16))  # fake, made here
+    configure(lake, '[daemon.jobs.leaky]\nenabled = true\n[daemon.jobs.leaky-child]\nenabled = true\n')
+    process = foreground({**cli_env, "FAKE_KEY": key})
+    try:
+        wait_for(lambda: all(any(r["ended"] for r in runs(lake, job)) for job in ("leaky", "leaky-child")))
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert all(runs(lake, job)[0]["result"] == "RuntimeError: login refused for key ****"
+               for job in ("leaky", "leaky-child"))
+    state = lake / ".bedrot-lab"
+    assert "login refused for key ****" in (state / "daemon.log").read_text()
+    for path in [*state.glob("daemon.*"), *state.glob("daemon.db*")]:
+        assert key.encode() not in path.read_bytes(), path
+    assert key not in stderr
 
 
 def test_a_failing_job_does_not_stop_the_others(lake, cli_env):

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from ..secrets import MaskingFormatter
+
 #: command name -> "module:attribute", imported only when the command is used
 COMMANDS = {
     "init": "bedrot_lab.cli.init:init",
@@ -109,8 +111,9 @@ def cli(ctx: click.Context, lake: Path | None, debug: bool) -> None:
       bedrot-lab run revenue-per-stream run one, recorded in MLflow
       bedrot-lab ui                     look at the runs
     """
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     if not debug:
         warnings.filterwarnings("ignore")
         for noisy in ("alembic", "mlflow", "sqlalchemy"):

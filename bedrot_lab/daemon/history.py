@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..secrets import scrub
 from ..statedb import migrate
 
 DB_NAME = "daemon.db"
@@ -62,11 +63,12 @@ class JobHistory:
 
     def ended(self, run: int, ok: bool | None, result: str, at: float | None = None) -> None:
         """Record how run ``run`` ended: ``ok`` True (done), False (failed) or None (stopped
-        half way by the daemon's stop: neither a success nor a failure)."""
+        half way by the daemon's stop: neither a success nor a failure). A credential in
+        ``result`` (an error's message) is masked."""
         with self._lock:
             self._con.execute("UPDATE job_runs SET ended = ?, ok = ?, result = ? WHERE id = ?",
-                              (time.time() if at is None else at, None if ok is None else int(ok), result[:2000],
-                               run))
+                              (time.time() if at is None else at, None if ok is None else int(ok),
+                               scrub(result)[0][:2000], run))
 
     def last_success(self, job: str) -> float | None:
         """When ``job``'s newest successful run started, or None."""

@@ -20,6 +20,7 @@ from ..errors import BedrotLabError
 from ..jobs import JobContext, JobStopped
 from ..locks import LockBusy, lock_holder, owned_lock
 from ..plugins import describe
+from ..secrets import MaskingFormatter, scrub
 from . import child
 from .history import JobHistory
 from .settings import DaemonSettings, Schedule
@@ -83,7 +84,7 @@ def configure_logging(state_dir: Path, max_bytes: int, *, to_stderr: bool) -> Pa
     foreground, to stderr; returns the log file's path."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / LOG_NAME
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter = MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=3)]
     if to_stderr:
         handlers.append(logging.StreamHandler())
@@ -231,11 +232,12 @@ class Daemon:
             log.info("%s: stopped half way", name)
             return False, "stopped"
         except Exception as exc:
-            history.ended(run, False, describe(exc))
+            error = scrub(describe(exc))[0]
+            history.ended(run, False, error)
             if raise_errors:
                 raise  # the scheduler's error listener logs it with its traceback
-            log.error("%s failed: %s", name, describe(exc), exc_info=exc)
-            return False, describe(exc)
+            log.error("%s failed: %s", name, error, exc_info=exc)
+            return False, error
         finally:
             self._running.pop(name, None)
         history.ended(run, True, result)
