@@ -154,8 +154,7 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         enabled = [name for name, schedule in self.schedules.items() if schedule.enabled]
-        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max(4, len(enabled) + 1))},
-                                        job_defaults={"coalesce": True, "max_instances": 1})
+        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max(4, len(enabled) + 1))})
         scheduler.add_listener(lambda event: self._on_event(scheduler, event),
                                EVENT_JOB_ERROR | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         with self._stop_on_signals(), JobHistory.for_state(self.state_dir) as history:
@@ -198,7 +197,6 @@ class Daemon:
         first: datetime | None = None
         if job.service:  # once; _on_event starts it again when it ends
             trigger: Any = DateTrigger(now + timedelta(seconds=delay))
-            first = None
         elif schedule.every:
             trigger = IntervalTrigger(seconds=schedule.every)
             first = _first_interval_run(history.last_success(name), schedule.every, now)
