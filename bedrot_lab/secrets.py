@@ -8,7 +8,6 @@ rule, which adds a few shapes that only make sense in whole files.
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -220,11 +219,3 @@ def _item_at(joined: str, position: int) -> str:
     """The item of NUL-joined ``joined`` that holds ``position``."""
     end = joined.find("\0", position)
     return joined[joined.rfind("\0", 0, position) + 1 : end if end != -1 else len(joined)]
-
-
-class MaskingFormatter(logging.Formatter):
-    """Log lines with every credential-shaped value masked, tracebacks included (an error's
-    message may quote one): the command line's and the daemon's log handlers use it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))[0]

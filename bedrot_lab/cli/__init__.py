@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..secrets import MaskingFormatter
+from ..masked_logging import MaskingFormatter
 
 #: command name -> "module:attribute", imported only when the command is used
 COMMANDS = {

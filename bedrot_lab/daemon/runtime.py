@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BedrotLabError
 from ..jobs import JobContext, JobStopped
 from ..locks import LockBusy, lock_holder, owned_lock
+from ..masked_logging import MaskingFormatter
 from ..plugins import describe
-from ..secrets import MaskingFormatter, scrub
+from ..secrets import scrub
 from . import child
 from .history import JobHistory
 from .settings import DaemonSettings, Schedule
