@@ -247,6 +247,9 @@ def test_a_credential_in_a_jobs_error_reaches_neither_the_history_nor_the_log(la
     for path in [*state.glob("daemon.*"), *state.glob("daemon.db*")]:
         assert key.encode() not in path.read_bytes(), path
     assert key not in stderr
+    once = bedrot("daemon", "run-job", "leaky", env={**cli_env, "FAKE_KEY": key})  # the command line's own handler
+    assert once.returncode == 1 and "login refused for key ****" in once.stdout and "Traceback" in once.stderr
+    assert key not in once.stdout + once.stderr
 
 
 def test_a_failing_job_does_not_stop_the_others(lake, cli_env):
