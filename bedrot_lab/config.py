@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,11 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "plugins": {"disabled": list, "paths": list, "prefer": str},
     "experiments": {"specs": str},
+    "compute": {"memory_limit": str, "threads": int},
 }
+#: ``[compute] memory_limit`` when the file sets none: the share of RAM a query may hold before it spills
+DEFAULT_MEMORY_LIMIT = "50%"
+_MEMORY_LIMIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]i?B)\s*", re.IGNORECASE)
 
 
 class ConfigError(UsageError):
@@ -75,6 +80,8 @@ class Settings:
     system_metrics_after: float = 10.0
     system_metrics_interval: float = 10.0
     store_wait: float = 120.0
+    memory_limit: str = DEFAULT_MEMORY_LIMIT  # "4GB", "512MiB" or "50%" (of RAM)
+    threads: int = 0  # 0: one per core
     user: str = field(default_factory=lambda: current_user())
     name: str = "bedrot"
     #: the other tables of the file, raw: each is claimed and checked by the feature that
@@ -167,7 +174,27 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"expected {' or '.join(map(repr, PREFER))}, got {value!r}", path, name)
             if key.startswith("system_metrics_") and value <= 0:
                 raise ConfigError(f"must be positive, got {value!r}", path, name)
+            if name == "compute.memory_limit" and memory_limit_bytes(value) is None:
+                raise ConfigError(f"expected a size such as \"4GB\", \"512MiB\" or \"50%\" (of RAM), got {value!r}",
+                                  path, name)
+            if name == "compute.threads" and value < 0:
+                raise ConfigError(f"expected 0 (one per core) or more, got {value!r}", path, name)
     return data
+
+
+def memory_limit_bytes(limit: str) -> int | None:
+    """``limit`` ("4GB", "512MiB", "50%" of RAM) in bytes, or None when it is not a size."""
+    match = _MEMORY_LIMIT.fullmatch(limit)
+    if not match:
+        return None
+    number, unit = float(match.group(1)), match.group(2).upper()
+    if unit == "%":
+        if not 0 < number <= 100:
+            return None
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * number / 100)
+    power = "KMGT".index(unit[0]) + 1
+    size = int(number * (1024 if "I" in unit else 1000) ** power)
+    return size if size > 0 else None
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -225,6 +252,8 @@ def settings_from(
         system_metrics_after=float(tracking.get("system_metrics_after", 10.0)),
         system_metrics_interval=float(tracking.get("system_metrics_interval", 10.0)),
         store_wait=float(tracking.get("store_wait", 120.0)),
+        memory_limit=data.get("compute", {}).get("memory_limit", DEFAULT_MEMORY_LIMIT),
+        threads=data.get("compute", {}).get("threads", 0),
         name=data.get("lake", {}).get("name", root.name),
         tables={table: values for table, values in data.items() if table not in SCHEMA},
     )
@@ -265,4 +294,9 @@ disabled = []
 
 [experiments]
 specs = "experiments"
+
+[compute]
+memory_limit = "50%"          # what a query (ctx.sql, ctx.aggregate) may hold in RAM before it
+                              # spills to .bedrot-lab/spill/: "50%" of RAM, or a size: "4GB"
+threads = 0                   # 0: one per core
 """

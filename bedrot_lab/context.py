@@ -6,7 +6,8 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from .experiments import Experiment
     from .lab import Lab
+    from .query import QueryEngine
     from .tracking import RunRecorder
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -69,23 +71,20 @@ class RunContext:
 
     def dataset_path(self, name: str) -> Path:
         """The file catalog data set ``name`` resolves to, recorded as the run's input."""
-        dataset = self.lab.dataset(name)
-        path = dataset.locate(self.settings)
-        if name not in self.inputs:
-            digest = cached_sha256(path, self.settings.state_dir / "digests.json")
-            self.recorder.log_input(name, path, digest, dataset.columns)
-            self.inputs[name] = digest
-        return path
+        with self._reading([name]) as paths:
+            return paths[name]
 
     def load(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Catalog data set ``name`` as a pandas DataFrame, typed as declared.
 
         The file is recorded as an input of the run (path and sha256). A missing
         file, a missing column or a value of the wrong type raises an error that
-        names the file and the column.
+        names the file and the column. For a large file, prefer :meth:`sql` or
+        :meth:`aggregate`, which never hold it whole.
         """
         dataset = self.lab.dataset(name)
-        return read_dataset(dataset, self.dataset_path(name), columns)
+        with self._reading([name]) as paths:
+            return read_dataset(dataset, paths[name], columns)
 
     def load_text(self, name: str) -> pd.DataFrame:
         """Catalog data set ``name`` with every column as the text it holds (nothing
@@ -93,23 +92,75 @@ class RunContext:
         failing on the first. Recorded as an input like :meth:`load`."""
         from .lake import read_text
 
-        return read_text(self.lab.dataset(name), self.dataset_path(name))
-
-    def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str]) -> pd.DataFrame:
-        """Sums of ``sums`` per distinct ``by`` over data set ``name``, without loading it.
-
-        CSV files are streamed in parallel byte ranges in bounded memory (see
-        :mod:`bedrot_lab.aggregate`), so this suits statements of tens of millions of rows.
-        Recorded as an input like :meth:`load`; types are checked the same way.
-        """
         dataset = self.lab.dataset(name)
-        path = self.dataset_path(name)
-        if dataset.format == "csv":
-            from .aggregate import aggregate_csv
+        with self._reading([name]) as paths:
+            return read_text(dataset, paths[name])
 
-            return aggregate_csv(dataset, path, by, sums)
-        frame = read_dataset(dataset, path, [*by, *sums])
-        return frame.groupby(list(by), as_index=False, observed=True)[list(sums)].sum()
+    def sql(self, query: str, *, arrow: bool = False, params: Sequence[Any] | None = None) -> Any:
+        """Run SQL ``query`` over the catalog: each data set is a view named after it, its
+        columns typed as declared. Returns a DataFrame (an Arrow table with ``arrow=True``).
+
+        DuckDB runs it in parallel within ``[compute] memory_limit``, spilling to disk
+        beyond it, so it suits statements of tens of millions of rows. The data sets it
+        names are recorded as inputs like :meth:`load`, and a bad value in one is reported
+        the same way (file, column, row, line); a query DuckDB cannot run raises one line
+        saying why. ``params`` fill the query's ``?`` placeholders.
+        """
+        sources = self.query_engine.sources(query)
+        with self._reading([source.dataset.name for source in sources]):
+            return self.query_engine.sql(query, arrow=arrow, params=params,
+                                         label=", ".join(source.path.name for source in sources) or "query")
+
+    def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, arrow: bool = False) -> Any:
+        """Sums of ``sums`` per distinct ``by`` over data set ``name``, without loading it:
+        ``SELECT by, sum(...) FROM name GROUP BY by`` through :meth:`sql`. A whole-number
+        column sums to a whole number; the result is ordered by ``by``."""
+        self.lab.dataset(name)  # an unknown name: the catalog's error
+        with self._reading([name]):
+            return self.query_engine.aggregate(name, by, sums, arrow=arrow)
+
+    @cached_property
+    def query_engine(self) -> QueryEngine:
+        """The run's DuckDB connection over the catalog (opened on first use)."""
+        from .query import QueryEngine
+
+        return QueryEngine(self.settings, self.lab.datasets, progress=self.lab.progress)
+
+    @contextmanager
+    def _reading(self, names: Sequence[str]) -> Iterator[dict[str, Path]]:
+        """Record data sets ``names`` as inputs of the run around the block that reads them.
+
+        A file whose sha256 is not cached yet is hashed on a second thread while the
+        block reads it, not in a pass of its own before; the input is recorded once the
+        hash is done. When the block fails before that, the input is not recorded.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = {name: self.lab.dataset(name).locate(self.settings) for name in names}
+        new = [name for name in dict.fromkeys(names) if name not in self.inputs]
+        cache = self.settings.state_dir / "digests.json"
+        pool = ThreadPoolExecutor(1, thread_name_prefix="bedrot-digest") if new else None
+        digests = {name: pool.submit(cached_sha256, paths[name], cache) for name in new} if pool else {}
+        try:
+            yield paths
+        except BaseException:
+            ready = {name: future for name, future in digests.items() if future.done()}
+            for future in digests.values():
+                future.cancel()
+            self._record_inputs(paths, ready)
+            raise
+        else:
+            self._record_inputs(paths, digests)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False)
+
+    def _record_inputs(self, paths: Mapping[str, Path], digests: Mapping[str, Any]) -> None:
+        for name, future in digests.items():
+            if name in self.inputs or future.cancelled() or future.exception() is not None:
+                continue
+            self.recorder.log_input(name, paths[name], future.result(), self.lab.dataset(name).columns)
+            self.inputs[name] = future.result()
 
     # -- metrics --------------------------------------------------------------------
 
@@ -208,7 +259,9 @@ class RunContext:
         return Path(tempfile.mkdtemp(prefix=f"bedrot-{self.run_id[:8]}-"))
 
     def close(self) -> None:
-        """Write the report and remove scratch files (called by the runner)."""
+        """Write the report, close the query engine and remove scratch files (called by the runner)."""
+        if "query_engine" in self.__dict__:
+            self.query_engine.close()
         if self.report_parts:
             title = f"# {self.experiment.name}\n\n"
             self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")

@@ -38,6 +38,8 @@ class Lab:
         self.conflicts: dict[str, str] = {}
         #: housekeeping job name -> the plugin that registered it
         self.job_plugins: dict[str, str] = {}
+        #: shows the progress of a long query (``ctx.sql``) when set: a terminal's status line
+        self.progress: Callable[[str | None], None] | None = None
         self.check_tables()
 
     def check_tables(self) -> None:

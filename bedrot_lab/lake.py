@@ -267,49 +267,74 @@ _ARROW_FIELD_COUNT_ERROR = re.compile(r"Expected \d+ columns, got \d+")
 def _read_error(dataset: Dataset, path: Path, header: list[str], exc: Exception) -> DatasetError:
     """Turn what pyarrow could not read into one line naming the column, an example row and its line.
 
-    pyarrow numbers no rows when values may hold line ends, and only part of the file
-    when it reads a byte range, so the row is found again with the csv module.
+    pyarrow numbers no rows when values may hold line ends, so the row is found again
+    with the csv module.
     """
-    name = dataset.name
     if _row_too_long(exc):
-        return _long_row_error(dataset, path, header)
+        return long_row_error(dataset, path, header)
     match = _ARROW_CONVERSION_ERROR.search(str(exc))
     if match:
         index, value = int(match.group(1)), match.group(2)
-        column = header[index] if index < len(header) else f"#{index}"
         if value is not None:
-            kind = dataset.columns.get(column, "string")
-            return DatasetError(f"{path}: column {column!r} of data set {name!r} should be {kind} "
-                                f"({COLUMN_TYPES[kind]}), but {_where(path, dataset.delimiter, index, value)}")
-        found = _first_row(path, dataset.delimiter, lambda row: index < len(row) and not _is_utf8(row[index]))
-        if not found:
-            return DatasetError(f"{path}: column {column!r} of data set {name!r} has bytes that are not UTF-8")
-        number, line, row = found
-        raw = row[index].encode("utf-8", "surrogateescape")
-        return DatasetError(f"{path}: column {column!r} of data set {name!r} should be UTF-8 text, but data "
-                            f"row {number} has {_shown_bytes(raw)} (line {line}); {_utf8_advice(raw)}")
+            return type_error(dataset, path, header, index, value)
+        return utf8_error(dataset, path, header, [index])
     if _ARROW_FIELD_COUNT_ERROR.search(str(exc)):
-        found = _first_row(path, dataset.delimiter, lambda row: len(row) != len(header))
+        found = field_count_error(dataset, path, header)
         if found:
-            number, line, row = found
-            return DatasetError(
-                f"{path}: data row {number} (line {line}) of data set {name!r} has {len(row)} fields, the header "
-                f"{len(header)}; a value that holds the delimiter {dataset.delimiter!r} or a line end must be in "
-                'double quotes (and a double quote in it doubled: "")'
-            )
-    return DatasetError(f"{path}: data set {name!r} cannot be read: {exc}")
+            return found
+    return DatasetError(f"{path}: data set {dataset.name!r} cannot be read: {exc}")
+
+
+def type_error(dataset: Dataset, path: Path, header: list[str], index: int, value: str) -> DatasetError:
+    """Column ``index`` holds ``value``, which is not of its declared type: one line naming
+    the file, the column, the data row and its line."""
+    column = header[index] if index < len(header) else f"#{index}"
+    kind = dataset.columns.get(column, "string")
+    return DatasetError(f"{path}: column {column!r} of data set {dataset.name!r} should be {kind} "
+                        f"({COLUMN_TYPES[kind]}), but {_where(path, dataset.delimiter, index, value)}")
+
+
+def utf8_error(dataset: Dataset, path: Path, header: list[str], indexes: Sequence[int] | None = None) -> DatasetError:
+    """The first field (of the columns at ``indexes``, else of any) whose bytes are not UTF-8,
+    shown with its column, data row and line, and how to convert the file."""
+    wanted = range(len(header)) if indexes is None else indexes
+    found = _first_row(path, dataset.delimiter,
+                       lambda row: any(i < len(row) and not _is_utf8(row[i]) for i in wanted))
+    if not found:
+        return DatasetError(f"{path}: data set {dataset.name!r} has bytes that are not UTF-8")
+    number, line, row = found
+    index = next(i for i in wanted if i < len(row) and not _is_utf8(row[i]))
+    column = header[index] if index < len(header) else f"#{index}"
+    raw = row[index].encode("utf-8", "surrogateescape")
+    return DatasetError(f"{path}: column {column!r} of data set {dataset.name!r} should be UTF-8 text, but data "
+                        f"row {number} has {_shown_bytes(raw)} (line {line}); {_utf8_advice(raw)}")
+
+
+def field_count_error(dataset: Dataset, path: Path, header: list[str]) -> DatasetError | None:
+    """The first data row whose number of fields differs from the header's, if any."""
+    found = _first_row(path, dataset.delimiter, lambda row: len(row) != len(header))
+    if not found:
+        return None
+    number, line, row = found
+    return DatasetError(
+        f"{path}: data row {number} (line {line}) of data set {dataset.name!r} has {len(row)} fields, the header "
+        f"{len(header)}; a value that holds the delimiter {dataset.delimiter!r} or a line end must be in "
+        'double quotes (and a double quote in it doubled: "")'
+    )
 
 
 def _where(path: Path, delimiter: str, index: int, value: str) -> str:
     """``data row N has 'value' (line L)``: the first row whose field ``index`` is ``value``
-    as pyarrow shows it (bytes that are not UTF-8 replaced by U+FFFD)."""
-    lossy = "\ufffd" in value
+    as the reader shows it (bytes that are not UTF-8 shown as U+FFFD by pyarrow, as ``?`` by DuckDB)."""
 
     def same(row: list[str]) -> bool:
         if index >= len(row):
             return False
         field = row[index]
-        return field == value or (lossy and field.encode("utf-8", "surrogateescape").decode("utf-8", "replace") == value)
+        if field == value or _is_utf8(field):
+            return field == value
+        lossy = field.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return value in (lossy, lossy.replace("\ufffd", "?"))
 
     found = _first_row(path, delimiter, same)
     if not found:
@@ -318,7 +343,8 @@ def _where(path: Path, delimiter: str, index: int, value: str) -> str:
     return f"data row {number} has {_shown(row[index])} (line {line})"
 
 
-def _long_row_error(dataset: Dataset, path: Path, header: list[str]) -> DatasetError:
+def long_row_error(dataset: Dataset, path: Path, header: list[str]) -> DatasetError:
+    """The first row longer than :data:`MAX_BLOCK_SIZE`: its line, size and widest column."""
     limit = MAX_BLOCK_SIZE
 
     def too_long(row: list[str]) -> bool:

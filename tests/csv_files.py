@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from bedrot_lab.builtin.datasets import CATALOG, DK_BANK_COLUMNS
+from bedrot_lab.lake import Dataset
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from bedrot_lab.query import QueryEngine
 
 DK_BANK = next(dataset for dataset in CATALOG if dataset.name == "dk_bank_details")
 HEADER = list(DK_BANK_COLUMNS)
@@ -82,3 +85,26 @@ def assert_same_sums(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for key, values in expected.items():
         assert actual[key] == pytest.approx(values, rel=1e-9, abs=1e-9), key
+
+
+def engine_for(dataset: Dataset, path: Path, *, threads: int = 0, memory_limit: str = "50%",
+               progress: Callable[[str | None], None] | None = None) -> QueryEngine:
+    """A query engine whose catalog is ``dataset``, read from the file at ``path``, outside a run."""
+    from dataclasses import replace
+
+    from bedrot_lab.config import Settings
+    from bedrot_lab.query import QueryEngine
+
+    settings = Settings(root=path.parent, config_file=None, zones={"curated": path.parent}, tracking_uri="",
+                        artifact_root=path.parent, threads=threads, memory_limit=memory_limit)
+    return QueryEngine(settings, {dataset.name: replace(dataset, path=path.name, zone="curated")}, progress)
+
+
+def aggregate(dataset: Dataset, path: Path, by: Sequence[str], sums: Sequence[str], *, threads: int = 0,
+              memory_limit: str = "50%") -> pd.DataFrame:
+    """``ctx.aggregate`` over the file at ``path`` read as ``dataset``, outside a run."""
+    engine = engine_for(dataset, path, threads=threads, memory_limit=memory_limit)
+    try:
+        return engine.aggregate(dataset.name, by, sums)
+    finally:
+        engine.close()

@@ -33,6 +33,9 @@ BAD_CONFIGS = {
     "list of numbers": ("[plugins]\npaths = [1, 2]\n", "plugins.paths"),
     "blank zone": ('[zones]\nraw = "  "\n', "zones.raw"),
     "value for table": ('lake = "mine"\n', "lake"),
+    "memory limit not a size": ('[compute]\nmemory_limit = "lots"\n', "compute.memory_limit"),
+    "memory limit over 100%": ('[compute]\nmemory_limit = "150%"\n', "compute.memory_limit"),
+    "negative threads": ("[compute]\nthreads = -1\n", "compute.threads"),
 }
 
 
@@ -201,6 +204,16 @@ def test_the_default_config_passes_its_own_checks(tmp_path: Path, bedrot_env) ->
     root = make_lake(tmp_path / "lake")
     data = read_config_file(root / CONFIG_NAME)
     assert data["zones"]["curated"] == "4_curated"
+    assert data["compute"] == {"memory_limit": "50%", "threads": 0}
+
+
+@pytest.mark.parametrize(("limit", "size"), [("4GB", 4 * 10**9), ("512MiB", 512 * 2**20), ("1.5 gb", 15 * 10**8)])
+def test_a_memory_limit_is_a_size_or_a_share_of_ram(limit: str, size: int) -> None:
+    from bedrot_lab.config import memory_limit_bytes
+
+    assert memory_limit_bytes(limit) == size
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert memory_limit_bytes("25%") == ram // 4
 
 
 # -- through the command line -----------------------------------------------------

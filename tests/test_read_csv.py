@@ -7,6 +7,7 @@ import pytest
 from csv_files import (
     DK_BANK,
     HEADER,
+    aggregate,
     line_of,
     plain_read,
     statement_rows,
@@ -14,7 +15,6 @@ from csv_files import (
 )
 
 from bedrot_lab import lake
-from bedrot_lab.aggregate import aggregate_csv
 from bedrot_lab.lake import DatasetError, read_dataset, read_text
 
 COLUMNS = ["Store", "Title", "Quantity", "Earnings (USD)"]
@@ -105,7 +105,7 @@ def test_bytes_that_are_not_utf8_name_column_row_line_and_bytes(tmp_path):
                               f"but data row 31 has b'CAF\\xc9 NOIR' (line {line}); ")
     assert "as Latin-1 these bytes read 'CAFÉ NOIR'" in message
     # ctx.load and ctx.aggregate say the same
-    assert error_of(aggregate_csv, DK_BANK, path, ["Title"], ["Quantity"], threads=2) == message
+    assert error_of(aggregate, DK_BANK, path, ["Title"], ["Quantity"], threads=2) == message
     # a column that is not read is not checked
     assert len(read_dataset(DK_BANK, path, ["Store", "Quantity"])) == 40
     # read as text (the data-quality checks, the ETL's byte copy), the same message
@@ -127,7 +127,7 @@ def test_bytes_that_are_not_utf8_in_a_number_column_are_shown(tmp_path):
     message = error_of(read_dataset, DK_BANK, path)
     assert message.startswith(f"{path}: column 'Quantity' of data set 'dk_bank_details' should be int "
                               f"(whole number), but data row 31 has b'1\\xb2' (line {line})")
-    assert error_of(aggregate_csv, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
+    assert error_of(aggregate, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
 
 
 def test_a_header_that_is_not_utf8_is_named(tmp_path):
@@ -151,7 +151,7 @@ def test_text_in_a_number_column_names_the_row_and_its_line(tmp_path):
     message = error_of(read_dataset, DK_BANK, path)
     assert message == (f"{path}: column 'Quantity' of data set 'dk_bank_details' should be int (whole number), "
                        f"but data row 31 has 'lots' (line {line})")
-    assert error_of(aggregate_csv, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
+    assert error_of(aggregate, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
 
 
 def test_a_row_with_too_few_fields_is_named(tmp_path):
@@ -161,7 +161,7 @@ def test_a_row_with_too_few_fields_is_named(tmp_path):
     message = error_of(read_dataset, DK_BANK, path)
     assert message.startswith(f"{path}: data row 31 (line {line}) of data set 'dk_bank_details' has 5 fields, "
                               "the header 13")
-    assert error_of(aggregate_csv, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
+    assert error_of(aggregate, DK_BANK, path, ["Store"], ["Quantity"], threads=2) == message
 
 
 def test_a_promotion_contract_reads_what_ctx_load_reads(tmp_path):

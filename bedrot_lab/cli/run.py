@@ -60,10 +60,12 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
     MLflow: params, metrics, artifacts, inputs, tags and resource use. Exit code
     0 when the run finished, 1 when it failed, 130/143 when interrupted.
     """
+    from ..query import terminal_progress
     from ..runner import prepare
     from ..runner import run as run_one
 
     lab = state.lab
+    lab.progress = None if as_json else terminal_progress()
     params = parse_params(pairs)
     to_register = parse_registrations(registrations)
     if to_register:
