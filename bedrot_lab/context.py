@@ -111,13 +111,15 @@ class RunContext:
             return self.query_engine.sql(query, arrow=arrow, params=params,
                                          label=", ".join(source.path.name for source in sources) or "query")
 
-    def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, arrow: bool = False) -> Any:
+    def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, rows: str | None = None,
+                  arrow: bool = False) -> Any:
         """Sums of ``sums`` per distinct ``by`` over data set ``name``, without loading it:
-        ``SELECT by, sum(...) FROM name GROUP BY by`` through :meth:`sql`. A whole-number
-        column sums to a whole number; the result is ordered by ``by``."""
+        ``SELECT by, sum(...) FROM name GROUP BY by`` through :meth:`sql`, in no particular
+        order. A whole-number column sums to a whole number; ``rows`` names a column for the
+        number of rows of each group (for :func:`~bedrot_lab.analysis.tracks.canonical_spellings`)."""
         self.lab.dataset(name)  # an unknown name: the catalog's error
         with self._reading([name]):
-            return self.query_engine.aggregate(name, by, sums, arrow=arrow)
+            return self.query_engine.aggregate(name, by, sums, rows=rows, arrow=arrow)
 
     @cached_property
     def query_engine(self) -> QueryEngine:

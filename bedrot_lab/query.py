@@ -149,16 +149,19 @@ class QueryEngine:
                 if not self._retry_longer_lines(exc, sources):
                     raise self._explain(exc, sources) from None
 
-    def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, arrow: bool = False,
-                  label: str | None = None) -> pd.DataFrame | pa.Table:
+    def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, rows: str | None = None,
+                  arrow: bool = False, label: str | None = None) -> pd.DataFrame | pa.Table:
         """Sums of ``sums`` per distinct ``by`` over data set ``name``, in no particular order
-        (a whole-number column sums to a whole number)."""
+        (a whole-number column sums to a whole number); with ``rows``, also the number of rows
+        of each group in a column of that name."""
         source = self._source(name)
         if source is None:
             raise QueryError(f"no data set {name!r} in the catalog")
         _check_columns(source.dataset, source.path, source.header, [*by, *sums])
         totals = [f"CAST(sum({_quoted(c)}) AS BIGINT) AS {_quoted(c)}"
                   if source.dataset.columns.get(c) == "int" else f"sum({_quoted(c)}) AS {_quoted(c)}" for c in sums]
+        if rows:
+            totals.append(f"count(*) AS {_quoted(rows)}")
         keys = ", ".join(map(_quoted, by))
         query = f"SELECT {', '.join([*map(_quoted, by), *totals])} FROM {_quoted(name)}"
         if by:

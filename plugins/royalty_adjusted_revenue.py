@@ -19,8 +19,8 @@ GROUPINGS = {
 def royalty_tables(statement, catalog, default_share: float = 100.0) -> dict:
     """Gross and actual revenue, royalties paid and streams by artist, track, month and platform.
 
-    ``statement`` holds the DistroKid sums per (Artist, Title, Sale Month, Store);
-    a split is constant per track, so applying it after aggregation gives the same
+    ``statement`` holds the DistroKid sums per (Artist, Title, Sale Month, Store), and
+    optionally ``rows``, how many statement rows each sum is of; a split is constant per track, so applying it after aggregation gives the same
     result as applying it to every statement line. A track (and an artist) is its
     normalised key, shown as most of its rows spell it. Returns the tables by name
     plus ``tracks_with_splits`` and ``totals`` (a dict).
@@ -28,7 +28,8 @@ def royalty_tables(statement, catalog, default_share: float = 100.0) -> dict:
     from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
     from bedrot_lab.analysis.tracks import canonical_spellings
 
-    lines = apply_shares(canonical_spellings(statement), catalog, default_share=default_share)
+    lines = apply_shares(canonical_spellings(statement, rows="rows" if "rows" in statement else None), catalog,
+                         default_share=default_share)
     lines = lines.rename(columns={"Quantity": "streams", "Earnings (USD)": "gross_usd", ACTUAL_COLUMN: "actual_usd"})
     measures = ["streams", "gross_usd", "actual_usd"]
     tables = {}
@@ -98,7 +99,7 @@ def royalty_adjusted_revenue(ctx):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    statement = ctx.aggregate("dk_bank_details", by=KEYS, sums=SUMS)
+    statement = ctx.aggregate("dk_bank_details", by=KEYS, sums=SUMS, rows="rows")
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
     tables = royalty_tables(statement, catalog, ctx.params["default_share"])
     totals = tables.pop("totals")

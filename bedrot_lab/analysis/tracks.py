@@ -36,11 +36,13 @@ def track_key(artist: pd.Series, title: pd.Series) -> pd.Series:
     return name_key(artist) + SEPARATOR + name_key(title)
 
 
-def canonical_spellings(frame: pd.DataFrame, *, artist: str = "Artist", title: str | None = "Title") -> pd.DataFrame:
+def canonical_spellings(frame: pd.DataFrame, *, artist: str = "Artist", title: str | None = "Title",
+                        rows: str | None = None) -> pd.DataFrame:
     """``frame`` with every artist and title spelled the way most rows of the same key spell
     it (a tie goes to the spelling that sorts first), so grouping on the columns groups on
     the keys. A title's key is its track's: the same title by two artists stays two tracks.
-    ``title=None`` respells the artists only.
+    ``title=None`` respells the artists only. When each row of ``frame`` stands for several
+    rows of the data (a group-by's result), ``rows`` names the column that says how many.
 
     Counts rows per distinct spelling with integer codes: the strings are normalised and
     compared once each, not once per row.
@@ -49,9 +51,10 @@ def canonical_spellings(frame: pd.DataFrame, *, artist: str = "Artist", title: s
     import pandas as pd
 
     out = frame.copy()
+    weights = None if rows is None else frame[rows].to_numpy(dtype="float64")
     artist_codes, artists = pd.factorize(frame[artist], use_na_sentinel=False)
     artist_keys = name_key(pd.Series(artists)).to_numpy()
-    chosen = _most_common(artist_keys, artists, np.bincount(artist_codes, minlength=len(artists)))
+    chosen = _most_common(artist_keys, artists, np.bincount(artist_codes, weights, minlength=len(artists)))
     out[artist] = pd.Series(artists.take(chosen[artist_codes]), index=frame.index)
     if title is not None:
         title_codes, titles = pd.factorize(frame[title], use_na_sentinel=False)
@@ -59,7 +62,7 @@ def canonical_spellings(frame: pd.DataFrame, *, artist: str = "Artist", title: s
         pair_codes, pairs = pd.factorize(artist_codes.astype("int64") * max(len(titles), 1) + title_codes)
         pair_artist, pair_title = np.divmod(pairs, max(len(titles), 1))
         keys = artist_keys[pair_artist] + SEPARATOR + title_keys[pair_title]
-        chosen = _most_common(keys, titles.take(pair_title), np.bincount(pair_codes, minlength=len(pairs)))
+        chosen = _most_common(keys, titles.take(pair_title), np.bincount(pair_codes, weights, minlength=len(pairs)))
         out[title] = pd.Series(titles.take(pair_title[chosen[pair_codes]]), index=frame.index)
     return out
 
