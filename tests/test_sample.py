@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import REPO_PLUGINS
 
 from bedrot_lab.builtin.datasets import CATALOG
 from bedrot_lab.config import Settings, settings_from
+from bedrot_lab.lab import Lab
 from bedrot_lab.lake import read_dataset
-from bedrot_lab.sample import SampleReport, write_sample
+from bedrot_lab.promotion import promote, register
+from bedrot_lab.sample import SampleReport, ad_set_copies, write_sample
+from bedrot_lab.sample.statement import DEFAULT_STATEMENT_ROWS
+from bedrot_lab.testing import read_run, run_experiment
 
 EXPECTED_FILES = [
     "4_curated/dk_bank_details.csv",
@@ -275,12 +281,13 @@ def test_scale_writes_exactly_n_rows_in_batches(tmp_path, monkeypatch):
     settings = make_settings(tmp_path)
     messages: list[str] = []
     write_sample(settings, scale=50_000, progress=messages.append)
-    curated = settings.zone("curated") / "dk_bank_details.csv"
-    assert data_rows(curated) == 50_000
-    assert len(read_dataset(BY_NAME["dk_bank_details"], curated)) == 50_000
-    assert sum("rows" in message for message in messages) == 8  # ceil(50,000 / 7,000)
-    assert messages[7].endswith("50,000 of 50,000 rows")
-    assert data_rows(settings.zone("staging") / "dk_bank_details.csv") == 4_000
+    for zone in ("curated", "staging"):
+        statement = settings.zone(zone) / "dk_bank_details.csv"
+        assert data_rows(statement) == 50_000
+        batches = [m for m in messages if m.startswith(f"{statement.relative_to(tmp_path)}: ")]
+        assert len(batches) == 8  # ceil(50,000 / 7,000)
+        assert batches[-1].endswith("50,000 of 50,000 rows")
+    assert len(read_dataset(BY_NAME["dk_bank_details"], settings.zone("curated") / "dk_bank_details.csv")) == 50_000
 
 
 def test_progress_names_the_file_as_it_is_called_and_only_while_it_is_written(tmp_path, monkeypatch):
@@ -288,10 +295,101 @@ def test_progress_names_the_file_as_it_is_called_and_only_while_it_is_written(tm
     settings = make_settings(tmp_path)
     messages: list[str] = []
     report = write_sample(settings, scale=10, progress=messages.append)
-    # batches of the statement under its own name (relative to the lake), never the
-    # temporary file's; the files written are the report's to list, not the progress's
-    assert messages == [f"4_curated/dk_bank_details.csv: {done} of 10 rows" for done in (4, 8, 10)]
+    # batches of the statements under their own names (relative to the lake), never the
+    # temporary files'; the files written are the report's to list, not the progress's
+    assert messages == [
+        *(f"4_curated/dk_bank_details.csv: {done} of 10 rows" for done in (4, 8, 10)),
+        *(f"3_staging/dk_bank_details.csv: {done} of 10 rows" for done in (4, 8, 10)),
+        "3_staging/metaads/metaads_staging_latest.csv: 31 rows, 1 of 1 copies of the ad sets",
+    ]
     assert len(report.written) == len(EXPECTED_FILES)
+
+
+# -- --scale: the files the ETL experiments read, at size ------------------------------------
+
+SCALE = 50_000
+SCALED_FILES = {"4_curated/dk_bank_details.csv", "3_staging/dk_bank_details.csv",
+                "3_staging/metaads/metaads_staging_latest.csv"}
+STAGED_ADS = "3_staging/metaads/metaads_staging_latest.csv"
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[str]]:
+    """A sample lake at ``--scale 50,000``, a progress message every 5 copies of the ad sets."""
+    settings = make_settings(tmp_path_factory.mktemp("scaled"))
+    messages: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bedrot_lab.sample.AD_COPIES_PER_MESSAGE", 5)
+        write_sample(settings, scale=SCALE, progress=messages.append)
+    return settings, messages
+
+
+def test_scale_makes_both_statements_that_long_and_alike(scaled):
+    settings, _ = scaled
+    curated, staging = (settings.zone(zone) / "dk_bank_details.csv" for zone in ("curated", "staging"))
+    assert data_rows(staging) == SCALE
+    assert staging.read_bytes() == curated.read_bytes()  # the cleaner's byte copy, as in the real lake
+    statement = read_dataset(BY_NAME["dk_bank_details_staging"], staging)
+    assert len(statement) == SCALE
+    assert set(statement["Store"]) == STORES
+
+
+def test_scale_stages_a_copy_of_the_ad_sets_per_default_statement(scaled, lake):
+    settings, _ = scaled
+    assert ad_set_copies(SCALE) == SCALE // DEFAULT_STATEMENT_ROWS == 12
+    ads = read_dataset(BY_NAME["metaads_staging"], settings.root / STAGED_ADS)
+    unscaled = read(lake, "metaads_staging")
+    assert 11 * len(unscaled) < len(ads) < SCALE // 10
+    # the first copy is the unscaled file; the others are its ad sets duplicated, named as Meta does
+    assert ads.head(len(unscaled)).equals(unscaled)
+    copies = ads["adset_name"].str.extract(r" - Copy (\d+)$")[0].dropna().astype(int)
+    assert sorted(set(copies)) == list(range(2, 13))
+    assert len(copies) == len(ads) - len(unscaled)
+    assert ads["ad_name"].is_unique
+    assert set(ads["adset_name"].str.split(" - ").str[0]) == {"NOVA VANTA", "GLASS ORCHID"}
+    assert ads[["results", "reach", "impressions", "spend_usd", "cost_per_result"]].ge(0).all().all()
+    assert (ads["reach"] <= ads["impressions"]).all()
+
+
+def test_scale_leaves_every_other_file_as_without_it(scaled, lake):
+    (settings, _), (unscaled, _) = scaled, lake
+    files, original = files_of(settings.root), files_of(unscaled.root)
+    assert sorted(files) == sorted(EXPECTED_FILES)
+    assert {name for name in files if files[name] != original[name]} == SCALED_FILES
+
+
+def test_scale_reports_progress_for_each_scaled_file(scaled):
+    _, messages = scaled
+    assert [m for m in messages if m.startswith("3_staging/dk_bank_details.csv")] == [
+        "3_staging/dk_bank_details.csv: 50,000 of 50,000 rows"]
+    ads = [m.split(", ", 1)[1] for m in messages if m.startswith(f"{STAGED_ADS}: ")]
+    assert ads == [f"{done} of 12 copies of the ad sets" for done in (5, 10, 12)]
+    assert messages[-1].startswith(f"{STAGED_ADS}: {data_rows(scaled[0].root / STAGED_ADS):,} rows")
+
+
+@pytest.fixture
+def etl_lab(bedrot_lake: Path) -> Lab:
+    for name in ("distrokid_staging2curated.py", "metaads_staging2curated.py"):
+        shutil.copy(REPO_PLUGINS / name, bedrot_lake / "plugins")
+    return Lab.open(bedrot_lake)
+
+
+def test_the_etl_experiments_run_on_a_scaled_lake_and_their_outputs_promote(etl_lab):
+    write_sample(etl_lab.settings, scale=SCALE)
+    distrokid = run_experiment(etl_lab, "distrokid-staging2curated")
+    assert distrokid.status == "FINISHED", distrokid.error
+    metrics = read_run(distrokid.run_id, etl_lab).data.metrics
+    assert (metrics["bank_rows_in"], metrics["bank_rows_out"], metrics["bank_byte_copy"]) == (SCALE, SCALE, 1.0)
+    assert metrics["streams_duplicate_keys"] == 0
+
+    metaads = run_experiment(etl_lab, "metaads-staging2curated")
+    assert metaads.status == "FINISHED", metaads.error
+    metrics = read_run(metaads.run_id, etl_lab).data.metrics
+    assert metrics["ads_out"] == data_rows(etl_lab.settings.root / STAGED_ADS)
+    assert (metrics["duplicate_ads"], metrics["campaigns_out"]) == (0, 2)
+    # the per-ad output keeps its key (ad set, ad) at scale: its contract lets it be promoted
+    version = register(etl_lab, metaads.run_id, "metaads_ad_performance", "metaads/ad_performance_latest.csv")
+    assert promote(etl_lab, version["name"]).status == "promote"
 
 
 def test_scale_zero_writes_only_the_header(tmp_path):

@@ -15,7 +15,10 @@ from .output import echo_json
               "(refused, exit code 2, where the lake has files of its own in their place).")
 @click.option("--seed", default=7, show_default=True, help="Seed of the synthetic data (same seed, same bytes).")
 @click.option("--scale", type=click.IntRange(min=1), metavar="ROWS",
-              help="Make the DistroKid statement ROWS rows long (for benchmarks; implies --sample).")
+              help="Size the files the ETL experiments read, for benchmarks (implies --sample): the DistroKid "
+              "statement, 4_curated/ and 3_staging/dk_bank_details.csv, gets ROWS rows; "
+              "3_staging/metaads/metaads_staging_latest.csv one copy of the Meta Ads ad sets per 4,000 ROWS "
+              "(about ROWS/130 ads). The daily streams keep their 365 days.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was found, created and already there as JSON.")
 def init(path: Path, sample: bool, seed: int, scale: int | None, as_json: bool) -> None:
     """Create a lake at PATH, or adopt the existing lake there.

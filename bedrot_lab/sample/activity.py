@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .catalog import ACTS, ADS_WINDOW, CAMPAIGNS, SNAPSHOT_TS, random_stream
+
+if TYPE_CHECKING:
+    from .catalog import _Campaign
 
 DAYS = np.arange("2024-07-01", "2025-07-01", dtype="datetime64[D]")
 
@@ -45,6 +48,8 @@ META_EXPORT_TO_STAGING = {
     "Amount spent (USD)": "spend_usd",
     "Ends": "campaign_end_status",
 }
+#: columns of the staged export: the export's in snake_case, and the CPM staging derives
+STAGING_ADS_HEADER = (*META_EXPORT_TO_STAGING.values(), "cpm")
 
 
 class Activity:
@@ -90,6 +95,14 @@ class Activity:
         records.sort(key=lambda r: (r["date"], r["campaign_id"]))
         return records
 
+    @cached_property
+    def days_by_campaign(self) -> dict[_Campaign, list[dict[str, Any]]]:
+        """:attr:`campaign_days` of each campaign, in date order."""
+        days: dict[_Campaign, list[dict[str, Any]]] = {campaign: [] for campaign in CAMPAIGNS}
+        for record in self.campaign_days:
+            days[record["campaign"]].append(record)
+        return days
+
     def spend_by_act(self) -> dict[str, np.ndarray]:
         """Daily ad spend per act over :data:`DAYS`."""
         spend = {act.name: np.zeros(len(DAYS)) for act in ACTS}
@@ -117,7 +130,7 @@ class Activity:
         )
         rows = []
         for campaign in CAMPAIGNS:
-            days = [r for r in self.campaign_days if r["campaign"] is campaign]
+            days = self.days_by_campaign[campaign]
             spend = round(sum(r["spend"] for r in days), 2)
             impressions = sum(r["impressions"] for r in days)
             clicks = sum(r["clicks"] for r in days)
@@ -177,79 +190,98 @@ class Activity:
     @cached_property
     def ads(self) -> list[list[Any]]:
         """Rows of the Ads Manager export: each campaign's totals split over its ads."""
+        return next(self.ad_copies(1))
+
+    def ad_copies(self, copies: int) -> Iterator[list[list[Any]]]:
+        """The export's rows, then ``copies - 1`` copies of every campaign's ad sets, one copy at a time.
+
+        A copy's ad sets are named as Meta names a duplicated ad set (``<ad set> - Copy 2``
+        ...) and get ads of their own, drawn as the first's and spending as much; ads are
+        numbered on across copies, so (ad set, ad) stays unique. The first copy is the
+        export itself, whatever ``copies``.
+        """
         rng = random_stream(self.seed, "ads_export")
-        rows: list[list[Any]] = []
         number = 0
-        for campaign in CAMPAIGNS:
-            days = [r for r in self.campaign_days if r["campaign"] is campaign]
-            active = days[-1]["date"] == ADS_WINDOW[1]
-            targetings = [campaign.targeting]
-            if rng.random() < 0.5:
-                targetings.append(str(rng.choice(["BROAD", "LOOKALIKE 1%", "INTEREST STACK"])))
-            ads = [(t, int(rng.integers(2, 4))) for t in targetings]
-            count = sum(n for _, n in ads)
-            split = rng.dirichlet(np.full(count, 2.0))
-            spend = np.round(sum(r["spend"] for r in days) * split, 2)
-            impressions = np.round(sum(r["impressions"] for r in days) * split).astype(int)
-            results = rng.multinomial(sum(r["pixel"].get("ViewContent", 0) for r in days), split)
-            budget_type = "Lifetime" if campaign.targeting == "INDIE POP" else "Daily"
-            budget = int(campaign.budget * len(days) if budget_type == "Lifetime" else campaign.budget)
-            edit = str(np.datetime64(campaign.first) + int(rng.integers(0, len(days))))
-            index = 0
-            for targeting, n in ads:
-                adset = f"{campaign.artist} - {campaign.track} - {targeting}"
-                for _ in range(n):
-                    number += 1
-                    variant = AD_VARIANTS[int(rng.integers(len(AD_VARIANTS)))]
-                    delivery = "active" if active else "inactive"
-                    if active and rng.random() < 0.2:
-                        delivery = "not_delivering"
-                    got = int(results[index])
-                    rankings = [RANKINGS[int(i)] for i in rng.integers(0, len(RANKINGS), 3)]
-                    if impressions[index] < 500:
-                        rankings = ["-", "-", "-"]
-                    rows.append(
-                        [
-                            ADS_WINDOW[0],
-                            ADS_WINDOW[1],
-                            f"{campaign.track} AD{number} - {variant}",
-                            delivery,
-                            adset,
-                            0,
-                            "ABSOLUTE_OCPM",
-                            budget,
-                            budget_type,
-                            edit if rng.random() < 0.7 else "0",
-                            "7-day click, 1-day view, or 1-day engaged-view",
-                            got if got else "",
-                            "actions:offsite_conversion.fb_pixel_view_content",
-                            int(impressions[index] / rng.uniform(1.05, 1.5)),
-                            int(impressions[index]),
-                            _num(spend[index] / got, 6) if got else "",
-                            *rankings,
-                            _num(spend[index], 2),
-                            "Ongoing" if active else campaign.last,
-                        ]
-                    )
-                    index += 1
+        for copy in range(1, copies + 1):
+            rows: list[list[Any]] = []
+            for campaign in CAMPAIGNS:
+                rows += self._campaign_ads(rng, campaign, number + len(rows), copy)
+            number += len(rows)
+            yield rows
+
+    def _campaign_ads(self, rng: np.random.Generator, campaign: _Campaign, number: int, copy: int) -> list[list[Any]]:
+        """One campaign's ads in ``copy`` of its ad sets, numbered after ``number``: its totals split over them."""
+        days = self.days_by_campaign[campaign]
+        active = days[-1]["date"] == ADS_WINDOW[1]
+        targetings = [campaign.targeting]
+        if rng.random() < 0.5:
+            targetings.append(str(rng.choice(["BROAD", "LOOKALIKE 1%", "INTEREST STACK"])))
+        ads = [(t, int(rng.integers(2, 4))) for t in targetings]
+        count = sum(n for _, n in ads)
+        split = rng.dirichlet(np.full(count, 2.0))
+        spend = np.round(sum(r["spend"] for r in days) * split, 2)
+        impressions = np.round(sum(r["impressions"] for r in days) * split).astype(int)
+        results = rng.multinomial(sum(r["pixel"].get("ViewContent", 0) for r in days), split)
+        budget_type = "Lifetime" if campaign.targeting == "INDIE POP" else "Daily"
+        budget = int(campaign.budget * len(days) if budget_type == "Lifetime" else campaign.budget)
+        edit = str(np.datetime64(campaign.first) + int(rng.integers(0, len(days))))
+        suffix = f" - Copy {copy}" if copy > 1 else ""
+        rows: list[list[Any]] = []
+        for targeting, n in ads:
+            adset = f"{campaign.artist} - {campaign.track} - {targeting}{suffix}"
+            for _ in range(n):
+                index = len(rows)
+                variant = AD_VARIANTS[int(rng.integers(len(AD_VARIANTS)))]
+                delivery = "active" if active else "inactive"
+                if active and rng.random() < 0.2:
+                    delivery = "not_delivering"
+                got = int(results[index])
+                rankings = [RANKINGS[int(i)] for i in rng.integers(0, len(RANKINGS), 3)]
+                if impressions[index] < 500:
+                    rankings = ["-", "-", "-"]
+                rows.append(
+                    [
+                        ADS_WINDOW[0],
+                        ADS_WINDOW[1],
+                        f"{campaign.track} AD{number + index + 1} - {variant}",
+                        delivery,
+                        adset,
+                        0,
+                        "ABSOLUTE_OCPM",
+                        budget,
+                        budget_type,
+                        edit if rng.random() < 0.7 else "0",
+                        "7-day click, 1-day view, or 1-day engaged-view",
+                        got if got else "",
+                        "actions:offsite_conversion.fb_pixel_view_content",
+                        int(impressions[index] / rng.uniform(1.05, 1.5)),
+                        int(impressions[index]),
+                        _num(spend[index] / got, 6) if got else "",
+                        *rankings,
+                        _num(spend[index], 2),
+                        "Ongoing" if active else campaign.last,
+                    ]
+                )
         return rows
 
     def ads_export(self) -> tuple[Sequence[str], list[list[Any]]]:
         return tuple(META_EXPORT_TO_STAGING), self.ads
 
-    def ads_staging(self) -> tuple[Sequence[str], list[list[Any]]]:
+    def staged_ad_copies(self, copies: int) -> Iterator[list[list[Any]]]:
+        """:meth:`ad_copies` as staged: snake_case columns (:data:`STAGING_ADS_HEADER`), blanks 0, with CPM."""
         columns = list(META_EXPORT_TO_STAGING)
         results, cost, spend, impressions = (
             columns.index(c) for c in ("Results", "Cost per results", "Amount spent (USD)", "Impressions")
         )
-        rows = []
-        for row in self.ads:
-            row = list(row)
-            row[results] = row[results] or 0
-            row[cost] = row[cost] or 0.0
-            cpm = float(row[spend]) / row[impressions] * 1000 if row[impressions] else 0.0
-            rows.append([*row, _num(cpm, 4)])
-        return (*META_EXPORT_TO_STAGING.values(), "cpm"), rows
+        for ads in self.ad_copies(copies):
+            rows = []
+            for row in ads:
+                row = list(row)
+                row[results] = row[results] or 0
+                row[cost] = row[cost] or 0.0
+                cpm = float(row[spend]) / row[impressions] * 1000 if row[impressions] else 0.0
+                rows.append([*row, _num(cpm, 4)])
+            yield rows
 
     def audience(self) -> tuple[Sequence[str], list[list[Any]]]:
         header = (
