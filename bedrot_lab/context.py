@@ -7,6 +7,7 @@ import io
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -35,8 +36,10 @@ class RunContext:
     """What an experiment function gets: ``ctx.params``, ``ctx.load``, ``ctx.log_*``,
     ``ctx.workdir`` and ``ctx.log``."""
 
-    def __init__(self, lab: Lab, experiment: Experiment, params: Mapping[str, Any], recorder: RunRecorder):
+    def __init__(self, lab: Lab, experiment: Experiment, params: Mapping[str, Any], recorder: RunRecorder,
+                 digests: InputDigests | None = None):
         self.lab = lab
+        self.digests = digests or InputDigests(lab.settings.state_dir / "digests.json")
         self.experiment = experiment
         self.params: dict[str, Any] = dict(params)
         self.recorder = recorder
@@ -132,32 +135,20 @@ class RunContext:
     def _reading(self, names: Sequence[str]) -> Iterator[dict[str, Path]]:
         """Record data sets ``names`` as inputs of the run around the block that reads them.
 
-        A file whose sha256 is not cached yet is hashed on a second thread while the
-        block reads it, not in a pass of its own before; the input is recorded once the
+        A file whose sha256 is not cached yet is hashed on a second thread (see
+        :class:`InputDigests`) while the block reads it; the input is recorded once the
         hash is done. When the block fails before that, the input is not recorded.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         paths = {name: self.lab.dataset(name).locate(self.settings) for name in names}
-        new = [name for name in dict.fromkeys(names) if name not in self.inputs]
-        cache = self.settings.state_dir / "digests.json"
-        pool = ThreadPoolExecutor(1, thread_name_prefix="bedrot-digest") if new else None
-        digests = {name: pool.submit(cached_sha256, paths[name], cache) for name in new} if pool else {}
+        digests = {name: self.digests.start(paths[name]) for name in dict.fromkeys(names) if name not in self.inputs}
         try:
             yield paths
         except BaseException:
-            ready = {name: future for name, future in digests.items() if future.done()}
-            for future in digests.values():
-                future.cancel()
-            self._record_inputs(paths, ready)
+            self._record_inputs(paths, {name: future for name, future in digests.items() if future.done()})
             raise
-        else:
-            self._record_inputs(paths, digests)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=False)
+        self._record_inputs(paths, digests)
 
-    def _record_inputs(self, paths: Mapping[str, Path], digests: Mapping[str, Any]) -> None:
+    def _record_inputs(self, paths: Mapping[str, Path], digests: Mapping[str, Future[str]]) -> None:
         for name, future in digests.items():
             if name in self.inputs or future.cancelled() or future.exception() is not None:
                 continue
@@ -264,6 +255,7 @@ class RunContext:
         """Write the report, close the query engine and remove scratch files (called by the runner)."""
         if "query_engine" in self.__dict__:
             self.query_engine.close()
+        self.digests.close()
         if self.report_parts:
             title = f"# {self.experiment.name}\n\n"
             self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")
@@ -271,6 +263,31 @@ class RunContext:
             import shutil
 
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+class InputDigests:
+    """The sha256 of a run's input files, each computed once on a thread of its own
+    (hashlib lets the query that reads the file run meanwhile). The runner starts those
+    of the data sets an experiment declares before it opens the MLflow run, so that a
+    first run over a large file hashes it while MLflow loads, not after."""
+
+    def __init__(self, cache_file: Path):
+        self.cache_file = cache_file
+        self._pool: ThreadPoolExecutor | None = None
+        self._started: dict[Path, Future[str]] = {}
+
+    def start(self, path: Path) -> Future[str]:
+        """The digest of ``path``, being computed (or read from the cache)."""
+        if path not in self._started:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="bedrot-digest")
+            self._started[path] = self._pool.submit(cached_sha256, path, self.cache_file)
+        return self._started[path]
+
+    def close(self) -> None:
+        """Drop the digests not started yet (one being computed finishes in the background)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def log_table(recorder: RunRecorder, frame: pd.DataFrame, name: str, *, mlflow_table: bool | None = None,

@@ -18,6 +18,7 @@ from .plugins import describe
 from .secrets import Masker
 
 if TYPE_CHECKING:
+    from .context import InputDigests
     from .experiments import Experiment
     from .lab import Lab
     from .tracking import RunRecorder
@@ -118,6 +119,7 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     params = {key: value if text == str(value) else text  # as given, unless masked
               for (key, text), value in zip(masked.items(), request.params.values())}
 
+    digests = _hashing_declared_inputs(lab, experiment)
     with _signals_raise():
         recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags,
                                        description=request.description(), parent_run_id=parent_run_id,
@@ -126,7 +128,7 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
         outcome.run_id, outcome.params = recorder.run_id, params
         usage = _Usage()
         system = SystemMetrics(recorder.run_id, lab.settings)
-        ctx = RunContext(lab, experiment, request.params, recorder)
+        ctx = RunContext(lab, experiment, request.params, recorder, digests)
         try:
             if request.params:
                 recorder.log_params(request.params)
@@ -147,6 +149,21 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
             finally:
                 recorder.end(outcome.status)
     return outcome
+
+
+def _hashing_declared_inputs(lab: Lab, experiment: Experiment) -> InputDigests:
+    """Start hashing the files of the data sets ``experiment`` declares, while the store
+    opens and the run starts (a file that is missing is left to the experiment to report)."""
+    from .context import InputDigests
+    from .lake import DatasetError
+
+    digests = InputDigests(lab.settings.state_dir / "digests.json")
+    for name in experiment.datasets:
+        try:
+            digests.start(lab.dataset(name).locate(lab.settings))
+        except DatasetError:
+            continue
+    return digests
 
 
 def _run_tags(lab: Lab, request: RunRequest) -> dict[str, str]:
