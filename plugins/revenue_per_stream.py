@@ -7,6 +7,8 @@ from bedrot_lab.analysis.platforms import COLORS, platform_group
 
 __version__ = "1.0.0"
 
+SUMS = ["Quantity", "Earnings (USD)"]
+
 
 def per_stream(frame):
     """Streams, gross earnings and earnings per stream for each row of a grouped sum."""
@@ -29,24 +31,23 @@ def revenue_per_stream(ctx):
     """Revenue per stream by platform: Spotify against Apple against the rest.
 
     Sums streams (Quantity) and gross earnings (Earnings (USD)) by store from the
-    DistroKid statement, divides them, and groups stores into Spotify, Apple
-    (Apple Music and iTunes) and Other.
+    DistroKid statement (in DuckDB, never loading it whole), divides them, and groups
+    stores into Spotify, Apple (Apple Music and iTunes) and Other. Stores with as many
+    streams are listed by name.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = ctx.load("dk_bank_details", columns=["Store", "Quantity", "Earnings (USD)"])
-    sums = ["Quantity", "Earnings (USD)"]
-    by_store = per_stream(data.groupby("Store", as_index=False)[sums].sum())
-    by_store = by_store.sort_values("streams", ascending=False, ignore_index=True)
+    store_sums = ctx.aggregate("dk_bank_details", by=["Store"], sums=SUMS)
+    by_store = per_stream(store_sums).sort_values(["streams", "Store"], ascending=[False, True], ignore_index=True)
     by_store["platform"] = platform_group(by_store["Store"])
     by_group = per_stream(by_store.rename(columns={"streams": "Quantity", "earnings_usd": "Earnings (USD)"})
-                          .groupby("platform", as_index=False)[sums].sum())
+                          .groupby("platform", as_index=False)[SUMS].sum())
 
-    total_streams = int(data["Quantity"].sum())
-    total_earnings = float(data["Earnings (USD)"].sum())
+    total_streams = int(store_sums["Quantity"].sum())
+    total_earnings = float(store_sums["Earnings (USD)"].sum())
     ctx.log_metrics({"total_streams": total_streams, "total_earnings_usd": total_earnings, "stores": len(by_store)})
     if total_streams > 0:
         ctx.log_metric("earnings_per_stream", total_earnings / total_streams)

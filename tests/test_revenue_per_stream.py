@@ -102,3 +102,30 @@ def test_on_the_sample_lake_spotify_apple_and_other_all_have_rates(lab, bedrot_l
     assert result.status == "FINISHED"
     assert metrics["earnings_per_stream_apple"] > metrics["earnings_per_stream_spotify"] > 0
     assert metrics["earnings_per_stream_other"] > 0
+
+
+def test_stores_are_summed_before_the_filter_and_ties_are_listed_by_name(lab, bedrot_lake):
+    write_statement(
+        bedrot_lake,
+        line("Deezer", 100, 0.50),
+        line("Tencent", 4, 0.01),
+        line("Spotify", 1000, 3.00),
+        line("Tencent", 4, 0.01),
+        line("Amazon", 300, 1.20),
+        line("Deezer", 200, 0.40),
+        line("Tencent", 4, 0.01),
+        line("Napster", 9, 0.09),
+    )
+    result = run_experiment(lab, "revenue-per-stream", min_streams=10)
+    assert result.status == "FINISHED", result.error
+    client = MlflowClient(lab.settings.tracking_uri)
+    by_store = pd.read_parquet(client.download_artifacts(result.run_id, "tables/by_store.parquet"))
+    # Tencent: no row reaches 10 streams, its 3 rows together do (12); Napster's one row of 9 does not.
+    # Deezer (100 + 200) ties Amazon (300): by name, though Deezer comes first in the file.
+    assert list(by_store["Store"]) == ["Spotify", "Amazon", "Deezer", "Tencent"]
+    assert list(by_store["streams"]) == [1000, 300, 300, 12]
+    assert list(by_store["earnings_per_1000_streams"]) == pytest.approx([3.0, 4.0, 3.0, 2.5])  # 0.90 / 300, 0.03 / 12
+    metrics = read_run(result.run_id, lab).data.metrics
+    assert metrics["total_streams"] == 1621 and metrics["stores"] == 5  # 1000 + 300 + 300 + 12 + 9
+    assert metrics["total_earnings_usd"] == pytest.approx(5.22)        # 3.00 + 1.20 + 0.90 + 0.03 + 0.09
+    assert metrics["earnings_per_stream_other"] == pytest.approx(2.22 / 621)  # every store but Spotify
