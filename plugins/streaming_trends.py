@@ -43,23 +43,35 @@ def long_table(wide: pd.DataFrame) -> pd.DataFrame:
     return out[["month", by, "streams", "mom_growth_pct"]]
 
 
+#: the statement's streams per sale month, store and artist, summed in DuckDB; ``fewest`` is the
+#: smallest Quantity of one row, ``rows`` how many rows each sum is of
+STATEMENT_STREAMS = """
+    SELECT "Sale Month" AS month, "Store" AS store, "Artist" AS artist,
+           CAST(sum("Quantity") AS BIGINT) AS streams, min("Quantity") AS fewest, count(*) AS rows
+    FROM dk_bank_details
+    GROUP BY "Sale Month", "Store", "Artist"
+"""
+
+
 def load_streams(ctx: RunContext, source: str) -> tuple[pd.DataFrame, pd.Series | None]:
     """Streams as ``month``, ``store``, ``artist`` (statement only), ``streams``; for the daily
-    source also the number of days with data in each month."""
+    source also the number of days with data in each month. A negative number of streams in
+    any row of the data set raises an error naming its file."""
     if source == "statement":
-        data = ctx.load("dk_bank_details", columns=["Sale Month", "Store", "Artist", "Quantity"])
-        data = data.rename(columns={"Sale Month": "month", "Store": "store", "Artist": "artist",
-                                    "Quantity": "streams"})
-        return canonical_spellings(data, artist="artist", title=None), None
+        data = ctx.sql(STATEMENT_STREAMS)
+        check_not_negative(data.pop("fewest"), str(ctx.dataset_path("dk_bank_details")))
+        return canonical_spellings(data, artist="artist", title=None, rows="rows").drop(columns="rows"), None
     daily = ctx.load("tidy_daily_streams", columns=["date", *DAILY_STORES])
     daily["month"] = daily["date"].dt.to_period("M").dt.to_timestamp()
     days = daily.groupby("month")["date"].nunique().rename("days_with_data")
     data = daily.melt(id_vars=["month"], value_vars=list(DAILY_STORES), var_name="store", value_name="streams")
     data["store"] = data["store"].map(DAILY_STORES)
+    check_not_negative(data["streams"], str(ctx.dataset_path("tidy_daily_streams")))
     return data, days
 
 
 def check_not_negative(streams: pd.Series, where: str) -> None:
+    """Raise naming ``where`` and the smallest value when any of ``streams`` is below 0."""
     if streams.lt(0).any():
         raise ValueError(f"{where}: streams should be 0 or more, but found {int(streams.min())}")
 
@@ -80,7 +92,8 @@ def streaming_trends(ctx: RunContext) -> None:
     Sums streams by calendar month over every month from the first to the last one
     with data (a month without data counts 0 streams), by platform group (Spotify,
     Apple, Other), by store and, from the statement, by artist (an artist spelled
-    several ways, by case or spacing, is one, under its most common spelling).
+    several ways, by case or spacing, is one, under its most common spelling). The
+    statement is summed by month, store and artist in DuckDB, never loaded whole.
     """
     import matplotlib
 
@@ -92,7 +105,6 @@ def streaming_trends(ctx: RunContext) -> None:
     source, top_stores = ctx.params["source"], ctx.params["top_stores"]
     data, days = load_streams(ctx, source)
     dataset = "dk_bank_details" if source == "statement" else "tidy_daily_streams"
-    check_not_negative(data["streams"], str(ctx.dataset_path(dataset)))
     data["platform"] = platform_group(data["store"])
 
     months = pd.date_range(data["month"].min(), data["month"].max(), freq="MS") if len(data) else \

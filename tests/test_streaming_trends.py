@@ -193,3 +193,26 @@ def test_an_artist_spelled_several_ways_is_one_artist(lab, bedrot_lake):
     assert sorted(set(artist["artist"])) == ["GLASS ORCHID", "NOVA VANTA"]
     streams = artist.set_index(["month", "artist"])["streams"]
     assert streams[("2025-04", "NOVA VANTA")] == 120 and streams[("2025-04", "GLASS ORCHID")] == 205
+
+
+def test_a_negative_row_fails_though_its_month_store_and_artist_sum_to_more(lab, bedrot_lake):
+    # (2025-04, Spotify, NOVA VANTA) sums to 60 - 5 = 55 streams, but one of its rows has -5
+    write_statement(bedrot_lake, *GOLDEN, line("2025-04", "Spotify", "NOVA VANTA", -5))
+    result = run_experiment(lab, "streaming-trends")
+    assert result.status == "FAILED"
+    assert "dk_bank_details.csv: streams should be 0 or more, but found -5" in result.error
+
+
+def test_an_artist_is_spelled_as_most_rows_spell_it_not_most_groups(lab, bedrot_lake):
+    # "Glass Orchid": 3 rows, all in one month and store; "GLASS ORCHID": 2 rows in two
+    write_statement(bedrot_lake, line("2025-01", "Spotify", "Glass Orchid", 10),
+                    line("2025-01", "Apple Music", "GLASS ORCHID", 5),
+                    line("2025-01", "Spotify", "Glass Orchid", 20),
+                    line("2025-02", "Spotify", "GLASS ORCHID", 7),
+                    line("2025-01", "Spotify", "Glass Orchid", 30))
+    result = run_experiment(lab, "streaming-trends")
+    assert result.status == "FINISHED", result.error
+    artist = table(lab, result.run_id, "monthly_by_artist")
+    assert set(artist["artist"]) == {"Glass Orchid"}
+    assert list(artist["streams"]) == [65, 7]   # 10 + 5 + 20 + 30, then 7
+    assert read_run(result.run_id, lab).data.metrics["total_streams"] == 72
