@@ -124,7 +124,7 @@ class QueryEngine:
         import duckdb
 
         try:
-            names = sorted(duckdb.get_table_names(query))
+            names = sorted(_table_names(query))
         except duckdb.Error as exc:
             raise QueryError(f"the query cannot be read: {_first_line(exc)}") from None
         found = []
@@ -332,6 +332,7 @@ def _alive(pid: int) -> bool:
 
 _CONVERSION = re.compile(r'Error when converting column "(.*?)"\. Could not convert string "(.*?)" to', re.DOTALL)
 _UNPARSED = re.compile(r'Could not parse string "(.*?)" according to format specifier', re.DOTALL)
+_PARAMETER = re.compile(r"\?|\$\d+")
 _FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 
 
@@ -372,6 +373,23 @@ def _source_named_in(exc: Exception, sources: Iterable[Source]) -> Source | None
         return None
     named = match.group(1).strip()
     return next((s for s in sources if str(s.path) == named), None)
+
+
+def _table_names(query: str) -> set[str]:
+    """The tables ``query`` reads. DuckDB cannot tell for a query with parameters (``?``,
+    ``$1``), so those are read as NULL for the question."""
+    import duckdb
+
+    try:
+        return duckdb.get_table_names(query)
+    except duckdb.BinderException as exc:
+        if "prepared parameter" not in str(exc):
+            raise
+    text = list(query)
+    for start, kind in duckdb.tokenize(query):
+        if kind == duckdb.token_type.operator and (found := _PARAMETER.match(query, start)):
+            text[start:found.end()] = ["NULL", *" " * (found.end() - start - 1)]
+    return duckdb.get_table_names("".join(text))
 
 
 def _parquet_columns(dataset: Dataset, path: Path) -> list[str]:

@@ -370,3 +370,15 @@ def test_progress_shows_on_a_terminal_and_nowhere_else(tmp_path, monkeypatch):
             engine.close()
         shown = os.read(leader, 1 << 16).decode()
     assert re.search(r"\r\S.*: +\d+\.\d% read, \d+ s", shown), shown
+
+
+def test_a_query_with_parameters_reads_its_data_sets(tmp_path):
+    rows = statement_rows(300)
+    path = write_statement(tmp_path / "dk_bank_details.csv", rows)
+    engine = engine_for(DK_BANK, path)
+    try:
+        found = engine.sql('SELECT count(*) AS n FROM dk_bank_details WHERE "Quantity" > ? AND "Store" = $2',
+                           params=[10, "Spotify"])
+    finally:
+        engine.close()
+    assert found["n"].iloc[0] == sum(1 for row in rows if int(row[7]) > 10 and row[2] == "Spotify")
