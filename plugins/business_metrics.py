@@ -20,6 +20,9 @@ __version__ = "1.0.0"
 EARNINGS = "earnings_usd"
 GROSS = "gross_usd"
 NEW_RELEASE, BACK_CATALOG = "New Release", "Back Catalog"
+#: the statement is summed per these columns before anything else: every figure below is a sum,
+#: a distinct count or a first and last month of them, so it is the same as over the statement's rows
+STATEMENT_KEYS = ["Sale Month", "Store", "Artist", "Title"]
 
 #: every metric the experiment logs (or skips), in report order, with its meaning
 METRICS = {
@@ -211,17 +214,17 @@ def business_metrics(ctx):
     per stream by platform, payback, back catalog against new releases and top
     tracks. A track spelled several ways (case, spacing) counts once, under its
     most common spelling. With royalty_adjusted, every revenue figure is the label's share
-    after the track catalog's splits (track_catalog is read only then).
+    after the track catalog's splits (track_catalog is read only then). The statement is
+    summed per sale month, store, artist and title in DuckDB, never loaded whole.
     """
     params = ctx.params
     adjusted = params["royalty_adjusted"]
     ads = ctx.load("metaads_campaigns_daily", columns=[
         "first_seen_date", "last_seen_date", "total_spend_usd", "total_clicks", "avg_cpc", "total_days_active"])
     audience = ctx.load("spotify_audience", columns=["date", "listeners", "artist_name"])
-    statement = ctx.load("dk_bank_details", columns=[
-        "Sale Month", "Store", "Artist", "Title", "Quantity", "Earnings (USD)"])
+    statement = ctx.aggregate("dk_bank_details", by=STATEMENT_KEYS, sums=["Quantity", "Earnings (USD)"], rows="rows")
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"]) if adjusted else None
-    statement = with_earnings(canonical_spellings(statement), catalog, params["default_share"])
+    statement = with_earnings(canonical_spellings(statement, rows="rows"), catalog, params["default_share"])
 
     metrics, window = ad_metrics(ads)
     listeners = listeners_by_date(audience)

@@ -328,3 +328,29 @@ def test_a_track_spelled_several_ways_counts_once_under_its_most_common_spelling
     assert artists.loc["NOVA VANTA", ["gross_usd", "actual_usd"]].tolist() == pytest.approx([54.0, 44.4])
     report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(run_id, "report.md")).read_text()
     assert "Not in the track catalog, kept at 100%: LOST TAPE (GLASS ORCHID)." in report
+
+
+def test_a_track_is_spelled_as_most_rows_spell_it_and_a_month_of_zero_streams_has_data(lab, bedrot_lake):
+    # NIGHT DRIVE: twice as "NIGHT DRIVE" (two months, two stores), three times as "Night Drive"
+    # (one month and store); LOST TAPE's only April row has no streams and no earnings
+    statement = (sale("2025-01", "Spotify", NIGHT_DRIVE, 1000, 3.00)
+                 + sale("2025-02", "Apple Music", NIGHT_DRIVE, 500, 2.50)
+                 + sale("2025-03", "Spotify", ("NOVA VANTA", "Night Drive"), 1000, 3.00) * 3
+                 + sale("2025-04", "Spotify", LOST_TAPE, 0, 0.00))
+    write_lake(bedrot_lake, statement=statement)
+    run_id, metrics, _ = finished(lab, new_release_days=31)
+    expected = {
+        "streams": 4500, "earnings_usd": 14.50,                                # 1000 + 500 + 3 x 1000; 3 + 2.5 + 3 x 3
+        "tracks": 2, "months_without_data": 0,                                 # April has a row, of 0 streams
+        "revenue_per_stream_spotify_usd": 0.003,                               # 12.00 / 4000
+        "revenue_per_stream_apple_usd": 0.005,                                 # 2.50 / 500
+        "daily_revenue_usd": 14.50 / 90,                                       # 2025-01-01 .. 2025-04-01: 31 + 28 + 31
+        "new_release_streams": 3000, "new_release_earnings_usd": 9.00,         # cutoff 2025-04-01 - 31 d = 03-01
+        "back_catalog_streams": 1500, "back_catalog_earnings_usd": 5.50,
+    }
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+    top = table(lab, run_id, "top_tracks")
+    assert list(zip(top["Artist"], top["Title"])) == [("NOVA VANTA", "Night Drive"), LOST_TAPE]
+    assert list(top["streams"]) == [4500, 0] and list(top["earnings_usd"]) == pytest.approx([14.50, 0.0])
+    by_month = table(lab, run_id, "monthly")
+    assert list(by_month["streams"]) == [1000, 500, 3000, 0] and by_month["has_data"].all()
