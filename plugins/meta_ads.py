@@ -16,7 +16,8 @@ __version__ = "1.0.0"
 SPEND, IMPRESSIONS, REACH, RESULTS = "Amount spent (USD)", "Impressions", "Reach", "Results"
 COUNTS = (SPEND, IMPRESSIONS, REACH, RESULTS)
 EXPORT_COLUMNS = ["Reporting starts", "Reporting ends", "Ad name", "Ad Set Name", *COUNTS]
-STATEMENT_COLUMNS = ["Sale Month", "Artist", "Title", "Earnings (USD)"]
+#: the statement is summed per these columns: revenue, sale months and tracks are the same as over its rows
+STATEMENT_KEYS = ["Sale Month", "Artist", "Title"]
 CREATIVE_CODE = r"(AD\d+)"
 UNKNOWN = "unknown"
 
@@ -98,7 +99,8 @@ def meta_ads(ctx: RunContext) -> None:
     reporting window): totals, CPM, cost per result, a breakdown by campaign (ad set
     name before the first " - ") and by creative (the AD<n> code in the ad name),
     then ROI and ROAS against gross DistroKid earnings and against the earnings the
-    label keeps after royalty splits.
+    label keeps after royalty splits. The statement is summed per sale month, artist
+    and title in DuckDB, never loaded whole.
     """
     import matplotlib
 
@@ -133,8 +135,9 @@ def meta_ads(ctx: RunContext) -> None:
     log_ratio(ctx, "effectiveness", results, spend, "the export has no spend")
 
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
-    statement = apply_shares(canonical_spellings(ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS)),
-                             catalog, default_share=params["default_share"])
+    statement = ctx.aggregate("dk_bank_details", by=STATEMENT_KEYS, sums=["Earnings (USD)"], rows="rows")
+    statement = apply_shares(canonical_spellings(statement, rows="rows"), catalog,
+                             default_share=params["default_share"])
     starts, ends = ads["Reporting starts"].min(), ads["Reporting ends"].max()
     window_text = "" if pd.isna(starts) or pd.isna(ends) else f"{starts:%Y-%m-%d} to {ends:%Y-%m-%d}"
     revenue_scope = "the whole statement"
@@ -147,7 +150,8 @@ def meta_ads(ctx: RunContext) -> None:
         revenue_scope = f"sale months overlapping {window_text or 'no reporting window'}"
 
     gross, kept = float(statement["Earnings (USD)"].sum()), float(statement[ACTUAL_COLUMN].sum())
-    missing = statement.loc[~statement["in_catalog"], ["Artist", "Title"]].drop_duplicates()
+    missing = statement.loc[~statement["in_catalog"], ["Artist", "Title"]].drop_duplicates().sort_values(
+        ["Artist", "Title"])
     months = int(statement["Sale Month"].nunique())
     returns = {}
     revenue_names = ("revenue_gross_usd", "revenue_royalty_adjusted_usd", "revenue_months",

@@ -248,3 +248,22 @@ def test_a_track_spelled_two_ways_is_one_track_missing_from_the_catalog(lab, bed
     assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(36.25 + 2.00)
     report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(result.run_id, "report.md")).read_text()
     assert "Tracks missing from the catalog (1)" in report and "NOVA VANTA / PALE ORBIT." in report
+
+
+def test_a_track_is_spelled_as_most_rows_spell_it_not_most_sale_months(lab, bedrot_lake):
+    # PALE ORBIT: as "PALE ORBIT" in two sale months (the golden 2025-03 row and one of 1.00 in 2025-04),
+    # as "Pale Orbit" in three rows of one, 2025-02 (1.00 each); ECHO, last and earning nothing, is missing too
+    write_lake(bedrot_lake, statement=(*GOLDEN_STATEMENT, sale("2025-04", "NOVA VANTA", "PALE ORBIT", 1.00),
+                                       *[sale("2025-02", "NOVA VANTA", "Pale Orbit", 1.00)] * 3,
+                                       sale("2025-02", "GLASS ORCHID", "ECHO", 0.00)))
+    result = run_experiment(lab, "meta-ads", revenue_window="campaign")
+    assert result.status == "FINISHED", result.error
+    metrics = read_run(result.run_id, lab).data.metrics
+    # sale months 2025-02 and 2025-03: VELVET DYNAMO 20 (50 %), SUNDIAL 40 (25 %), PALE ORBIT 10 + 3 x 1 (100 %)
+    assert metrics["revenue_months"] == 2
+    assert metrics["revenue_gross_usd"] == pytest.approx(73.0)              # 20 + 40 + 13
+    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(33.0)   # 10 + 10 + 13
+    assert metrics["tracks_not_in_catalog"] == 2
+    report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(result.run_id, "report.md")).read_text()
+    assert "Tracks missing from the catalog (2)" in report
+    assert "of their earnings: GLASS ORCHID / ECHO, NOVA VANTA / Pale Orbit." in report  # by artist and title
