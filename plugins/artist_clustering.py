@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 __version__ = "1.0.0"
 
-STATEMENT_COLUMNS = ["Artist", "Title", "Store", "Sale Month", "Quantity", "Earnings (USD)"]
+#: the statement is summed per these columns: the features are sums and distinct counts of them
+STATEMENT_KEYS = ["Artist", "Title", "Store", "Sale Month"]
 TIKTOK_COLUMNS = ["artist", "Video Views", "Likes", "Comments", "Shares"]
 #: months on each side of the growth comparison: the latest ones against the ones before
 GROWTH_MONTHS = 3
@@ -44,7 +45,8 @@ def account_key(names: pd.Series) -> pd.Series:
 
 
 def build_points(statement: pd.DataFrame, grain: str) -> pd.DataFrame:
-    """One row per artist (``grain="artist"``) or per artist and track (``"track"``) with its features.
+    """One row per artist (``grain="artist"``) or per artist and track (``"track"``) with its features,
+    from the statement's rows or their sums per artist, title, store and sale month.
 
     streams and earnings_usd are sums over the whole statement; earnings_per_stream is
     their ratio (undefined without streams); stores and months_active count distinct
@@ -141,12 +143,14 @@ def artist_clustering(ctx):
     is used only if every artist matches. Standardised, then k-means. With sweep_k,
     one child run per k with its inertia and silhouette; the parent keeps the best k.
     An artist or track spelled several ways (case, spacing) is one point, under its
-    most common spelling.
+    most common spelling. The statement is summed per artist, title, store and sale
+    month in DuckDB, never loaded whole.
     """
     import numpy as np
 
     params = ctx.params
-    statement = canonical_spellings(ctx.load("dk_bank_details", columns=STATEMENT_COLUMNS))
+    statement = ctx.aggregate("dk_bank_details", by=STATEMENT_KEYS, sums=["Quantity", "Earnings (USD)"], rows="rows")
+    statement = canonical_spellings(statement, rows="rows")
     points = build_points(statement, params["grain"])
     features = feature_columns(params["grain"])
     notes = []

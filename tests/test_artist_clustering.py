@@ -239,3 +239,20 @@ def test_a_track_or_artist_spelled_several_ways_is_one_point(lab, bedrot_lake):
     assert result.status == "FINISHED", result.error
     points = table(lab, result.run_id, "points").set_index(["Artist", "Title"])
     assert len(points) == 6 and points.loc[("NOVA VANTA", "AFTERGLOW"), "streams"] == 13000
+
+
+def test_a_track_is_spelled_as_most_rows_spell_it_and_its_stores_and_months_counted_once(lab, bedrot_lake):
+    # SUNDIAL: as "SUNDIAL" in two rows (2025-06 Spotify, 2025-05 Apple Music), as "Sundial" in three rows
+    # of one store and month (2025-06 Spotify)
+    (bedrot_lake / "4_curated" / "dk_bank_details.csv").write_text(
+        statement() + line("2025-05", "Apple Music", "GLASS ORCHID", "SUNDIAL", 5, 0.02)
+        + line("2025-06", "Spotify", "GLASS ORCHID", "Sundial", 10, 0.03) * 3)
+    result = run_experiment(lab, "artist-clustering", n_clusters=2)
+    assert result.status == "FINISHED", result.error
+    points = table(lab, result.run_id, "points").set_index(["Artist", "Title"])
+    assert len(points) == 6 and ("GLASS ORCHID", "SUNDIAL") not in points.index
+    sundial = points.loc[("GLASS ORCHID", "Sundial")]
+    assert (sundial["streams"], sundial["stores"], sundial["months_active"]) == (45, 2, 2)  # 10 + 5 + 3 x 10
+    assert sundial["earnings_usd"] == pytest.approx(0.14)                                  # 0.03 + 0.02 + 3 x 0.03
+    assert sundial["earnings_per_stream"] == pytest.approx(0.14 / 45)
+    assert sundial["growth"] == pytest.approx(math.log(46))  # all 45 in the latest 3 months, none before
