@@ -73,3 +73,14 @@ def test_splits_match_on_the_same_key():
     shared = apply_shares(statement, catalog)
     assert shared["in_catalog"].tolist() == [True, True]
     assert shared["actual_earnings_usd"].tolist() == pytest.approx([0.4, 0.8])
+
+
+def test_rows_weigh_each_spelling_as_the_rows_it_stands_for():
+    # a group-by's result: "NOVA VANTA / X" is 1 group of 3 rows, "nova vanta / x" 2 groups of 1 row each
+    grouped = pd.DataFrame({"Artist": ["NOVA VANTA", "nova vanta", "nova vanta"], "Title": ["X", "x", "x"],
+                            "Store": ["Spotify", "Spotify", "Deezer"], "rows": [3, 1, 1]})
+    out = canonical_spellings(grouped, rows="rows")
+    assert out[["Artist", "Title"]].to_numpy().tolist() == [["NOVA VANTA", "X"]] * 3  # 3 rows against 2
+    assert canonical_spellings(grouped)["Artist"].tolist() == ["nova vanta"] * 3      # 2 groups against 1
+    rows = grouped.loc[grouped.index.repeat(grouped["rows"])].drop(columns="rows")
+    assert canonical_spellings(rows)[["Artist", "Title"]].drop_duplicates().to_numpy().tolist() == [["NOVA VANTA", "X"]]
