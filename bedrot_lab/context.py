@@ -43,7 +43,6 @@ class RunContext:
         self.experiment = experiment
         self.params: dict[str, Any] = dict(params)
         self.recorder = recorder
-        self.run_id = recorder.run_id
         self.log = logging.getLogger(f"bedrot_lab.run.{experiment.name}")
         self.inputs: dict[str, str] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
@@ -53,6 +52,11 @@ class RunContext:
     @property
     def settings(self):
         return self.lab.settings
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run's id (waits for the run to be open, see :class:`~bedrot_lab.tracking.OpeningRun`)."""
+        return self.recorder.run_id
 
     @cached_property
     def workdir(self) -> Path:
@@ -252,13 +256,19 @@ class RunContext:
         return Path(tempfile.mkdtemp(prefix=f"bedrot-{self.run_id[:8]}-"))
 
     def close(self) -> None:
-        """Write the report, close the query engine and remove scratch files (called by the runner)."""
+        """Write the report, then :meth:`release` (called by the runner)."""
+        try:
+            if self.report_parts:
+                title = f"# {self.experiment.name}\n\n"
+                self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Close the query engine, drop the digests not started and remove scratch files."""
         if "query_engine" in self.__dict__:
             self.query_engine.close()
         self.digests.close()
-        if self.report_parts:
-            title = f"# {self.experiment.name}\n\n"
-            self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")
         if "_scratch" in self.__dict__:
             import shutil
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import resource
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -104,7 +106,7 @@ def run(lab: Lab, request: RunRequest, *, parent_run_id: str | None = None) -> R
 def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
              parent_run_id: str | None = None, result: RunResult | None = None) -> RunResult:
     from .context import RunContext
-    from .tracking import SystemMetrics
+    from .tracking import OpeningRun, SystemMetrics
 
     experiment = request.experiment
     reasons = [reason for found in lab.plugins.call_isolated(
@@ -120,18 +122,23 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
               for (key, text), value in zip(masked.items(), request.params.values())}
 
     digests = _hashing_declared_inputs(lab, experiment)
+    outcome = result or RunResult("", experiment.name, FINISHED)
+    outcome.params = params
     with _signals_raise():
-        recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags,
-                                       description=request.description(), parent_run_id=parent_run_id,
-                                       masker=masker)
-        outcome = result or RunResult(recorder.run_id, experiment.name, FINISHED)
-        outcome.run_id, outcome.params = recorder.run_id, params
-        usage = _Usage()
-        system = SystemMetrics(recorder.run_id, lab.settings)
-        ctx = RunContext(lab, experiment, request.params, recorder, digests)
-        try:
+        def open_run(active: bool) -> RunRecorder:
+            recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags, masker=masker,
+                                           description=request.description(), parent_run_id=parent_run_id,
+                                           active=active)
             if request.params:
                 recorder.log_params(request.params)
+            return recorder
+
+        beside = parent_run_id is None and not _uses_mlflow(experiment)
+        recorder = OpeningRun(lambda: open_run(False)) if beside else open_run(True)
+        usage = _Usage()
+        system = SystemMetrics(recorder, lab.settings)
+        ctx = RunContext(lab, experiment, request.params, recorder, digests)
+        try:
             body(ctx)
         except (KeyboardInterrupt, RunTerminated) as exc:
             outcome.status, outcome.interrupted_by = KILLED, "SIGTERM" if isinstance(exc, RunTerminated) else "SIGINT"
@@ -139,16 +146,32 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
             _record_failure(lab, ctx, recorder, exc, outcome.error)
         except Exception as exc:
             outcome.status, outcome.error = FAILED, masker.text(describe(exc), "error")
-            _record_failure(lab, ctx, recorder, exc, outcome.error)
+            if not (isinstance(recorder, OpeningRun) and recorder.failure()):
+                _record_failure(lab, ctx, recorder, exc, outcome.error)
         finally:
             system.stop()
+            unopened = recorder.failure() if isinstance(recorder, OpeningRun) else None
+            if unopened is not None:  # nothing can be recorded: the store is what failed
+                ctx.release()
+                raise unopened
             try:
                 lab.plugins.call_isolated("on_run_end", ctx=ctx, status=outcome.status)
                 ctx.close()
                 recorder.log_metrics(usage.metrics())
             finally:
                 recorder.end(outcome.status)
+                outcome.run_id = recorder.run_id
     return outcome
+
+
+def _uses_mlflow(experiment: Experiment) -> bool:
+    """Whether the module of ``experiment`` uses MLflow itself (``mlflow.*`` needs the run
+    open and active before the experiment starts); if it cannot be read, assume it does."""
+    module = sys.modules.get(experiment.func.__module__)
+    try:
+        return module is None or "mlflow" in inspect.getsource(module)
+    except (OSError, TypeError):
+        return True
 
 
 def _hashing_declared_inputs(lab: Lab, experiment: Experiment) -> InputDigests:

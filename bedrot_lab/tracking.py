@@ -69,6 +69,10 @@ RETRYABLE_ERRORS = ("database is locked", "database table is locked", *(
         "registered_model_aliases")))
 
 
+class StoreUnavailable(BedrotLabError):
+    """The tracking store cannot be opened (its folder cannot be made, a file is in the way)."""
+
+
 class StoreBusy(BedrotLabError):
     """The tracking store stayed locked by other processes for longer than ``[tracking] store_wait``."""
 
@@ -134,9 +138,14 @@ def open_store(settings: Settings) -> MlflowClient:
         return RetryingClient(MlflowClient(uri), settings.store_wait)  # type: ignore[return-value]
     # MlflowClient() opens the store, which is when MLflow creates and migrates it;
     # later clients reuse MLflow's cached store.
-    with file_lock(database.with_name(database.name + ".lock")):
-        client = RetryingClient(MlflowClient(uri), settings.store_wait)
-        client.search_experiments(max_results=1)
+    try:
+        with file_lock(database.with_name(database.name + ".lock")):
+            client = RetryingClient(MlflowClient(uri), settings.store_wait)
+            client.search_experiments(max_results=1)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open the tracking store {settings.tracking_uri_shown}: {exc.strerror} "
+                               f"({exc.filename}); check [tracking] uri in bedrot-lab.toml or MLFLOW_TRACKING_URI"
+                               ) from None
     return client  # type: ignore[return-value]
 
 
@@ -344,10 +353,12 @@ def start_run(
     description: str,
     parent_run_id: str | None = None,
     masker: Masker | None = None,
+    active: bool = True,
 ) -> RunRecorder:
-    """Open an MLflow run (the process's active run, so experiment code may also use
-    ``mlflow.*`` directly) and return its recorder. Name, tags and description are
-    masked by ``masker`` before they are stored. The run is created with the tags of
+    """Open an MLflow run and return its recorder. With ``active`` it is the calling
+    thread's active run, so experiment code may also use ``mlflow.*`` directly (see
+    :func:`make_active` for a run opened on another thread). Name, tags and description
+    are masked by ``masker`` before they are stored. The run is created with the tags of
     :func:`process_tags`, and its recorder beats its heartbeat until it ends."""
     import mlflow
 
@@ -361,21 +372,75 @@ def start_run(
     summary = masker.summary()
     if summary:
         clean_tags[MASKED_TAG] = summary
-    use_tracking_uri(client.tracking_uri)
-    active = retry_store(
-        mlflow.start_run,
-        wait=getattr(client, "store_wait", 0.0),
-        experiment_id=experiment,
-        run_name=run_name,
-        tags=clean_tags,
-        description=description or None,
-        nested=parent_run_id is not None,
-        parent_run_id=parent_run_id,
-        log_system_metrics=False,
-    )
-    recorder = RunRecorder(client, active.info.run_id, masker)
+    wait = getattr(client, "store_wait", 0.0)
+    if active:
+        use_tracking_uri(client.tracking_uri)
+        run = retry_store(mlflow.start_run, wait=wait, experiment_id=experiment, run_name=run_name, tags=clean_tags,
+                          description=description or None, nested=parent_run_id is not None,
+                          parent_run_id=parent_run_id, log_system_metrics=False)
+    else:
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+
+        extra = {MLFLOW_RUN_NOTE: description or None, MLFLOW_PARENT_RUN_ID: parent_run_id}
+        clean_tags.update({key: value for key, value in extra.items() if value})
+        run = client.create_run(experiment, tags=resolve_tags(clean_tags), run_name=run_name)
+    recorder = RunRecorder(client, run.info.run_id, masker)
     recorder.heartbeat = Heartbeat(client, recorder.run_id)
     return recorder
+
+
+def make_active(recorder: RunRecorder) -> None:
+    """Make the run of ``recorder``, opened with ``active=False`` (on another thread), the
+    calling thread's active MLflow run."""
+    import mlflow
+
+    use_tracking_uri(recorder.client.tracking_uri)
+    retry_store(mlflow.start_run, run_id=recorder.run_id, log_system_metrics=False,
+                wait=getattr(recorder.client, "store_wait", 0.0))
+
+
+class OpeningRun:
+    """The recorder of a run another thread is opening (importing MLflow, opening the
+    store, creating the run) while the experiment starts: any use of it waits until the
+    run is open, and the first use from the thread that asked for it makes the run that
+    thread's active MLflow run. What the opening raised is raised at that use.
+
+    A cold ``bedrot-lab run`` spends seconds loading MLflow, all in Python under the
+    GIL; a query in DuckDB or a sha256 runs beside it on the other cores."""
+
+    def __init__(self, open_run: Callable[[], RunRecorder]):
+        from concurrent.futures import Future
+
+        self._opened: Future[RunRecorder] = Future()
+        self._owner = threading.get_ident()
+        self._active = False
+        threading.Thread(target=self._open, args=(open_run,), name="bedrot-open-run", daemon=True).start()
+
+    def _open(self, open_run: Callable[[], RunRecorder]) -> None:
+        try:
+            self._opened.set_result(open_run())
+        except BaseException as exc:
+            self._opened.set_exception(exc)
+
+    def recorder(self) -> RunRecorder:
+        """The open run's recorder, once it is open."""
+        recorder = self._opened.result()
+        if not self._active and threading.get_ident() == self._owner:
+            self._active = True
+            make_active(recorder)
+        return recorder
+
+    def end(self, status: str) -> None:
+        """Close the run (without making it active first when nothing used it)."""
+        self._opened.result().end(status)
+
+    def failure(self) -> BaseException | None:
+        """What opening the run raised, once it is done; None when the run is open."""
+        return self._opened.exception()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.recorder(), name)
 
 
 class _Alarm:
@@ -421,8 +486,8 @@ _ALARM = _Alarm()
 class SystemMetrics:
     """MLflow's system metrics, switched on only for runs that last longer than ``after`` seconds."""
 
-    def __init__(self, run_id: str, settings: Settings):
-        self.run_id = run_id
+    def __init__(self, recorder: RunRecorder | OpeningRun, settings: Settings):
+        self.recorder = recorder
         self.interval = settings.system_metrics_interval
         self.tracking_uri = settings.tracking_uri
         self._monitor: Any = None
@@ -433,7 +498,8 @@ class SystemMetrics:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         try:
-            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.interval, tracking_uri=self.tracking_uri)
+            monitor = SystemMetricsMonitor(self.recorder.run_id, sampling_interval=self.interval,
+                                           tracking_uri=self.tracking_uri)
             monitor.start()
         except Exception as exc:  # system metrics are a bonus, never a reason to fail
             log.debug("system metrics not started: %s", exc)

@@ -94,11 +94,6 @@ def royalty_adjusted_revenue(ctx):
     keep default_share. The statement is streamed and summed per
     artist, track, month and store first; the split is applied to those sums.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     statement = ctx.aggregate("dk_bank_details", by=KEYS, sums=SUMS, rows="rows")
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
     tables = royalty_tables(statement, catalog, ctx.params["default_share"])
@@ -111,6 +106,11 @@ def royalty_adjusted_revenue(ctx):
         ctx.log_metric("retention_rate", totals["retention_rate"])
     for name, table in tables.items():
         ctx.log_table(table, name)
+
+    import matplotlib  # after the query: while DuckDB reads, the other thread is loading MLflow
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     by_month = tables["by_month"]
     figure, axis = plt.subplots(figsize=(9, 4.5))

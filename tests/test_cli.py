@@ -135,7 +135,9 @@ def test_init_names_each_file_once_as_it_is_called_and_nothing_else(tmp_path: Pa
     progress = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     assert progress[0] == "creating the tracking store mlruns/mlflow.db", done.stderr
     rows = "10 of 10" if size else "4,000 of 4,000"
-    assert progress[1:] == [f"4_curated/dk_bank_details.csv: {rows} rows"], done.stderr
+    assert progress[1:] == [f"4_curated/dk_bank_details.csv: {rows} rows", f"3_staging/dk_bank_details.csv: {rows} rows",
+                            "3_staging/metaads/metaads_staging_latest.csv: 31 rows, 1 of 1 copies of the ad sets"
+                            ], done.stderr
 
 
 # -- catalogs -----------------------------------------------------------------------

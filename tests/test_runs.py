@@ -378,3 +378,89 @@ def test_a_spec_without_a_sweep_is_one_plain_run(lab, bedrot_lake):
     parent, children = spec_requests(lab, load_spec(spec_file), {"factor": "3"})
     assert children == []
     assert (parent.params["n"], parent.params["factor"], parent.purpose) == (2, 3.0, "Just once.")
+
+
+# -- the run opens while the experiment starts ---------------------------------------------------
+
+BESIDE = """
+    import threading
+    from bedrot_lab import experiment, hookimpl
+
+    STARTED = threading.Event()
+
+    @experiment("beside")
+    def beside(ctx):
+        STARTED.set()
+        if ctx.params.get("fail_first", True):
+            raise RuntimeError("failed before touching the run")
+
+    @experiment("beside-logs")
+    def beside_logs(ctx):
+        ctx.log_metric("answer", 42)
+        (ctx.workdir / "note.txt").write_text(ctx.run_id)
+
+    @hookimpl
+    def register_experiments(register):
+        register(beside)
+        register(beside_logs)
+"""
+
+USES_MLFLOW = """
+    import mlflow
+    from bedrot_lab import experiment, hookimpl
+
+    @experiment("fluent")
+    def fluent(ctx):
+        mlflow.log_metric("fluent", 1.0)  # before any ctx call: the run must already be active
+
+    @hookimpl
+    def register_experiments(register):
+        register(fluent)
+"""
+
+
+def test_an_experiment_that_fails_before_its_run_is_open_is_recorded_failed(bedrot_lake, write_plugin):
+    write_plugin("beside_probe", BESIDE)
+    lab = Lab.open(bedrot_lake)
+    result = run_experiment(lab, "beside")
+    assert result.status == "FAILED" and "failed before touching the run" in result.error
+    stored = read_run(result.run_id, lab)
+    assert stored.info.status == "FAILED"
+    assert stored.data.tags["error"].endswith("failed before touching the run")
+    assert "error/traceback.txt" in [a.path for a in MlflowClient(lab.settings.tracking_uri).list_artifacts(
+        result.run_id, "error")]
+
+
+def test_a_run_opened_beside_the_experiment_records_all_it_logs(bedrot_lake, write_plugin):
+    import mlflow
+
+    write_plugin("beside_probe", BESIDE)
+    lab = Lab.open(bedrot_lake)
+    result = run_experiment(lab, "beside-logs")
+    assert result.status == "FINISHED", result.error
+    stored = read_run(result.run_id, lab)
+    assert stored.data.metrics["answer"] == 42 and stored.info.status == "FINISHED"
+    note = lab.settings.zone("sandbox") / "users" / "tester" / "beside-logs" / "runs" / result.run_id / "note.txt"
+    assert note.read_text() == result.run_id
+    assert mlflow.active_run() is None  # made active when first used, ended with the run
+
+
+def test_an_experiment_that_uses_mlflow_itself_gets_its_run_active_before_it_starts(bedrot_lake, write_plugin):
+    write_plugin("fluent_probe", USES_MLFLOW)
+    lab = Lab.open(bedrot_lake)
+    result = run_experiment(lab, "fluent")
+    assert result.status == "FINISHED", result.error
+    assert read_run(result.run_id, lab).data.metrics["fluent"] == 1.0
+    client = MlflowClient(lab.settings.tracking_uri)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1  # no stray run
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_even_when_opened_beside(bedrot_lake, write_plugin, cli_env):
+    from conftest import bedrot
+
+    write_plugin("beside_probe", BESIDE)
+    env = {**cli_env, "MLFLOW_TRACKING_URI": f"sqlite:///{bedrot_lake}/bedrot-lab.toml/mlflow.db"}
+    done = bedrot("run", "beside-logs", env=env)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("Error: cannot open the tracking store"), done.stderr
