@@ -35,11 +35,6 @@ def revenue_per_stream(ctx):
     stores into Spotify, Apple (Apple Music and iTunes) and Other. Stores with as many
     streams are listed by name.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     store_sums = ctx.aggregate("dk_bank_details", by=["Store"], sums=SUMS)
     by_store = per_stream(store_sums).sort_values(["streams", "Store"], ascending=[False, True], ignore_index=True)
     by_store["platform"] = platform_group(by_store["Store"])
@@ -63,6 +58,11 @@ def revenue_per_stream(ctx):
     shown = by_store[by_store["streams"] >= ctx.params["min_streams"]]
     ctx.log_table(shown, "by_store")
     ctx.log_table(by_group, "by_platform")
+
+    import matplotlib  # after the query: while DuckDB reads, the other thread is loading MLflow
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     chart = shown.head(ctx.params["chart_top"]).dropna(subset=["earnings_per_1000_streams"])
     figure, axis = plt.subplots(figsize=(9, 4.5))
