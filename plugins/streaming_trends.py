@@ -95,10 +95,6 @@ def streaming_trends(ctx: RunContext) -> None:
     several ways, by case or spacing, is one, under its most common spelling). The
     statement is summed by month, store and artist in DuckDB, never loaded whole.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     import pandas as pd
 
@@ -144,6 +140,11 @@ def streaming_trends(ctx: RunContext) -> None:
             ctx.log_metric("latest_mom_growth_pct", float(growth.iloc[-1]))
         best = totals.idxmax()
         ctx.log_metrics({"best_month": best.year * 100 + best.month, "best_month_streams": int(totals.max())})
+
+    import matplotlib  # after the query: while DuckDB reads, the other thread is loading MLflow
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=(3, 2))
     for group in by_platform.columns:
