@@ -142,9 +142,9 @@ class QueryEngine:
         while True:
             sources = self.sources(query)
             try:
-                with self._showing_progress(label):
-                    relation = self.connection.execute(query, params or None)
-                    return relation.to_arrow_table() if arrow else relation.df()
+                with self._showing_progress(label):  # only while DuckDB runs the query: asking for its
+                    relation = self.connection.execute(query, params or None)  # progress while the result
+                return relation.to_arrow_table() if arrow else relation.df()  # converts can deadlock
             except duckdb.Error as exc:
                 if not self._retry_longer_lines(exc, sources):
                     raise self._explain(exc, sources) from None
@@ -197,16 +197,16 @@ class QueryEngine:
             columns = [f"CAST(NULL AS {_sql_type(kind)}) AS {_quoted(c)}" for c, kind in kinds.items()]
             return f"SELECT {', '.join(columns) or '1 AS empty'} WHERE false"
         columns = "{" + ", ".join(f"{_literal(c)}: {_literal(SQL_TYPES[kind])}" for c, kind in kinds.items()) + "}"
-        text = [c for c, kind in kinds.items() if kind == "string"]
         scan = (f"read_csv({_literal(str(path))}, header = true, auto_detect = false, columns = {columns}, "
                 f"delim = {_literal(dataset.delimiter)}, quote = '\"', escape = '\"', "
-                f"max_line_size = {self._line_sizes[name]}, force_not_null = [{', '.join(map(_literal, text))}])")
-        parsed = [c for c, kind in kinds.items() if kind in PARSED_TYPES]
-        if not parsed:
-            return f"SELECT * FROM {scan}"
+                f"max_line_size = {self._line_sizes[name]})")
+        # an empty value is '' in a text column, as ctx.load reads it (read_csv's force_not_null is
+        # not applied when a query reads only some of the columns), and parsed in a date column
         formats = "[" + ", ".join(map(_literal, TIMESTAMP_FORMATS)) + "]"
-        replaced = ", ".join(f"strptime({_quoted(c)}, {formats}) AS {_quoted(c)}" for c in parsed)
-        return f"SELECT * REPLACE ({replaced}) FROM {scan}"
+        replaced = [f"coalesce({_quoted(c)}, '') AS {_quoted(c)}" for c, kind in kinds.items() if kind == "string"]
+        replaced += [f"strptime({_quoted(c)}, {formats}) AS {_quoted(c)}"
+                     for c, kind in kinds.items() if kind in PARSED_TYPES]
+        return f"SELECT * REPLACE ({', '.join(replaced)}) FROM {scan}" if replaced else f"SELECT * FROM {scan}"
 
     def _retry_longer_lines(self, exc: Exception, sources: Iterable[Source]) -> bool:
         """When ``exc`` is a row longer than DuckDB was allowed to read, let that data set's

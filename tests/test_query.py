@@ -382,3 +382,18 @@ def test_a_query_with_parameters_reads_its_data_sets(tmp_path):
     finally:
         engine.close()
     assert found["n"].iloc[0] == sum(1 for row in rows if int(row[7]) > 10 and row[2] == "Spotify")
+
+
+def test_an_empty_text_value_is_a_key_of_its_own_as_ctx_load_reads_it(tmp_path):
+    """An empty store or title groups as '' (not NULL, which a pandas groupby would drop),
+    however many of the file's columns the query reads."""
+    rows = statement_rows(200)
+    for index in (3, 50, 51):
+        rows[index][2] = ""
+    rows[60][4] = '""'  # a quoted empty value, written as ""
+    path = write_statement(tmp_path / "dk_bank_details.csv", rows)
+    path.write_bytes(path.read_bytes().replace(b'""""""', b'""'))
+    for by in (["Store"], ["Store", "Title"]):
+        result = aggregate(DK_BANK, path, by, SUMS)
+        assert "" in set(result["Store"])
+        assert_same_sums(frame_sums(result, by, SUMS), plain_sums(path, by, SUMS))
