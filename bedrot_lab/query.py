@@ -142,9 +142,9 @@ class QueryEngine:
         while True:
             sources = self.sources(query)
             try:
-                with self._showing_progress(label):  # only while DuckDB runs the query: asking for its
-                    relation = self.connection.execute(query, params or None)  # progress while the result
-                return relation.to_arrow_table() if arrow else relation.df()  # converts can deadlock
+                with self._showing_progress(label):  # while DuckDB runs the query, not while it converts
+                    relation = self.connection.execute(query, params or None)
+                return relation.to_arrow_table() if arrow else relation.df()
             except duckdb.Error as exc:
                 if not self._retry_longer_lines(exc, sources):
                     raise self._explain(exc, sources) from None
