@@ -202,9 +202,8 @@ class QueryEngine:
                 f"max_line_size = {self._line_sizes[name]})")
         # an empty value is '' in a text column, as ctx.load reads it (read_csv's force_not_null is
         # not applied when a query reads only some of the columns), and parsed in a date column
-        formats = "[" + ", ".join(map(_literal, TIMESTAMP_FORMATS)) + "]"
         replaced = [f"coalesce({_quoted(c)}, '') AS {_quoted(c)}" for c, kind in kinds.items() if kind == "string"]
-        replaced += [f"strptime({_quoted(c)}, {formats}) AS {_quoted(c)}"
+        replaced += [f"strptime({_quoted(c)}, {_formats(kind)}) AS {_quoted(c)}"
                      for c, kind in kinds.items() if kind in PARSED_TYPES]
         return f"SELECT * REPLACE ({', '.join(replaced)}) FROM {scan}" if replaced else f"SELECT * FROM {scan}"
 
@@ -401,6 +400,14 @@ def _parquet_columns(dataset: Dataset, path: Path) -> list[str]:
             raise DatasetError(f"{path}: column {column!r} of data set {dataset.name!r} should be {kind}, "
                                f"but the file stores {schema.field(column).type}")
     return list(schema.names)
+
+
+def _formats(kind: str) -> str:
+    """The timestamp formats a ``kind`` column is read with, as a DuckDB list, its own first
+    (strptime tries them in order, so most values parse at the first try)."""
+    own = {"date": "%Y-%m-%d", "month": "%Y-%m"}.get(kind)
+    ordered = sorted(TIMESTAMP_FORMATS, key=lambda layout: layout != own)
+    return "[" + ", ".join(map(_literal, ordered)) + "]"
 
 
 def _sql_type(kind: str) -> str:
