@@ -497,6 +497,8 @@ class SystemMetrics:
     def _start(self) -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+        # MLflow announces starting and stopping the monitor at INFO, amid the command's own output
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         try:
             monitor = SystemMetricsMonitor(self.recorder.run_id, sampling_interval=self.interval,
                                            tracking_uri=self.tracking_uri)
