@@ -125,10 +125,12 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     outcome = result or RunResult("", experiment.name, FINISHED)
     outcome.params = params
     with _signals_raise():
+        started = int(time.time() * 1000)  # the run's start in MLflow, even when it is created later
+
         def open_run(active: bool) -> RunRecorder:
             recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags, masker=masker,
                                            description=request.description(), parent_run_id=parent_run_id,
-                                           active=active)
+                                           active=active, start_time=None if active else started)
             if request.params:
                 recorder.log_params(request.params)
             return recorder

@@ -354,11 +354,13 @@ def start_run(
     parent_run_id: str | None = None,
     masker: Masker | None = None,
     active: bool = True,
+    start_time: int | None = None,
 ) -> RunRecorder:
     """Open an MLflow run and return its recorder. With ``active`` it is the calling
     thread's active run, so experiment code may also use ``mlflow.*`` directly (see
     :func:`make_active` for a run opened on another thread). Name, tags and description
-    are masked by ``masker`` before they are stored. The run is created with the tags of
+    are masked by ``masker`` before they are stored; ``start_time`` (epoch milliseconds) is
+    when the work began, if before now (a run opened beside it). The run is created with the tags of
     :func:`process_tags`, and its recorder beats its heartbeat until it ends."""
     import mlflow
 
@@ -384,7 +386,7 @@ def start_run(
 
         extra = {MLFLOW_RUN_NOTE: description or None, MLFLOW_PARENT_RUN_ID: parent_run_id}
         clean_tags.update({key: value for key, value in extra.items() if value})
-        run = client.create_run(experiment, tags=resolve_tags(clean_tags), run_name=run_name)
+        run = client.create_run(experiment, start_time=start_time, tags=resolve_tags(clean_tags), run_name=run_name)
     recorder = RunRecorder(client, run.info.run_id, masker)
     recorder.heartbeat = Heartbeat(client, recorder.run_id)
     return recorder

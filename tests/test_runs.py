@@ -396,6 +396,8 @@ BESIDE = """
 
     @experiment("beside-logs")
     def beside_logs(ctx):
+        import time
+        time.sleep(1.5)  # before the run is used: the run's start is still when this began
         ctx.log_metric("answer", 42)
         (ctx.workdir / "note.txt").write_text(ctx.run_id)
 
@@ -440,6 +442,7 @@ def test_a_run_opened_beside_the_experiment_records_all_it_logs(bedrot_lake, wri
     assert result.status == "FINISHED", result.error
     stored = read_run(result.run_id, lab)
     assert stored.data.metrics["answer"] == 42 and stored.info.status == "FINISHED"
+    assert (stored.info.end_time - stored.info.start_time) / 1000 >= 1.5
     note = lab.settings.zone("sandbox") / "users" / "tester" / "beside-logs" / "runs" / result.run_id / "note.txt"
     assert note.read_text() == result.run_id
     assert mlflow.active_run() is None  # made active when first used, ended with the run
