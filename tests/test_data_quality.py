@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import random
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import REPO_PLUGINS
 from mlflow import MlflowClient
 
+from bedrot_lab.builtin.datasets import DK_BANK_COLUMNS
 from bedrot_lab.lab import Lab
+from bedrot_lab.lake import Dataset, read_text
 from bedrot_lab.testing import read_run, run_experiment
 
 # tidy_daily_streams declares date (date), spotify_streams, apple_streams, combined_streams (int,
@@ -237,3 +245,165 @@ def test_a_parquet_data_set_of_a_plugin_is_checked_by_its_stored_types(lab, bedr
     assert metrics["type_violations.plays"] == 1 and metrics["type_violations.rate"] == 1
     assert metrics["out_of_range.share"] == 1
     assert metrics["outliers.share"] == 2  # 1.5 and 0.3
+
+
+# -- quoted line ends, a BOM and CRLF --------------------------------------------------------
+
+# Data rows 1, 2 and 5 hold line ends in quoted values, so rows and lines differ from row 2 on.
+QUOTED = (
+    "\ufeffdate,spotify_streams,apple_streams,combined_streams,source\r\n"
+    '2025-01-01,1,10,11,"distro\r\nkid"\r\n'          # row 1 (lines 2-3)
+    '2025-01-02,2,10,12,"a ""quoted""\nvalue"\r\n'     # row 2 (lines 4-5)
+    "2025-01-03,x3,10,13,distrokid\r\n"                 # row 3: spotify "x3" is no whole number
+    '2025-01-04,4,,14,"two\r\nlines, and a comma"\r\n'  # row 4: apple is empty
+    '2025-01-01,1,10,11,"distro\r\nkid"\r\n'          # row 5 repeats row 1
+    "2025-01-06,6,10,16,\u3000\r\n"                    # row 6: source is only (ideographic) space
+)
+
+
+def test_row_numbers_count_data_rows_across_quoted_line_ends_a_bom_and_crlf(lab, bedrot_lake):
+    write(bedrot_lake, "tidy_daily_streams.csv", QUOTED)
+    result = run_experiment(lab, "data-quality", dataset="tidy_daily_streams", key="date,source")
+    assert result.status == "FINISHED", result.error
+    metrics = read_run(result.run_id, lab).data.metrics
+    assert metrics["rows"] == 6 and metrics["missing_columns"] == 0
+    assert metrics["type_violations.spotify_streams"] == 1 and metrics["missing.apple_streams"] == 1
+    assert metrics["missing.source"] == 1 and metrics["duplicate_rows"] == 1 and metrics["duplicate_keys"] == 1
+    table = findings(lab, result.run_id).set_index(["check", "column"])
+    assert table.loc[("type_violations", "spotify_streams"), ["example_row", "example_value"]].tolist() == [3, "x3"]
+    assert table.loc[("missing", "apple_streams"), ["example_row", "example_value"]].tolist() == [4, "(empty)"]
+    assert table.loc[("missing", "source"), ["example_row", "example_value"]].tolist() == [6, "(empty)"]
+    for check in ("duplicate_rows", "duplicate_keys"):
+        duplicate = table.xs(check, level="check").iloc[0]
+        assert duplicate["example_row"] == 5 and duplicate["detail"] == "same as row 1"
+    assert table.loc[("duplicate_keys", "date, source"), "example_value"] == "date=2025-01-01, source=distro\r\nkid"
+
+
+# -- DuckDB judges every value as pandas does ---------------------------------------------------
+
+TRICKY = {
+    "int": ["1", "+2", "-0", "007", " 3 ", "\u30004", "1.0", "1e3", "x", "", "NA", "nan", "\u0663", "\uff11",
+            "9223372036854775808", "+12345678901234567890", "1_000", "-17", "120", "+0"],
+    "float": ["1.5", "+1.5", ".5", "5.", "-inf", "Infinity", "NAN", "nan", "1e309", "+.5e-3", "1_0", "0x1",
+              "\xa02.5\xa0", "4.9e-324", "1e", "1,5", "+inf", "0.30000000000000004", "+0.1234567890123456789", "-2"],
+    "bool": ["true", "FALSE", "1", "0", "yes", " true ", "TRUE\u3000", "tru", "NULL"],
+    "date": ["2024-02-29", "2023-02-29", "2024-2-01", "0000-01-01", "9999-12-31", "\uff12\uff10\uff12\uff14-01-01",
+             "\u0662\u0660\u0662\u0664-01-01", "2024-13-01", "2024-01-01T00:00", " 2024-03-01 "],
+    "month": ["2024-01", "2024-13", "2024-1", "\uff12\uff10\uff12\uff14-01", "0000-01", "2024-01-01", "n/a"],
+    "datetime": ["2024-01-01", "2024-01-01T10:00:00", "2024-01-01 10:00", "20240101", "2024", "x",
+                 "2024-01-01T25:00", "2024-01-01T10:00:00.5", "NaT"],
+    "string": ["a", "", " ", "\u3000", "NA", "x y", "\u0085b\u0085"],
+}
+
+
+def load_plugin():
+    spec = importlib.util.spec_from_file_location("data_quality_under_test", REPO_PLUGINS / "data_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def plain(checked) -> list:
+    """A FileCheck as plain values that compare equal when alike (numbers by their repr, NaN too)."""
+    def number(value):
+        return repr(float(value)) if isinstance(value, float) else value  # numpy's float64 is a float
+    columns = [(c.column, c.kind, {k: (f.count, f.row, f.value) for k, f in c.found.items()}, c.details,
+                {k: number(v) for k, v in c.stats.items()}) for c in checked.columns]
+    return [checked.rows, checked.header, columns, checked.duplicate_rows, checked.duplicate_keys]
+
+
+@pytest.mark.parametrize(("rule", "key"), [("iqr:1.5", ["string"]), ("iqr:0", []), ("int >= 2", ["date", "int"]),
+                                           ("float < 0.5", [])])
+def test_duckdb_judges_every_value_as_pandas_does(tmp_path, rule, key):
+    import csv
+
+    import duckdb
+
+    plugin = load_plugin()
+    rng = random.Random(1)
+    rows = [[rng.choice(TRICKY[kind]) for kind in TRICKY] for _ in range(400)]
+    rows += [list(row) for row in rng.sample(rows, 20)]  # some duplicates
+    with (tmp_path / "tricky.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([list(TRICKY), *rows])
+    dataset = Dataset("tricky", "tricky.csv", columns={kind: kind for kind in TRICKY},
+                      ranges={"int": (0, 100), "float": (None, 1e300)})
+    parsed_rule = plugin.parse_rule(rule)
+    in_pandas = plugin.checks_in_pandas(read_text(dataset, tmp_path / "tricky.csv"), dataset, parsed_rule, key)
+    in_duckdb = plugin.CsvChecks(duckdb.connect(), dataset, tmp_path / "tricky.csv", list(TRICKY), parsed_rule,
+                                 key).run()
+    assert plain(in_duckdb) == plain(in_pandas)
+    assert in_duckdb.columns[0].found["type_violations"].count > 0  # the values are tricky indeed
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, in pandas too
+def test_quartiles_are_those_pandas_interpolates():
+    plugin = load_plugin()
+    rng = random.Random(2)
+    for count in (4, 5, 6, 7, 9, 10, 11, 101, 1002):
+        numbers = pd.Series([rng.choice([rng.uniform(-1e6, 1e6), rng.random(), 3.0, float("inf")]) for _ in range(count)])
+        ordered = sorted(numbers)
+        expected = numbers.quantile([0.25, 0.75]).tolist()
+        actual = [plugin.interpolate(ordered[below], ordered[above], weight)
+                  for below, above, weight in plugin.quartile_neighbours(count).values()]
+        assert [repr(x) for x in actual] == [repr(float(x)) for x in expected], count
+        assert all(math.isnan(x) == math.isnan(y) for x, y in zip(actual, expected))
+
+
+# -- memory: the statement's text is never held -------------------------------------------
+
+MEMORY_SCRIPT = """
+import re
+import sys
+from pathlib import Path
+
+from bedrot_lab.lab import Lab
+from bedrot_lab.testing import read_run, run_experiment
+
+lab = Lab.open(Path(sys.argv[1]))
+for name in sys.argv[2:]:
+    result = run_experiment(lab, "data-quality", dataset=name)
+    rows = read_run(result.run_id, lab).data.metrics["rows"] if result.status == "FINISHED" else result.error
+    # this image's peak (run.peak_rss_mb, getrusage's, counts the parent's memory at the fork too)
+    peak = re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)
+    print(result.status, rows, int(peak) / 1024, sep="\\t")
+"""
+
+
+def wide_statement(path: Path, rows: int) -> Path:
+    """``rows`` distinct statement rows with titles of 800 characters, every tenth over two lines."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv as pacsv
+
+    rng = np.random.default_rng(rows)
+
+    def pick(*values: str) -> pa.Array:
+        return pc.take(pa.array(values), pa.array(rng.integers(0, len(values), rows)))
+
+    number = pa.array(np.arange(rows)).cast(pa.string())
+    live = pc.if_else(pa.array(np.arange(rows) % 10 == 0), "LIVE\n", "")
+    columns = [pick("2025-03-11", "2025-04-11"), pick("2025-01", "2025-02"), pick("Spotify", "Apple Music", "TikTok"),
+               pick("GLASS ORCHID", "NOVA VANTA"), pc.binary_join_element_wise(live, "TITLE ", number, "~" * 800, ""),
+               pick("QZGO72300104"), pick("196871110105"), pa.array(rng.integers(0, 60, rows)).cast(pa.string()),
+               pick("100"), pick("Song"), pick("US", "DE", "BR"), pick("0"),
+               pa.array(rng.uniform(0, 0.05, rows)).cast(pa.string())]
+    pacsv.write_csv(pa.table(columns, names=list(DK_BANK_COLUMNS)), path)
+    return path
+
+
+def test_a_large_statement_is_checked_without_holding_its_text(lab, bedrot_lake):
+    """From a statement of 30,000 rows to one of 300,000 (some 250 MB more text, which the checks
+    held several times over when they read it into pandas) the run's peak memory grows by a small
+    part of that text: DuckDB keeps a few bytes of each row, not its text. Measured in a process of
+    its own, where the first, smaller run has started everything a run starts."""
+    small = wide_statement(bedrot_lake / "3_staging" / "dk_bank_details.csv", 30_000)
+    large = wide_statement(bedrot_lake / "4_curated" / "dk_bank_details.csv", 300_000)
+    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(bedrot_lake), "dk_bank_details_staging",
+                           "dk_bank_details"], capture_output=True, text=True, timeout=300, check=True)
+    runs = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [(status, float(rows)) for status, rows, _ in runs] == [("FINISHED", 30_000), ("FINISHED", 300_000)], runs
+    growth = float(runs[1][2]) - float(runs[0][2])
+    more_text = (large.stat().st_size - small.stat().st_size) / 2**20
+    assert growth < more_text / 3, f"{growth:.0f} MB more at peak for {more_text:.0f} MB more text"
