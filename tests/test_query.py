@@ -4,6 +4,7 @@ every valid file, the errors of ``ctx.load`` on every bad one, memory bounded, i
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -401,3 +402,36 @@ def test_an_empty_text_value_is_a_key_of_its_own_as_ctx_load_reads_it(tmp_path):
         result = aggregate(DK_BANK, path, by, SUMS)
         assert "" in set(result["Store"])
         assert_same_sums(frame_sums(result, by, SUMS), plain_sums(path, by, SUMS))
+
+
+def test_a_spill_folder_left_by_a_killed_process_goes_with_the_next_query(tmp_path):
+    """kill -9 mid-query leaves DuckDB's spill behind; the next engine removes the folders of
+    processes that are gone and keeps those of live ones."""
+    import os
+
+    from bedrot_lab.query import spill_folder
+
+    spill = tmp_path / ".bedrot-lab" / "spill"
+    dead = spill / "999999999-1"
+    alive = spill / f"{os.getppid()}-1"
+    for folder in (dead, alive):
+        folder.mkdir(parents=True)
+        (folder / "duckdb_temp_storage.tmp").write_bytes(b"x" * 1024)
+    mine = spill_folder(tmp_path / ".bedrot-lab")
+    assert not dead.exists() and alive.exists() and mine.is_dir()
+
+
+def test_a_credential_in_a_failing_query_reaches_neither_the_error_tag_nor_the_traceback(sql_lab):
+    from mlflow import MlflowClient
+
+    from bedrot_lab.testing import read_run, run_experiment
+
+    lab, _ = sql_lab
+    token = "EAAB" + "x7Kq9" * 12  # a fake Meta token, built here
+    result = run_experiment(lab, "sql-probe", query=f'SELECT "{token}" FROM dk_bank_details')
+    assert result.status == "FAILED" and token not in result.error
+    run = read_run(result.run_id, lab)
+    client = MlflowClient(lab.settings.tracking_uri)
+    traceback = Path(client.download_artifacts(result.run_id, "error/traceback.txt")).read_text()
+    assert token not in run.data.tags["error"] and token not in traceback
+    assert token not in str(run.data.params) and "Referenced column" in run.data.tags["error"]
