@@ -96,10 +96,10 @@ class QueryEngine:
         if self._connection is None:
             import duckdb
 
-            from .config import memory_limit_bytes
+            from .config import DEFAULT_MEMORY_LIMIT, memory_limit_bytes
 
             self._spill = spill_folder(self.settings.state_dir)
-            limit = memory_limit_bytes(self.settings.memory_limit) or memory_limit_bytes("50%")
+            limit = memory_limit_bytes(self.settings.memory_limit) or memory_limit_bytes(DEFAULT_MEMORY_LIMIT)
             config = {"memory_limit": f"{max(limit // 2**20, 16)}MiB", "temp_directory": str(self._spill),
                       "threads": self.settings.threads or os.cpu_count() or 1}
             self._connection = duckdb.connect(config=config)
@@ -142,7 +142,7 @@ class QueryEngine:
         while True:
             sources = self.sources(query)
             try:
-                with self._showing_progress(label):  # while DuckDB runs the query, not while it converts
+                with _Progress(self, label):  # while DuckDB runs the query, not while it converts
                     relation = self.connection.execute(query, params or None)
                 return relation.to_arrow_table() if arrow else relation.df()
             except duckdb.Error as exc:
@@ -247,11 +247,6 @@ class QueryEngine:
         if source is not None and not isinstance(exc, (duckdb.ParserException, duckdb.BinderException)):
             return DatasetError(f"{source.path}: data set {source.dataset.name!r} cannot be read: {_first_line(exc)}")
         return QueryError(_first_line(exc))
-
-    # -- progress ---------------------------------------------------------------------
-
-    def _showing_progress(self, label: str) -> _Progress:
-        return _Progress(self, label)
 
 
 class _Progress:
