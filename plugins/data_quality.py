@@ -702,8 +702,9 @@ class CsvChecks:
         ``stripped`` text of the columns at those indexes). A row longer than a block makes pyarrow
         read again with blocks four times larger, as the lake's loader does; a file pyarrow cannot
         read is :class:`PandasOnly` (the loader says why)."""
-        from bedrot_lab.lake import MAX_BLOCK_SIZE
+        from bedrot_lab.analysis.files import max_block_size
 
+        largest = max_block_size()
         while True:
             failures: list[Exception] = []
             batches = text_batches(self.dataset, self.path, self.header, stripped or [], self.block_size, failures)
@@ -714,9 +715,9 @@ class CsvChecks:
             except Exception:
                 if not failures:
                     raise
-                if "straddling object straddles" not in str(failures[0]) or self.block_size >= MAX_BLOCK_SIZE:
+                if "straddling object straddles" not in str(failures[0]) or self.block_size >= largest:
                     raise PandasOnly(f"pyarrow cannot read it: {str(failures[0]).strip().splitlines()[0]}") from None
-                self.block_size = min(4 * self.block_size, MAX_BLOCK_SIZE)
+                self.block_size = min(4 * self.block_size, largest)
             finally:
                 self.connection.unregister(self.stream_name)
 
@@ -898,13 +899,13 @@ class CsvChecks:
 def check_file(ctx: Any, dataset: Dataset, path: Path, rule: OutlierRule, key: list[str]) -> FileCheck:
     """The checks of the file behind ``dataset``: in DuckDB for a CSV file; in pandas, the file read
     whole, for a Parquet file and a CSV file the SQL would not judge as pandas does."""
-    from bedrot_lab.lake import _data_start, csv_header
+    from bedrot_lab.analysis.files import csv_header, has_data_rows
 
     if dataset.format == "csv":
         header = csv_header(dataset, path)
         if len(set(header)) < len(header):
             reason = "its header repeats a column name"
-        elif _data_start(path) >= path.stat().st_size:
+        elif not has_data_rows(path):
             reason = "it has no data rows"  # as the lake's loader decides, whatever pyarrow would read
         else:
             try:
