@@ -103,7 +103,8 @@ class RunContext:
         with self._reading([name]) as paths:
             return read_text(dataset, paths[name])
 
-    def sql(self, query: str, *, arrow: bool = False, params: Sequence[Any] | None = None) -> Any:
+    def sql(self, query: str, *, arrow: bool = False, params: Sequence[Any] | None = None,
+            tables: Mapping[str, Any] | None = None) -> Any:
         """Run SQL ``query`` over the catalog: each data set is a view named after it, its
         columns typed as declared. Returns a DataFrame (an Arrow table with ``arrow=True``).
 
@@ -111,11 +112,12 @@ class RunContext:
         beyond it, so it suits statements of tens of millions of rows. The data sets it
         names are recorded as inputs like :meth:`load`, and a bad value in one is reported
         the same way (file, column, row, line); a query DuckDB cannot run raises one line
-        saying why. ``params`` fill the query's ``?`` placeholders.
+        saying why. ``params`` fill the query's ``?`` placeholders; ``tables`` are
+        DataFrames or Arrow tables (an earlier result) the query reads by their names.
         """
-        sources = self.query_engine.sources(query)
+        sources = self.query_engine.sources(query, own=tables or {})
         with self._reading([source.dataset.name for source in sources]):
-            return self.query_engine.sql(query, arrow=arrow, params=params,
+            return self.query_engine.sql(query, arrow=arrow, params=params, tables=tables,
                                          label=", ".join(source.path.name for source in sources) or "query")
 
     def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, rows: str | None = None,

@@ -119,12 +119,13 @@ class QueryEngine:
 
     # -- queries ----------------------------------------------------------------------
 
-    def sources(self, query: str) -> list[Source]:
-        """The catalog data sets ``query`` reads, each made a view of its file."""
+    def sources(self, query: str, *, own: Iterable[str] = ()) -> list[Source]:
+        """The catalog data sets ``query`` reads, each made a view of its file; names in
+        ``own`` are the query's own tables, not the catalog's."""
         import duckdb
 
         try:
-            names = sorted(_table_names(query))
+            names = sorted(_table_names(query) - set(own))
         except duckdb.Error as exc:
             raise QueryError(f"the query cannot be read: {_first_line(exc)}") from None
         found = []
@@ -135,19 +136,28 @@ class QueryEngine:
         return found
 
     def sql(self, query: str, *, arrow: bool = False, params: Sequence[Any] | None = None,
-            label: str = "query") -> pd.DataFrame | pa.Table:
-        """Run ``query`` and return its result as a DataFrame (or an Arrow table)."""
+            tables: Mapping[str, Any] | None = None, label: str = "query") -> pd.DataFrame | pa.Table:
+        """Run ``query`` and return its result as a DataFrame (or an Arrow table). ``tables``
+        are DataFrames or Arrow tables the query reads by their names, besides the catalog."""
         import duckdb
 
+        tables = dict(tables or {})
+        if clash := sorted(set(tables) & set(self.catalog)):
+            raise QueryError(f"table {clash[0]!r} is a data set of the catalog: give the table another name")
         while True:
-            sources = self.sources(query)
+            sources = self.sources(query, own=tables)
             try:
-                with _Progress(self, label):  # while DuckDB runs the query, not while it converts
-                    relation = self.connection.execute(query, params or None)
-                return relation.to_arrow_table() if arrow else relation.df()
+                for name, table in tables.items():
+                    self.connection.register(name, table)
+                with _Progress(self, label):
+                    relation = self.connection.sql(query, params=params or None)
+                    return relation.to_arrow_table() if arrow else relation.df()
             except duckdb.Error as exc:
                 if not self._retry_longer_lines(exc, sources):
                     raise self._explain(exc, sources) from None
+            finally:
+                for name in tables:
+                    self.connection.unregister(name)
 
     def aggregate(self, name: str, by: Sequence[str], sums: Sequence[str], *, rows: str | None = None,
                   arrow: bool = False, label: str | None = None) -> pd.DataFrame | pa.Table:
@@ -371,19 +381,36 @@ def _source_named_in(exc: Exception, sources: Iterable[Source]) -> Source | None
 
 def _table_names(query: str) -> set[str]:
     """The tables ``query`` reads. DuckDB cannot tell for a query with parameters (``?``,
-    ``$1``), so those are read as NULL for the question."""
+    ``$1``), so those are read as NULL for the question; nor for a join ``USING`` a column
+    (it looks for the column in tables it does not have), so then every name in the query
+    is taken for a table it may read (the catalog's are made views; others are not)."""
     import duckdb
 
     try:
         return duckdb.get_table_names(query)
     except duckdb.BinderException as exc:
         if "prepared parameter" not in str(exc):
-            raise
+            return _identifiers(query)
     text = list(query)
     for start, kind in duckdb.tokenize(query):
         if kind == duckdb.token_type.operator and (found := _PARAMETER.match(query, start)):
             text[start:found.end()] = ["NULL", *" " * (found.end() - start - 1)]
-    return duckdb.get_table_names("".join(text))
+    try:
+        return duckdb.get_table_names("".join(text))
+    except duckdb.BinderException:
+        return _identifiers(query)
+
+
+def _identifiers(query: str) -> set[str]:
+    import duckdb
+
+    tokens = duckdb.tokenize(query)
+    names = set()
+    for (start, kind), (end, _) in zip(tokens, [*tokens[1:], (len(query), None)]):
+        if kind == duckdb.token_type.identifier:
+            name = query[start:end].strip()
+            names.add(name[1:-1].replace('""', '"') if name.startswith('"') else name)
+    return names
 
 
 def _parquet_columns(dataset: Dataset, path: Path) -> list[str]:

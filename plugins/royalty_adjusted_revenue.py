@@ -6,54 +6,78 @@ from bedrot_lab import Param, experiment, hookimpl
 
 __version__ = "1.0.0"
 
-KEYS = ["Artist", "Title", "Sale Month", "Store"]
-SUMS = ["Quantity", "Earnings (USD)"]
-GROUPINGS = {
-    "by_artist": ["Artist"],
-    "by_track": ["Artist", "Title"],
-    "by_month": ["Sale Month"],
-    "by_platform": ["Store"],
-}
+#: the statement summed per artist, title, month and store as spelled: the one pass over the file
+STATEMENT_SUMS = """
+SELECT Artist, Title, "Sale Month", Store, CAST(sum(Quantity) AS BIGINT) AS streams,
+       sum("Earnings (USD)") AS gross_usd, count(*) AS rows
+FROM dk_bank_details GROUP BY ALL
+"""
+#: how many rows spell each track each way, to show a track as most of its rows spell it
+SPELLINGS = "SELECT Artist, Title, CAST(sum(rows) AS BIGINT) AS rows FROM sums GROUP BY ALL"
+#: the sums by track as shown, its split applied (constant per track, so applying it to the
+#: sums equals applying it to every line), grouped every way a table needs
+TABLES = """
+WITH lines AS (
+    SELECT tracks.Artist, tracks.Title, sums."Sale Month", sums.Store, tracks.share, tracks.in_catalog,
+           sums.streams, sums.gross_usd, sums.gross_usd * tracks.share AS actual_usd
+    FROM sums JOIN tracks ON sums.Artist = tracks.spelled_artist AND sums.Title = tracks.spelled_title
+)
+SELECT grouping(Artist, Title, "Sale Month", Store) AS level, Artist, Title, "Sale Month", Store,
+       CAST(sum(streams) AS BIGINT) AS streams, sum(gross_usd) AS gross_usd, sum(actual_usd) AS actual_usd,
+       any_value(share) AS share, bool_and(in_catalog) AS in_catalog
+FROM lines
+GROUP BY GROUPING SETS ((Artist), (Artist, Title), ("Sale Month"), (Store), ())
+"""
+#: each table's rows in TABLES, by its level: grouping() sets a bit, Artist's the highest,
+#: for each of the four columns a grouping leaves out
+LEVELS = {"by_artist": 0b0111, "by_track": 0b0011, "by_month": 0b1101, "by_platform": 0b1110, "totals": 0b1111}
+MEASURES = ["streams", "gross_usd", "actual_usd"]
 
 
-def royalty_tables(statement, catalog, default_share: float = 100.0) -> dict:
+def royalty_tables(ctx, catalog, default_share: float = 100.0) -> dict:
     """Gross and actual revenue, royalties paid and streams by artist, track, month and platform.
 
-    ``statement`` holds the DistroKid sums per (Artist, Title, Sale Month, Store), and
-    optionally ``rows``, how many statement rows each sum is of; a split is constant per track, so applying it after aggregation gives the same
-    result as applying it to every statement line. A track (and an artist) is its
-    normalised key, shown as most of its rows spell it. Returns the tables by name
-    plus ``tracks_with_splits`` and ``totals`` (a dict).
+    One pass sums the statement per artist, title, month and store as spelled; the rest
+    works on those sums. A track (and an artist) is its normalised key, shown as most of
+    its rows spell it, and keeps its catalog split (``default_share`` percent when not in
+    the catalog). Returns the tables by name plus ``tracks_with_splits`` and ``totals`` (a dict).
     """
-    from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
+    from bedrot_lab.analysis.royalties import apply_shares
     from bedrot_lab.analysis.tracks import canonical_spellings
 
-    lines = apply_shares(canonical_spellings(statement, rows="rows" if "rows" in statement else None), catalog,
-                         default_share=default_share)
-    lines = lines.rename(columns={"Quantity": "streams", "Earnings (USD)": "gross_usd", ACTUAL_COLUMN: "actual_usd"})
-    measures = ["streams", "gross_usd", "actual_usd"]
+    sums = ctx.sql(STATEMENT_SUMS, arrow=True)
+    spelled = ctx.sql(SPELLINGS, tables={"sums": sums})
+    tracks = apply_shares(canonical_spellings(spelled, rows="rows"), catalog, default_share=default_share,
+                          earnings=None)
+    tracks["spelled_artist"], tracks["spelled_title"] = spelled["Artist"], spelled["Title"]
+    grouped = ctx.sql(TABLES, tables={"sums": sums, "tracks": tracks.drop(columns=["rows"])})
+    level = {name: grouped[grouped["level"] == bits] for name, bits in LEVELS.items()}
+
     tables = {}
-    for name, keys in GROUPINGS.items():
-        table = lines.groupby(keys, as_index=False, observed=True)[measures].sum()
-        tables[name] = _with_rates(table).sort_values("gross_usd", ascending=False, ignore_index=True)
+    for name, keys in [("by_artist", ["Artist"]), ("by_track", ["Artist", "Title"]),
+                       ("by_month", ["Sale Month"]), ("by_platform", ["Store"])]:
+        tables[name] = _by_gross(level[name][[*keys, *MEASURES]])
     tables["by_month"] = _every_month(tables["by_month"])
-    tracks = lines.groupby(["Artist", "Title"], as_index=False).agg(
-        share=("share", "first"), in_catalog=("in_catalog", "first"), gross_usd=("gross_usd", "sum"),
-        actual_usd=("actual_usd", "sum"))
-    tables["tracks_with_splits"] = _with_rates(tracks[tracks["share"] < 1.0]).sort_values(
-        "gross_usd", ascending=False, ignore_index=True)
-    gross, actual = float(lines["gross_usd"].sum()), float(lines["actual_usd"].sum())
+    tracks = level["by_track"]
+    with_splits = tracks[tracks["share"] < 1.0]
+    tables["tracks_with_splits"] = _by_gross(with_splits[["Artist", "Title", "share", "in_catalog", "gross_usd",
+                                                          "actual_usd"]])
+    gross, actual = float(level["totals"]["gross_usd"].sum()), float(level["totals"]["actual_usd"].sum())
     tables["totals"] = {
         "gross_revenue_usd": gross,
         "actual_revenue_usd": actual,
         "royalties_paid_usd": gross - actual,
         "retention_rate": actual / gross if gross else None,
-        "streams": int(lines["streams"].sum()),
+        "streams": int(level["totals"]["streams"].sum()),
         "tracks": len(tracks),
-        "tracks_with_splits": int((tracks["share"] < 1.0).sum()),
-        "tracks_not_in_catalog": int((~tracks["in_catalog"]).sum()),
+        "tracks_with_splits": len(with_splits),
+        "tracks_not_in_catalog": int((~tracks["in_catalog"].astype(bool)).sum()),
     }
     return tables
+
+
+def _by_gross(table):
+    return _with_rates(table).sort_values("gross_usd", ascending=False, ignore_index=True)
 
 
 def _with_rates(table):
@@ -94,9 +118,8 @@ def royalty_adjusted_revenue(ctx):
     keep default_share. The statement is streamed and summed per
     artist, track, month and store first; the split is applied to those sums.
     """
-    statement = ctx.aggregate("dk_bank_details", by=KEYS, sums=SUMS, rows="rows")
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
-    tables = royalty_tables(statement, catalog, ctx.params["default_share"])
+    tables = royalty_tables(ctx, catalog, ctx.params["default_share"])
     totals = tables.pop("totals")
 
     ctx.log_metrics({k: v for k, v in totals.items() if k != "retention_rate"})

@@ -22,6 +22,7 @@ from csv_files import (
 
 from bedrot_lab import lake
 from bedrot_lab.lake import Dataset, DatasetError
+from bedrot_lab.query import QueryError
 
 STATEMENT = Dataset("statement", "s.csv", columns={
     "Sale Month": "month", "Store": "string", "Title": "string", "Quantity": "int", "Earnings (USD)": "float"})
@@ -387,6 +388,29 @@ def test_a_query_with_parameters_reads_its_data_sets(tmp_path):
     finally:
         engine.close()
     assert found["n"].iloc[0] == sum(1 for row in rows if int(row[7]) > 10 and row[2] == "Spotify")
+
+
+def test_a_query_reads_frames_and_arrow_tables_it_is_given_beside_the_catalog(tmp_path):
+    import pyarrow as pa
+
+    rows = statement_rows(300)
+    engine = engine_for(DK_BANK, write_statement(tmp_path / "dk_bank_details.csv", rows))
+    stores = pd.DataFrame({"Store": ["Spotify", "Apple Music"], "weight": [2, 3]})
+    try:
+        sums = engine.sql('SELECT "Store", sum("Quantity") AS streams FROM dk_bank_details GROUP BY ALL', arrow=True)
+        weighted = engine.sql("SELECT sum(streams * weight) AS n FROM sums JOIN stores ON sums.Store = stores.Store",
+                              tables={"sums": sums, "stores": pa.Table.from_pandas(stores)})
+        # a join USING a column: DuckDB cannot list the tables of such a query before it runs
+        joined = engine.sql("SELECT sum(Quantity * weight) AS n FROM dk_bank_details JOIN stores USING (Store)",
+                            tables={"stores": stores})
+        with pytest.raises(QueryError, match="'dk_bank_details' is a data set of the catalog: give the table"):
+            engine.sql("SELECT * FROM dk_bank_details", tables={"dk_bank_details": stores})
+        with pytest.raises(QueryError, match="sums"):  # given to one query only
+            engine.sql("SELECT * FROM sums")
+    finally:
+        engine.close()
+    expected = sum(int(row[7]) * {"Spotify": 2, "Apple Music": 3}.get(row[2], 0) for row in rows)
+    assert weighted["n"].iloc[0] == joined["n"].iloc[0] == expected > 0
 
 
 def test_an_empty_text_value_is_a_key_of_its_own_as_ctx_load_reads_it(tmp_path):

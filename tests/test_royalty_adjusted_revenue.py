@@ -96,6 +96,14 @@ def test_zero_gross_skips_the_retention_rate(lab, bedrot_lake):
     assert stored.data.tags["skipped.retention_rate"] == "gross revenue is zero"
 
 
+def test_a_statement_without_rows_gives_empty_tables_and_zero_totals(lab, bedrot_lake):
+    (bedrot_lake / "4_curated" / "dk_bank_details.csv").write_text(HEADER)
+    result = run_experiment(lab, "royalty-adjusted-revenue")
+    assert result.status == "FINISHED", result.error
+    metrics = read_run(result.run_id, lab).data.metrics
+    assert (metrics["gross_revenue_usd"], metrics["streams"], metrics["tracks"]) == (0, 0, 0)
+
+
 def test_bad_statement_fails_naming_file_column_and_row(lab, bedrot_lake):
     bad = [*STATEMENT[:2], line("2025-01", "Spotify", "NOVA VANTA", "NIGHT DRIVE", 1, "12 cents")]
     (bedrot_lake / "4_curated" / "dk_bank_details.csv").write_text(HEADER + "".join(bad))

@@ -34,9 +34,10 @@ def apply_shares(
     default_share: float = 100.0,
     artist: str = "Artist",
     title: str = "Title",
-    earnings: str = "Earnings (USD)",
+    earnings: str | None = "Earnings (USD)",
 ) -> pd.DataFrame:
-    """``frame`` with ``share`` (fraction kept), ``in_catalog`` and ``actual_earnings_usd``.
+    """``frame`` with ``share`` (fraction kept), ``in_catalog`` and, unless ``earnings`` is
+    None, ``actual_earnings_usd``.
 
     Vectorised: one lookup per distinct track, never per row. Tracks missing
     from the catalog keep ``default_share`` percent.
@@ -47,5 +48,6 @@ def apply_shares(
     out = frame.copy()
     out["in_catalog"] = looked_up.notna().to_numpy()
     out[SHARE_COLUMN] = looked_up.fillna(default_share / 100.0).astype("float64").to_numpy()
-    out[ACTUAL_COLUMN] = out[earnings].astype("float64") * out[SHARE_COLUMN]
+    if earnings is not None:
+        out[ACTUAL_COLUMN] = out[earnings].astype("float64") * out[SHARE_COLUMN]
     return out
