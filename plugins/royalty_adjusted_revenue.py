@@ -34,7 +34,7 @@ LEVELS = {"by_artist": 0b0111, "by_track": 0b0011, "by_month": 0b1101, "by_platf
 MEASURES = ["streams", "gross_usd", "actual_usd"]
 
 
-def royalty_tables(ctx, catalog, default_share: float = 100.0) -> dict:
+def royalty_tables(ctx, default_share: float = 100.0) -> dict:
     """Gross and actual revenue, royalties paid and streams by artist, track, month and platform.
 
     One pass sums the statement per artist, title, month and store as spelled; the rest
@@ -46,6 +46,8 @@ def royalty_tables(ctx, catalog, default_share: float = 100.0) -> dict:
     from bedrot_lab.analysis.tracks import canonical_spellings
 
     sums = ctx.sql(STATEMENT_SUMS, arrow=True)
+    # read after the statement's query, during which MLflow (pandas with it) loaded on another thread
+    catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
     spelled = ctx.sql(SPELLINGS, tables={"sums": sums})
     tracks = apply_shares(canonical_spellings(spelled, rows="rows"), catalog, default_share=default_share,
                           earnings=None)
@@ -118,8 +120,7 @@ def royalty_adjusted_revenue(ctx):
     keep default_share. The statement is streamed and summed per
     artist, track, month and store first; the split is applied to those sums.
     """
-    catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
-    tables = royalty_tables(ctx, catalog, ctx.params["default_share"])
+    tables = royalty_tables(ctx, ctx.params["default_share"])
     totals = tables.pop("totals")
 
     ctx.log_metrics({k: v for k, v in totals.items() if k != "retention_rate"})
