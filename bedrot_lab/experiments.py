@@ -101,6 +101,9 @@ class Experiment:
     plugin: str = ""
     #: module the experiment imports -> what to ``pip install`` for it, for optional dependencies
     requires: Mapping[str, str] = field(default_factory=dict)
+    #: the metrics that answer the experiment's question, most important first: the columns a
+    #: person looks at first (the MLflow runs table, ``runs list``); a sweep's parent ranks by the first
+    headline: tuple[str, ...] = ()
 
     def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """All params, defaults filled in and values coerced; :class:`ParamError` lists the valid ones."""
@@ -152,6 +155,7 @@ def experiment(
     datasets: Iterable[str] = (),
     description: str | None = None,
     requires: Mapping[str, str] | None = None,
+    headline: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Experiment]:
     """Decorate ``func(ctx)`` to make it an :class:`Experiment`.
 
@@ -160,6 +164,7 @@ def experiment(
     with it as the default. ``requires`` maps each optional module the experiment
     imports to what to ``pip install`` for it (``{"sklearn": "bedrot-lab[analyses]"}``):
     without it, the experiment is listed as unavailable with that command, and not run.
+    ``headline`` names the metrics that answer the experiment's question, most important first.
 
     Example::
 
@@ -181,6 +186,7 @@ def experiment(
             params=declared,
             datasets=tuple(datasets),
             requires=dict(requires or {}),
+            headline=tuple(headline),
         )
 
     return wrap
