@@ -118,8 +118,9 @@ def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | 
     if _artifact_path(client, run_id, record["file"]) is None and not _artifact_listed(client, run_id, record["file"]):
         raise PromotionError(f"run {run_id} has no artifact {record['file']}; its output was lost")
     name = name or default_model_name(curated_path)
+    folder = _registered_folder(lab, run_id, record, curated_path)
     try:
-        client.create_registered_model(name, description=f"Curated data set {curated_path}")
+        client.create_registered_model(name, description=_model_description(lab, name, curated_path))
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
@@ -136,11 +137,13 @@ def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | 
         "sha256": record["sha256"],
         "bytes": str(record.get("bytes", "")),
         "output": output,
+        "artifact": f"{folder}/{PurePosixPath(record['file']).name}",
         "plugin": run.data.tags.get("bedrot.plugin", ""),
         "experiment": run.data.tags.get("bedrot.experiment", ""),
+        "registered_by": lab.settings.user,
     }
-    version = client.create_model_version(name, f"runs:/{run_id}/{record['file']}", run_id=run_id, tags=tags,
-                                          description=f"{output} of run {run_id}")
+    version = client.create_model_version(name, f"runs:/{run_id}/{folder}", run_id=run_id, tags=tags)
+    client.update_model_version(name, version.version, description=version_description(lab, version, []))
     client.set_registered_model_alias(name, CANDIDATE, version.version)
     return {"name": name, "version": str(version.version), "run_id": run_id, "source": version.source, **tags}
 
@@ -158,21 +161,206 @@ def _output_record(client: Any, run_id: str, output: str) -> dict[str, Any]:
     return json.loads(Path(local).read_text())
 
 
-def _artifact_path(client: Any, run_id: str, artifact: str) -> Path | None:
-    """The local file of a run artifact when the artifact store is a local folder, else None."""
+def _artifact_root(client: Any, run_id: str) -> Path | None:
+    """The local folder of a run's artifacts when the artifact store is a local folder, else None."""
     from urllib.parse import unquote, urlparse
 
-    uri = client.get_run(run_id).info.artifact_uri
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        return None
-    path = Path(unquote(parsed.path)) / artifact
-    return path if path.is_file() else None
+    parsed = urlparse(client.get_run(run_id).info.artifact_uri)
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+
+
+def _artifact_path(client: Any, run_id: str, artifact: str) -> Path | None:
+    """The local file of a run artifact when the artifact store is a local folder, else None."""
+    root = _artifact_root(client, run_id)
+    return root / artifact if root is not None and (root / artifact).is_file() else None
 
 
 def _artifact_listed(client: Any, run_id: str, artifact: str) -> bool:
     parent = str(PurePosixPath(artifact).parent)
     return any(item.path == artifact for item in client.list_artifacts(run_id, parent))
+
+
+def _registered_folder(lab: Lab, run_id: str, record: dict[str, Any], curated_path: str) -> str:
+    """Put output ``record`` of run ``run_id`` in the run's ``registered/<output>/`` folder,
+    beside an ``MLmodel`` file whose signature is the output's schema; return the folder.
+
+    MLflow's registry page shows a version's schema only from an ``MLmodel`` file at
+    the version's source, so the source is this folder, not the bare file. A local
+    artifact store gets a hard link (no second copy of the data), any other an upload.
+    """
+    import tempfile
+
+    client = lab.store.client
+    file = PurePosixPath(record["file"])
+    folder = f"registered/{file.stem}"
+    mlmodel = _mlmodel(run_id, folder, record, _not_null_columns(lab, curated_path))
+    root = _artifact_root(client, run_id)
+    if root is not None:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        _link_or_copy(root / record["file"], root / folder / file.name)
+        atomic_write(root / folder / "MLmodel", mlmodel.encode())
+        return folder
+    scratch = lab.settings.state_dir / "downloads"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as local:
+        staged = Path(local) / file.stem
+        staged.mkdir()
+        Path(client.download_artifacts(run_id, record["file"], local)).rename(staged / file.name)
+        (staged / "MLmodel").write_text(mlmodel)
+        client.log_artifacts(run_id, str(staged), folder)
+    return folder
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s bytes: a hard link, or a copy where links fail."""
+    if target.exists() and os.path.samefile(source, target):
+        return
+    temporary = target.with_name(f".{target.name}.{os.getpid()}-{time.monotonic_ns()}.tmp")
+    try:
+        os.link(source, temporary)
+    except OSError:  # a file system without hard links
+        copy_and_hash(source, temporary)
+    os.replace(temporary, target)
+
+
+def _mlmodel(run_id: str, folder: str, record: dict[str, Any], not_null: set[str]) -> str:
+    """An ``MLmodel`` file for a data set: no model flavor MLflow could load, and the
+    columns as the signature's outputs (required where the contract says not null)."""
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    columns = [ColSpec(_column_type(kind), str(column), required=column in not_null)
+               for column, kind in record["schema"].items()]
+    flavor = {"file": PurePosixPath(record["file"]).name, "format": record["format"], "rows": record["rows"],
+              "sha256": record["sha256"], "read_with": "pandas, DuckDB or any reader of the format"}
+    signature = ModelSignature(outputs=Schema(columns)) if columns else None
+    return Model(artifact_path=folder, run_id=run_id, flavors={"bedrot_data_set": flavor},
+                 signature=signature).to_yaml()
+
+
+#: pandas dtype (as ``ctx.log_output`` records it) -> MLflow column type
+_COLUMN_TYPES = {"int8": "integer", "int16": "integer", "int32": "integer", "uint8": "integer",
+                 "uint16": "integer", "float32": "float", "float64": "double", "bool": "boolean",
+                 "boolean": "boolean"}
+
+
+def _column_type(dtype: str) -> str:
+    kind = dtype.lower()
+    if kind.startswith("datetime64"):
+        return "datetime"
+    if kind in _COLUMN_TYPES:
+        return _COLUMN_TYPES[kind]
+    return "long" if kind.startswith(("int", "uint")) else "string"
+
+
+def _not_null_columns(lab: Lab, curated_path: str) -> set[str]:
+    from .contracts import contract_for
+
+    try:
+        contract = contract_for(lab, curated_path)
+    except BedrotLabError:  # a broken contract file is reported by promote, not here
+        return set()
+    return set(contract.not_null) if contract else set()
+
+
+# -- what the registry says ----------------------------------------------------------------
+
+
+def lake_path(lab: Lab, curated_path: str) -> str:
+    """``curated_path`` as the lake names it, zone folder first (``4_curated/demo/table.parquet``)."""
+    return _in_lake(lab, lab.settings.zone("curated") / curated_path)
+
+
+def _in_lake(lab: Lab, path: Path) -> str:
+    """``path`` relative to the lake root, or absolute when its zone lies outside the lake."""
+    try:
+        return path.relative_to(lab.settings.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _model_description(lab: Lab, name: str, curated_path: str) -> str:
+    return (f"Curated data set `{lake_path(lab, curated_path)}`. Each version is a run's output, registered "
+            f"by bedrot-lab; `bedrot-lab promote {name}` validates one and writes it there (alias `curated`).\n\n"
+            "MLflow's own *Promote model* button is not that: it copies a version into another registered "
+            "model and writes nothing to the curated zone.")
+
+
+def version_description(lab: Lab, version: Any, history: list[dict[str, Any]]) -> str:
+    """The markdown MLflow's registry page shows for ``version``: its file in the lake,
+    rows, short sha256, source run, who registered it, and, from the curated file's
+    lineage ``history``, every promotion, supersession and rollback that concerned it."""
+    client = lab.store.client
+    tags = version.tags
+    run = client.get_run(version.run_id)
+    experiment = client.get_experiment(run.info.experiment_id).name
+    rows = tags.get("rows", "?")
+    rows = f"{int(rows):,}" if rows.isdigit() else rows
+    events = _events(history, version.name, str(version.version))
+    registered = _when(datetime.fromtimestamp(version.creation_timestamp / 1000, UTC))
+    lines = [
+        f"Data set for `{lake_path(lab, tags['curated_path'])}`: {rows} rows, sha256 `{tags.get('sha256', '')[:12]}`",
+        "",
+        f"- **Status:** {_status(events)}",
+        f"- **Source run:** `{_plain(run.info.run_name)}` in experiment `{_plain(experiment)}` "
+        f"(run id `{version.run_id}`), output `{_plain(tags.get('output', ''))}`",
+        f"- **Registered:** {registered}" + (f" by {tags['registered_by']}" if tags.get("registered_by") else ""),
+        *(f"- **{kind.capitalize()}:** {text}" for kind, _, text in events),
+    ]
+    return "\n".join(lines)
+
+
+def _events(history: list[dict[str, Any]], name: str, version: str) -> list[tuple[str, str, str]]:
+    """What the curated file's lineage says happened to ``version`` of ``name``, oldest
+    first: (kind, when, text), kind one of promoted, put back, superseded, rolled back."""
+    events = []
+    for before, entry in zip([None, *history], history, strict=False):
+        when, who = _when(datetime.fromisoformat(entry["promoted_at"])), entry["promoted_by"]
+        if (entry["model"], entry["version"]) == (name, version):
+            if entry["action"] == "rollback":
+                events.append(("put back", when, f"by a rollback on {when} by {who}"))
+            else:
+                events.append(("promoted", when, f"{when} by {who}"))
+        elif before and (before["model"], before["version"]) == (name, version):
+            if entry["action"] == "rollback":
+                events.append(("rolled back", when,
+                               f"on {when} by {who}; version {entry['version']} was put back in its place"))
+            else:
+                events.append(("superseded", when, f"by version {entry['version']} on {when}"))
+    return events
+
+
+def _status(events: list[tuple[str, str, str]]) -> str:
+    if not events:
+        return "registered, not promoted"
+    kind, when, text = events[-1]
+    if kind in ("promoted", "put back"):
+        return f"in the curated zone since {when} (alias `curated`)"
+    return f"{kind} {text}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _plain(text: str | None) -> str:
+    """``text`` safe inside a markdown code span."""
+    return (text or "").replace("`", "'")
+
+
+def _describe_last_two(lab: Lab, curated_path: str) -> None:
+    """Rewrite the descriptions of the versions the newest lineage entry changed: the
+    one now in the curated zone and the one it replaced."""
+    from mlflow.exceptions import MlflowException
+
+    history = read_lineage(lab, curated_path)
+    client = lab.store.client
+    for model, number in dict.fromkeys((e["model"], e["version"]) for e in history[-2:]):
+        try:
+            version = client.get_model_version(model, number)
+        except MlflowException:  # deleted from the registry since
+            continue
+        client.update_model_version(model, number, description=version_description(lab, version, history))
 
 
 # -- lineage ---------------------------------------------------------------------------
@@ -233,6 +421,7 @@ def promote(lab: Lab, name: str, *, version: str | None = None, alias: str | Non
     our back without ``force``) raises :class:`PromotionError` and changes nothing.
     """
     chosen = _version(lab.store.client, name, version, alias)
+    _refuse_copies(chosen)
     curated_path = _curated_path_of(chosen)
     with _promotion_lock(lab, curated_path, wait):
         recovered = _recover(lab, curated_path)
@@ -274,6 +463,18 @@ def rollback(lab: Lab, name: str, to_version: str | None = None, *, force: bool 
     if result.status == "rollback":
         lab.plugins.hook.after_promotion(result=result, lab=lab)
     return result
+
+
+def _refuse_copies(version: Any) -> None:
+    """A version whose source is another version (what MLflow's "Promote model" button
+    makes) carries the original's tags but is not what its curated file's lineage knows."""
+    if not version.source.startswith("models:/"):
+        return
+    original = version.source.removeprefix("models:/").rsplit("/", 1)
+    how = (f"bedrot-lab promote {original[0]} --version {original[1]}" if len(original) == 2
+           else "bedrot-lab promote with the original's name")
+    raise PromotionError(f"{version.name} v{version.version} is a copy of {version.source} made in MLflow "
+                         f"(its \"Promote model\" button), not a registered run output; promote the original: {how}")
 
 
 def _curated_path_of(version: Any) -> str:
@@ -360,7 +561,8 @@ def _version(client: Any, name: str, version: str | None, alias: str | None) -> 
 def _source_file(lab: Lab, version: Any) -> Path:
     """The version's bytes: the run's artifact file when the store is local, else a download."""
     client = lab.store.client
-    artifact = version.source.split(f"runs:/{version.run_id}/", 1)[-1]
+    # versions registered before the registered/<output>/ folders have the file itself as their source
+    artifact = version.tags.get("artifact") or version.source.split(f"runs:/{version.run_id}/", 1)[-1]
     local = _artifact_path(client, version.run_id, artifact)
     if local is not None:
         return local
@@ -450,7 +652,7 @@ def _archive(lab: Lab, target: Path, curated_path: str, current: dict[str, Any] 
         os.replace(temporary, archived)
     fsync_folder(folder)
     return {"version": current["version"] if known else None, "sha256": on_disk,
-            "archived_to": str(archived.relative_to(lab.settings.root))}
+            "archived_to": _in_lake(lab, archived)}
 
 
 def _finish(lab: Lab, curated_path: str, target: Path, entry: dict[str, Any]) -> None:
@@ -462,6 +664,7 @@ def _finish(lab: Lab, curated_path: str, target: Path, entry: dict[str, Any]) ->
     client.set_registered_model_alias(entry["model"], CURATED, entry["version"])
     client.set_model_version_tag(entry["model"], entry["version"], "promoted_at", entry["promoted_at"])
     client.set_model_version_tag(entry["model"], entry["version"], "promoted_by", entry["promoted_by"])
+    _describe_last_two(lab, curated_path)
     _journal(lab, curated_path).unlink(missing_ok=True)
 
 

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from bedrot_lab import hookimpl
+from bedrot_lab.cli import cli
 from bedrot_lab.lab import Lab
 from bedrot_lab.promotion import PromotionError, promote, read_lineage, register, rollback
 from bedrot_lab.testing import run_experiment
@@ -107,3 +121,147 @@ def test_run_register_registers_when_the_run_finishes(lab, cli_env):
     refused = bedrot("run", "maker", "--register", "table=../outside.parquet", env=cli_env)
     assert refused.returncode == 1 and "may not contain '..'" in refused.stderr
     assert "running maker" not in refused.stderr  # refused before any run was created
+
+
+# -- what the registry says ----------------------------------------------------------
+
+
+def described(lab, version, name="curated.demo.table"):
+    return MlflowClient(lab.settings.tracking_uri).get_model_version(name, version).description
+
+
+def on(entry):
+    """A lineage entry's moment as the descriptions write it."""
+    return datetime.fromisoformat(entry["promoted_at"]).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def test_each_version_describes_its_file_source_run_and_fate_in_the_registry(lab):
+    client = MlflowClient(lab.settings.tracking_uri)
+    first_run = made(lab)
+    sha256 = register(lab, first_run, "table", "demo/table.parquet")["sha256"]
+    first = described(lab, "1")
+    lines = first.splitlines()
+    assert lines[0] == f"Data set for `4_curated/demo/table.parquet`: 3 rows, sha256 `{sha256[:12]}`"
+    assert lines[1] == "" and all(line.startswith("- **") for line in lines[2:])  # a paragraph, then a list
+    assert "- **Status:** registered, not promoted" in lines
+    run_name = client.get_run(first_run).info.run_name
+    assert f"- **Source run:** `{run_name}` in experiment `maker` (run id `{first_run}`), output `table`" in lines
+    assert re.fullmatch(r"- \*\*Registered:\*\* \d{4}-\d\d-\d\d \d\d:\d\d UTC by tester", lines[4])
+
+    promote(lab, "curated.demo.table")
+    history = read_lineage(lab, "demo/table.parquet")
+    first = described(lab, "1").splitlines()
+    assert f"- **Status:** in the curated zone since {on(history[0])} (alias `curated`)" in first
+    assert first[-1] == f"- **Promoted:** {on(history[0])} by tester"
+
+    register(lab, made(lab, n=12_345), "table", "demo/table.parquet")
+    assert described(lab, "2").splitlines()[0].startswith("Data set for `4_curated/demo/table.parquet`: 12,345 rows")
+    promote(lab, "curated.demo.table")
+    history = read_lineage(lab, "demo/table.parquet")
+    first = described(lab, "1").splitlines()
+    assert f"- **Status:** superseded by version 2 on {on(history[1])}" in first
+    assert first[-2:] == [f"- **Promoted:** {on(history[0])} by tester",
+                          f"- **Superseded:** by version 2 on {on(history[1])}"]
+
+    rollback(lab, "curated.demo.table")
+    history = read_lineage(lab, "demo/table.parquet")
+    second = described(lab, "2").splitlines()
+    assert (f"- **Status:** rolled back on {on(history[2])} by tester; version 1 was put back in its place"
+            in second)
+    first = described(lab, "1").splitlines()
+    assert f"- **Status:** in the curated zone since {on(history[2])} (alias `curated`)" in first
+    assert first[-1] == f"- **Put back:** by a rollback on {on(history[2])} by tester"
+    model = client.get_registered_model("curated.demo.table").description
+    assert "`4_curated/demo/table.parquet`" in model and "*Promote model* button is not that" in model
+
+
+def test_the_description_names_the_lakes_own_curated_folder(lab, bedrot_env):
+    bedrot_env.setenv("CURATED_ZONE", "gold")
+    gold, lake = Lab.open(lab.settings.root), str(lab.settings.root)
+    registered = CliRunner().invoke(cli, ["--lake", lake, "register", made(gold), "table", "--as", "demo/table.parquet"])
+    assert registered.exit_code == 0, registered.output
+    assert "for gold/demo/table.parquet; alias candidate -> v1" in registered.stdout
+    promoted = CliRunner().invoke(cli, ["--lake", lake, "promote", "curated.demo.table"])
+    assert promoted.stdout.strip() == "promoted curated.demo.table v1 -> gold/demo/table.parquet"
+    assert (lab.settings.root / "gold" / "demo" / "table.parquet").is_file()
+    assert described(gold, "1").startswith("Data set for `gold/demo/table.parquet`: 3 rows")
+
+
+def test_a_version_carries_its_schema_where_mlflow_shows_it(lab, bedrot_lake):
+    contract = bedrot_lake / "4_curated" / "_contracts" / "demo" / "table.parquet.toml"
+    contract.parent.mkdir(parents=True)
+    contract.write_text('not_null = ["id"]\n')
+    run_id = made(lab)
+    version = register(lab, run_id, "table", "demo/table.parquet")
+    client = MlflowClient(lab.settings.tracking_uri)
+    assert version["source"] == f"runs:/{run_id}/registered/table"
+
+    # what the registry page fetches: MLmodel at the version's storage location, its signature as JSON text
+    folder = client.download_artifacts(run_id, "registered/table", str(bedrot_lake / "downloaded"))
+    mlmodel = yaml.safe_load((Path(folder) / "MLmodel").read_text())
+    assert json.loads(mlmodel["signature"]["outputs"]) == [
+        {"type": "long", "name": "id", "required": True},
+        {"type": "double", "name": "value", "required": False},
+    ]
+    assert mlmodel["signature"]["inputs"] is None and list(mlmodel["flavors"]) == ["bedrot_data_set"]
+    data = (Path(folder) / "table.parquet").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == version["sha256"]
+    assert version["artifact"] == "registered/table/table.parquet"
+
+    from mlflow.models import Model
+
+    assert [c.name for c in Model.load(folder).signature.outputs.inputs] == ["id", "value"]
+    assert promote(lab, "curated.demo.table").status == "promote"
+    assert (bedrot_lake / "4_curated" / "demo" / "table.parquet").read_bytes() == data
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_mlflow_server_serves_the_schema_and_description_to_its_ui(lab, bedrot_lake):
+    run_id = made(lab)
+    register(lab, run_id, "table", "demo/table.parquet")
+    promote(lab, "curated.demo.table")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", lab.settings.tracking_uri,
+         "--default-artifact-root", str(bedrot_lake / "mlruns" / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # waiting for the server to listen, not timing it
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        query = urlencode({"path": "MLmodel", "name": "curated.demo.table", "version": "1"})
+        mlmodel = yaml.safe_load(urllib.request.urlopen(f"{base}/model-versions/get-artifact?{query}").read())
+        shown = json.loads(mlmodel["signature"]["outputs"].replace("\n", ""))  # as the UI parses it
+        assert [(c["name"], c["type"]) for c in shown] == [("id", "long"), ("value", "double")]
+        query = urlencode({"name": "curated.demo.table", "version": "1"})
+        page = json.loads(urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/model-versions/get?{query}").read())
+        assert page["model_version"]["description"] == described(lab, "1")
+        assert "in the curated zone since" in page["model_version"]["description"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_a_copy_made_by_mlflows_promote_model_button_is_not_promoted(lab, bedrot_lake):
+    register(lab, made(lab), "table", "demo/table.parquet")
+    client = MlflowClient(lab.settings.tracking_uri)
+    copy = client.copy_model_version("models:/curated.demo.table/1", "curated.demo.copy")  # what the button does
+    assert copy.tags["curated_path"] == "demo/table.parquet"
+    with pytest.raises(PromotionError) as refused:
+        promote(lab, "curated.demo.copy", version=str(copy.version))
+    assert str(refused.value).endswith("promote the original: bedrot-lab promote curated.demo.table --version 1")
+    assert not (bedrot_lake / "4_curated" / "demo").exists()

@@ -257,9 +257,10 @@ def invoke(lake: Path, *args: str):
     return CliRunner().invoke(cli, ["--lake", str(lake), *args], catch_exceptions=False)
 
 
-def artifact_file(lake: Path, run_id: str, file: str = "table.parquet") -> Path:
-    """The run's output file in the lake's local artifact store."""
-    found = list(lake.glob(f"mlruns/artifacts/*/{run_id}/artifacts/outputs/{file}"))
+def artifact_file(lake: Path, run_id: str, artifact: str = "registered/table/table.parquet") -> Path:
+    """A file of the run's artifacts in the lake's local store; by default the registered
+    output's, which is what the version's source holds and what promotions read."""
+    found = list(lake.glob(f"mlruns/artifacts/*/{run_id}/artifacts/{artifact}"))
     assert len(found) == 1, found
     return found[0]
 
@@ -286,7 +287,7 @@ def new_version(lab: Lab, curated_path: str = CURATED_PATH, name: str | None = N
     """Run an experiment, register its output for ``curated_path``, return the version and its bytes."""
     run_id = made(lab, experiment, **params)
     registered = register(lab, run_id, output, curated_path, name)
-    file = artifact_file(lab.settings.root, run_id, Path(registered["source"]).name)
+    file = artifact_file(lab.settings.root, run_id, registered["artifact"])
     return Version(registered["version"], run_id, file.read_bytes())
 
 
@@ -721,7 +722,7 @@ def test_rollback_restores_the_previous_or_a_chosen_version_from_its_archive(lab
     artifact_file(bedrot_lake, versions["1"].run_id).unlink()  # v1 now only exists as an archived copy
     cli = invoke(bedrot_lake, "rollback", NAME, "--to-version", "1")
     assert cli.exit_code == 0, cli.output
-    assert f"rolled back to {NAME} v1 -> {CURATED_PATH}" in cli.stdout
+    assert f"rolled back to {NAME} v1 -> 4_curated/{CURATED_PATH}" in cli.stdout
     assert target.read_bytes() == versions["1"].data and alias(lab) == "1"
 
     history = read_lineage(lab, CURATED_PATH)
@@ -778,7 +779,7 @@ def test_promoting_the_current_version_again_changes_nothing(lab, bedrot_lake):
         lab.plugins.pm.unregister(name="listener")
     cli = invoke(bedrot_lake, "promote", NAME)
     assert cli.exit_code == 0
-    assert cli.stdout.strip() == f"{NAME} v1 is already current in {CURATED_PATH}; nothing to do"
+    assert cli.stdout.strip() == f"{NAME} v1 is already current in 4_curated/{CURATED_PATH}; nothing to do"
     assert (target.stat().st_mtime_ns, target.stat().st_ino, lineage.read_bytes(), lineage.stat().st_mtime_ns) \
         == before
     assert heard == [] and archived_files(bedrot_lake) == []
@@ -835,7 +836,7 @@ def test_a_dry_run_checks_everything_and_changes_nothing(lab, bedrot_lake):
     v1 = new_version(lab)
     cli = invoke(bedrot_lake, "promote", NAME, "--dry-run")
     assert cli.exit_code == 0, cli.output
-    assert cli.stdout.strip() == f"dry run: {NAME} v1 would be promoted to {CURATED_PATH} (all checks pass)"
+    assert cli.stdout.strip() == f"dry run: {NAME} v1 would be promoted to 4_curated/{CURATED_PATH} (all checks pass)"
     assert not target_of(bedrot_lake).exists()
     assert read_lineage(lab, CURATED_PATH) == [] and alias(lab) is None and alias(lab, which="candidate") == "1"
     promote(lab, NAME)
@@ -895,3 +896,42 @@ def test_promotions_list_and_show_as_json(lab, bedrot_lake):
 
     cli = invoke(bedrot_lake, "promotions", "show", "curated.nothing", "--json")
     assert cli.exit_code == 2 and "has no candidate or curated version" in cli.stderr
+
+
+def unwrapped(text: str) -> str:
+    """Output with its line breaks undone: a path cut after a slash joined again."""
+    return " ".join(text.split()).replace("/ ", "/")
+
+
+def test_promotions_show_wraps_to_the_terminal_and_names_each_paths_zone(lab, bedrot_lake):
+    deep, name = "reports/quarterly/streaming/by_territory/table.parquet", \
+        "curated.reports.quarterly.streaming.by_territory.table"
+    first = new_version(lab, deep, n=3)
+    promote(lab, name)
+    second = new_version(lab, deep, n=5)
+    promote(lab, name)
+    rollback(lab, name)
+    history = read_lineage(lab, deep)
+
+    wide = CliRunner().invoke(cli, ["--lake", str(bedrot_lake), "promotions", "show", name], env={"COLUMNS": "250"})
+    assert wide.exit_code == 0, wide.output
+    assert max(len(line) for line in wide.stdout.splitlines()) > 100  # so the narrower ones below had to wrap
+    for columns in (100, 60):
+        shown = CliRunner().invoke(cli, ["--lake", str(bedrot_lake), "promotions", "show", name],
+                                   env={"COLUMNS": str(columns)})
+        assert shown.exit_code == 0, shown.output
+        lines = shown.stdout.splitlines()
+        assert max(len(line) for line in lines) <= columns, shown.stdout
+        assert unwrapped(shown.stdout) == unwrapped(wide.stdout)  # the same words, cut nowhere else
+    assert wide.stdout.splitlines()[0] == f"{name} -> 4_curated/{deep}"
+    assert wide.stdout.splitlines()[1:] == [
+        f"  {history[2]['promoted_at']}  rollback v1 by tester",
+        f"    run {first.run_id} (maker), 3 rows, sha256 {first.sha256[:12]}",
+        f"    replaced v2, archived as {history[2]['replaced']['archived_to']}",
+        f"  {history[1]['promoted_at']}  promote v2 by tester",
+        f"    run {second.run_id} (maker), 5 rows, sha256 {second.sha256[:12]}",
+        f"    replaced v1, archived as {history[1]['replaced']['archived_to']}",
+        f"  {history[0]['promoted_at']}  promote v1 by tester",
+        f"    run {first.run_id} (maker), 3 rows, sha256 {first.sha256[:12]}",
+    ]
+    assert history[2]["replaced"]["archived_to"].startswith(f"5_archive/curated/{deep}/")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
+
 import click
 
 from . import CliError
@@ -28,6 +31,7 @@ def register(state, run_id: str, output: str, curated_path: str, name: str | Non
     The version's tags record the curated path, format, schema, rows and sha256;
     the alias `candidate` moves to it. Only FINISHED runs can be registered.
     """
+    from ..promotion import lake_path
     from ..promotion import register as register_output
 
     try:
@@ -38,7 +42,8 @@ def register(state, run_id: str, output: str, curated_path: str, name: str | Non
         echo_json(version)
         return
     click.echo(f"registered {version['name']} v{version['version']} ({version['rows']} rows, "
-               f"sha256 {version['sha256'][:12]}...) for {curated_path}; alias candidate -> v{version['version']}")
+               f"sha256 {version['sha256'][:12]}...) for {lake_path(state.lab, version['curated_path'])}; "
+               f"alias candidate -> v{version['version']}")
     click.echo(f"next:  bedrot-lab promote {version['name']} --dry-run")
 
 
@@ -64,8 +69,8 @@ def promote(state, name: str, version: str | None, alias: str | None, dry_run: b
 
     if version and alias:
         raise CliError("give --version or --alias, not both", exit_code=2)
-    _report(lambda: promote_version(state.lab, name, version=version, alias=alias, dry_run=dry_run,
-                                    force=force, wait=wait), as_json)
+    _report(state.lab, lambda: promote_version(state.lab, name, version=version, alias=alias, dry_run=dry_run,
+                                               force=force, wait=wait), as_json)
 
 
 @click.command()
@@ -79,10 +84,12 @@ def rollback(state, name: str, to_version: str | None, force: bool, wait: float,
     """Restore an earlier promoted version of NAME (validated and written like a promotion)."""
     from ..promotion import rollback as rollback_version
 
-    _report(lambda: rollback_version(state.lab, name, to_version, force=force, wait=wait), as_json)
+    _report(state.lab, lambda: rollback_version(state.lab, name, to_version, force=force, wait=wait), as_json)
 
 
-def _report(action, as_json: bool) -> None:
+def _report(lab, action, as_json: bool) -> None:
+    from ..promotion import lake_path
+
     try:
         result = action()
     except _promotion_errors() as exc:
@@ -95,12 +102,13 @@ def _report(action, as_json: bool) -> None:
         return
     if result.recovered:
         click.echo(result.recovered)
+    where = lake_path(lab, result.curated_path)
     messages = {
-        "already current": f"{result.name} v{result.version} is already current in {result.curated_path}; nothing to do",
-        "dry run": f"dry run: {result.name} v{result.version} would be promoted to {result.curated_path} (all checks pass)",
+        "already current": f"{result.name} v{result.version} is already current in {where}; nothing to do",
+        "dry run": f"dry run: {result.name} v{result.version} would be promoted to {where} (all checks pass)",
     }
     verb = "rolled back to" if result.status == "rollback" else "promoted"
-    line = messages.get(result.status, f"{verb} {result.name} v{result.version} -> {result.curated_path}")
+    line = messages.get(result.status, f"{verb} {result.name} v{result.version} -> {where}")
     click.echo(line)
     if result.replaced:
         click.echo(f"  replaced file archived as {result.replaced['archived_to']}")
@@ -132,8 +140,11 @@ def promotions_list(state, name: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def promotions_show(state, name: str, as_json: bool) -> None:
-    """Show the history of NAME's curated file: every promotion and rollback, newest first."""
-    from ..promotion import history_of
+    """Show the history of NAME's curated file: every promotion and rollback, newest first.
+
+    Paths start with their zone's folder (4_curated/, 5_archive/); lines wrap to the terminal.
+    """
+    from ..promotion import history_of, lake_path
 
     try:
         curated_path, history = history_of(state.lab, name)
@@ -142,9 +153,38 @@ def promotions_show(state, name: str, as_json: bool) -> None:
     if as_json:
         echo_json({"curated_path": curated_path, "history": history})
         return
-    click.echo(f"{name} -> {curated_path}")
+    width = shutil.get_terminal_size((100, 24)).columns  # 100 when piped, as other listings
+    click.echo(_wrap(f"{name} -> {lake_path(state.lab, curated_path)}", width))
+    if not history:
+        click.echo(_wrap(f"not promoted yet; check it with: bedrot-lab promote {name} --dry-run", width, "  "))
     for entry in reversed(history):
-        replaced = entry.get("replaced") or {}
-        click.echo(f"  {entry['promoted_at']}  {entry['action']:<8} v{entry['version']}  run {entry['run_id']}  "
-                   f"by {entry['promoted_by']}  sha256 {entry['sha256'][:12]}..."
-                   + (f"  (replaced {replaced.get('archived_to')})" if replaced else ""))
+        click.echo(_wrap(f"{entry['promoted_at']}  {entry['action']} v{entry['version']} by {entry['promoted_by']}",
+                         width, "  "))
+        rows = f"{entry['rows']} rows, " if entry.get("rows") else ""
+        experiment = f" ({entry['experiment']})" if entry.get("experiment") else ""
+        click.echo(_wrap(f"run {entry['run_id']}{experiment}, {rows}sha256 {entry['sha256'][:12]}", width, "    "))
+        replaced = entry.get("replaced")
+        if replaced:
+            what = f"v{replaced['version']}" if replaced.get("version") else "a file changed outside bedrot-lab"
+            click.echo(_wrap(f"replaced {what}, archived as {replaced['archived_to']}", width, "    "))
+
+
+class _PathWrapper(textwrap.TextWrapper):
+    """A text wrapper that cuts a word too long for a line after a slash where it can."""
+
+    def _handle_long_word(self, reversed_chunks, cur_line, cur_len, width):
+        chunk = reversed_chunks[-1]
+        room = max(width - cur_len, 1)
+        cut = chunk.rfind("/", 0, room) + 1
+        if cut == 0 and cur_line:
+            return  # no slash fits here: the next line starts with it
+        cur_line.append(chunk[:cut or room])
+        reversed_chunks[-1] = chunk[cut or room:]
+
+
+def _wrap(text: str, width: int, indent: str = "") -> str:
+    """``text`` in lines of at most ``width`` columns (40 at least), continued under
+    ``indent`` and two more spaces."""
+    wrapper = _PathWrapper(max(width, 40), initial_indent=indent, subsequent_indent=indent + "  ",
+                           break_on_hyphens=False)
+    return "\n".join(wrapper.wrap(text))
