@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from .tracking import RunRecorder
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+#: a CSV input up to this size has its rows counted for its profile if the run did not load it
+#: whole (by the run's query engine, from the page cache); a larger one is not read again for that
+ROWS_COUNTED_UP_TO = 64 * 2**20
 
 
 def artifact_name(name: str) -> str:
@@ -45,6 +48,7 @@ class RunContext:
         self.recorder = recorder
         self.log = logging.getLogger(f"bedrot_lab.run.{experiment.name}")
         self.inputs: dict[str, str] = {}
+        self._rows: dict[str, int] = {}  # rows of the data sets a load read whole
         self.outputs: dict[str, dict[str, Any]] = {}
         self.skipped: dict[str, str] = {}
         self.report_parts: list[str] = []
@@ -91,7 +95,9 @@ class RunContext:
         """
         dataset = self.lab.dataset(name)
         with self._reading([name]) as paths:
-            return read_dataset(dataset, paths[name], columns)
+            frame = read_dataset(dataset, paths[name], columns)
+            self._rows[name] = len(frame)
+            return frame
 
     def load_text(self, name: str) -> pd.DataFrame:
         """Catalog data set ``name`` with every column as the text it holds (nothing
@@ -101,7 +107,9 @@ class RunContext:
 
         dataset = self.lab.dataset(name)
         with self._reading([name]) as paths:
-            return read_text(dataset, paths[name])
+            frame = read_text(dataset, paths[name])
+            self._rows[name] = len(frame)
+            return frame
 
     def sql(self, query: str, *, arrow: bool = False, params: Sequence[Any] | None = None,
             tables: Mapping[str, Any] | None = None) -> Any:
@@ -150,16 +158,39 @@ class RunContext:
         try:
             yield paths
         except BaseException:
-            self._record_inputs(paths, {name: future for name, future in digests.items() if future.done()})
+            self._record_inputs(paths, {name: future for name, future in digests.items() if future.done()},
+                                count=False)
             raise
         self._record_inputs(paths, digests)
 
-    def _record_inputs(self, paths: Mapping[str, Path], digests: Mapping[str, Future[str]]) -> None:
+    def _record_inputs(self, paths: Mapping[str, Path], digests: Mapping[str, Future[str]], *,
+                       count: bool = True) -> None:
         for name, future in digests.items():
             if name in self.inputs or future.cancelled() or future.exception() is not None:
                 continue
-            self.recorder.log_input(name, paths[name], future.result(), self.lab.dataset(name).columns)
+            rows = self._rows.get(name) if not count else self._row_count(name, paths[name])
+            self.recorder.log_input(name, paths[name], future.result(), self.lab.dataset(name).columns, rows=rows)
             self.inputs[name] = future.result()
+
+    def _row_count(self, name: str, path: Path) -> int | str | None:
+        """The rows of data set ``name`` for its input's profile: as a load counted them, from a
+        Parquet file's footer, or counted by the query engine in a CSV file of at most
+        :data:`ROWS_COUNTED_UP_TO` bytes; for a larger one, a note that they were not counted
+        (that would read the whole file once more). None when counting fails."""
+        if name in self._rows:
+            return self._rows[name]
+        try:
+            if self.lab.dataset(name).format == "parquet":
+                import pyarrow.parquet as pq
+
+                return pq.ParquetFile(path).metadata.num_rows
+            if path.stat().st_size > ROWS_COUNTED_UP_TO:
+                return f"not counted (a CSV file over {ROWS_COUNTED_UP_TO // 2**20} MiB is not read again for it)"
+            quoted = '"' + name.replace('"', '""') + '"'
+            return self.query_engine.sql(f"SELECT count(*) FROM {quoted}", arrow=True, label=path.name)[0][0].as_py()
+        except Exception as exc:  # the profile is a courtesy: the run goes on without its rows
+            self.log.debug("rows of %s not counted: %s", name, exc)
+            return None
 
     # -- metrics --------------------------------------------------------------------
 

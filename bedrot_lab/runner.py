@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BedrotLabError
 from .plugins import describe
 from .secrets import Masker
+from .tracking import INTERNAL
 
 if TYPE_CHECKING:
     from .context import InputDigests
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+#: the longest run name made from the params (the runs table shows about this much)
+RUN_NAME_CHARS = 60
 
 
 class RunRefused(BedrotLabError):
@@ -127,10 +130,13 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     with _signals_raise():
         started = int(time.time() * 1000)  # the run's start in MLflow, even when it is created later
 
+        run_name = request.run_name or default_run_name(experiment, request.params, shown=params)
+
         def open_run(active: bool) -> RunRecorder:
-            recorder = lab.store.start_run(experiment.name, run_name=request.run_name, tags=tags, masker=masker,
-                                           description=request.description(), parent_run_id=parent_run_id,
-                                           active=active, start_time=None if active else started)
+            recorder = lab.store.start_run(experiment.name, about=experiment, run_name=run_name, tags=tags,
+                                           masker=masker, description=request.description(),
+                                           parent_run_id=parent_run_id, active=active,
+                                           start_time=None if active else started)
             if request.params:
                 recorder.log_params(request.params)
             return recorder
@@ -164,6 +170,23 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
                 recorder.end(outcome.status)
                 outcome.run_id = recorder.run_id
     return outcome
+
+
+def default_run_name(experiment: Experiment, params: Mapping[str, Any],
+                     shown: Mapping[str, Any] | None = None) -> str:
+    """The name of a run started without one (MLflow would make up a random one): the
+    experiment's name and the params that differ from their defaults, ``artist-clustering k=5``,
+    cut to :data:`RUN_NAME_CHARS`. ``shown`` are the values to show (masked), if not ``params``."""
+    shown = params if shown is None else shown
+    changed = [f"{key}={_short(shown[key])}" for key, value in params.items()
+               if key in experiment.params and value != experiment.params[key].default]
+    name = " ".join([experiment.name, *changed])
+    return name if len(name) <= RUN_NAME_CHARS else name[:RUN_NAME_CHARS - 1] + "…"
+
+
+def _short(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 20 else text[:19] + "…"
 
 
 def _uses_mlflow(experiment: Experiment) -> bool:
@@ -204,7 +227,7 @@ def _run_tags(lab: Lab, request: RunRequest) -> dict[str, str]:
         "bedrot.experiment": experiment.name,
         "bedrot.plugin": experiment.plugin,
         "bedrot.plugin_version": info.version,
-        "bedrot.plugin_source": info.source,
+        INTERNAL + "plugin_source": info.source,
         "mlflow.source.type": "LOCAL",
         "mlflow.source.name": request.spec or f"bedrot-lab run {experiment.name}",
     })

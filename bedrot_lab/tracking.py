@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import math
@@ -23,8 +24,10 @@ from .locks import file_lock
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.entities import Experiment as MlflowExperiment
 
     from .config import Settings
+    from .experiments import Experiment
     from .secrets import Masker
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,35 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 METRIC_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
 FLUSH_SECONDS = 5.0
+#: the prefix of the tags that are bedrot-lab's own bookkeeping (which process, which lake, what
+#: was masked, the heartbeat): everything a person reads is outside it; before 0.x these tags
+#: were ``bedrot.<name>``, and :func:`internal_tag` still reads those
+INTERNAL = "bedrot.internal."
 #: what the run's masker masked, cumulatively; written by the recorder only
-MASKED_TAG = "bedrot.masked"
+MASKED_TAG = INTERNAL + "masked"
+#: the Markdown description of a run or an experiment, shown by the MLflow UI
+NOTE_TAG = "mlflow.note.content"
+NOTE_CHARS = 20_000  # MLflow's longest experiment tag value
+#: the experiment tag by which the MLflow 3 UI tells GenAI experiments (traces, judges, prompts)
+#: from classic ones (runs, metrics, models); every experiment of the lab is the latter
+KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+#: which description of its plugin the experiment's note was last written from (its sha256):
+#: a note edited in the UI is kept until the plugin's description changes
+NOTE_SOURCE_TAG = INTERNAL + "note_sha256"
+#: an experiment tag holding a view of the runs table (MLflow's "share view" state); the runs
+#: table opens in it at ``#/experiments/<id>/runs?viewStateShareKey=<HEADLINE_VIEW>``
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+HEADLINE_VIEW = "headline"
+#: MLflow's own experiment, ``Default``, which every new store starts with
+DEFAULT_EXPERIMENT = "0"
+
+
+def internal_tag(tags: Mapping[str, str], name: str) -> str | None:
+    """Internal tag ``name`` (``pid``, ``heartbeat`` ...) of ``tags``, under its current
+    name or the one runs recorded before :data:`INTERNAL` (``bedrot.<name>``)."""
+    value = tags.get(INTERNAL + name)
+    return value if value is not None else tags.get(f"bedrot.{name}")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -141,7 +171,10 @@ def open_store(settings: Settings) -> MlflowClient:
     try:
         with file_lock(database.with_name(database.name + ".lock")):
             client = RetryingClient(MlflowClient(uri), settings.store_wait)
-            client.search_experiments(max_results=1)
+            if settings.embedded_store:
+                _delete_empty_default(client)
+            else:
+                client.search_experiments(max_results=1)
     except OSError as exc:
         raise StoreUnavailable(f"cannot open the tracking store {settings.tracking_uri_shown}: {exc.strerror} "
                                f"({exc.filename}); check [tracking] uri in bedrot-lab.toml or MLFLOW_TRACKING_URI"
@@ -149,14 +182,39 @@ def open_store(settings: Settings) -> MlflowClient:
     return client  # type: ignore[return-value]
 
 
-def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+def _delete_empty_default(client: MlflowClient) -> None:
+    """Delete MLflow's ``Default`` experiment (id 0) while it holds no run: the lab never
+    records there, and the UI would list it first, empty. MLflow's store makes it again only
+    when its row is gone (``mlflow gc`` purged it); it is then deleted again here."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    try:
+        default = client.get_experiment(DEFAULT_EXPERIMENT)
+        if default.lifecycle_stage == "active" and not client.search_runs(
+                [DEFAULT_EXPERIMENT], run_view_type=ViewType.ALL, max_results=1):
+            client.delete_experiment(DEFAULT_EXPERIMENT)
+    except MlflowException as exc:  # gone, or deleted by another process meanwhile
+        log.debug("Default experiment left as it is: %s", exc)
+
+
+def experiment_id(client: MlflowClient, settings: Settings, name: str,
+                  about: Experiment | None = None) -> str:
     """The MLflow experiment for bedrot experiment ``name``, created on first use with
-    its artifacts under the lake's artifact root (for local stores)."""
+    its artifacts under the lake's artifact root (for local stores), tagged for MLflow's
+    classic view of runs (:data:`KIND_TAG`), and described by ``about`` (see :func:`experiment_tags`)."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail
-            client.restore_experiment(found.experiment_id)
-        return found.experiment_id
+    if found is None:
+        found = _create_experiment(client, settings, name, about)
+    if found.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail
+        client.restore_experiment(found.experiment_id)
+    for key, value in _changed_tags(found, about).items():
+        client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def _create_experiment(client: MlflowClient, settings: Settings, name: str,
+                       about: Experiment | None) -> MlflowExperiment:
     location = None
     if not settings.tracking_uri.startswith(("http:", "https:", "databricks")):
         location = (settings.artifact_root / "artifacts" / name).resolve().as_uri()
@@ -165,15 +223,48 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
     with file_lock(lock):
         found = client.get_experiment_by_name(name)
         if found is not None:
-            return found.experiment_id
+            return found
         try:
-            return client.create_experiment(name, artifact_location=location)
+            tags = {KIND_TAG: MODEL_DEVELOPMENT, **(experiment_tags(about) if about else {})}
+            created = client.create_experiment(name, artifact_location=location, tags=tags)
         except Exception:
             # another process (without our lock, e.g. on a server) created it first
             found = client.get_experiment_by_name(name)
             if found is None:
                 raise
-            return found.experiment_id
+            return found
+        return client.get_experiment(created)
+
+
+def experiment_tags(experiment: Experiment) -> dict[str, str]:
+    """The experiment tags that say what ``experiment`` is in the MLflow UI: its plugin's
+    description as the experiment's note (masked), and a view of the runs table with its
+    headline metrics as columns (:data:`HEADLINE_VIEW`)."""
+    import json
+
+    from .secrets import Masker
+
+    tags = {}
+    if experiment.description:
+        note = Masker().text(experiment.description, "experiment description")[:NOTE_CHARS]
+        tags[NOTE_TAG] = note
+        tags[NOTE_SOURCE_TAG] = hashlib.sha256(note.encode()).hexdigest()
+    if experiment.headline:
+        columns = ["attributes.`Dataset`", *(f"metrics.`{metric}`" for metric in experiment.headline)]
+        tags[VIEW_TAG_PREFIX + HEADLINE_VIEW] = json.dumps({"selectedColumns": columns})
+    return tags
+
+
+def _changed_tags(found: MlflowExperiment, about: Experiment | None) -> dict[str, str]:
+    """The experiment tags to write: the kind when missing (a person may have chosen
+    another in the UI), and what :func:`experiment_tags` says where it changed."""
+    current = found.tags
+    wanted = experiment_tags(about) if about is not None else {}
+    if NOTE_SOURCE_TAG in wanted and current.get(NOTE_SOURCE_TAG) == wanted[NOTE_SOURCE_TAG]:
+        del wanted[NOTE_TAG], wanted[NOTE_SOURCE_TAG]  # described already; keep an edit made in the UI
+    if KIND_TAG not in current:
+        wanted[KIND_TAG] = MODEL_DEVELOPMENT
+    return {key: value for key, value in wanted.items() if current.get(key) != value}
 
 
 class Store:
@@ -184,22 +275,23 @@ class Store:
         self.client = open_store(settings)
         self._experiment_ids: dict[str, str] = {}
 
-    def experiment_id(self, name: str) -> str:
-        """The MLflow experiment id for ``name`` (looked up or created once)."""
+    def experiment_id(self, name: str, about: Experiment | None = None) -> str:
+        """The MLflow experiment id for ``name`` (looked up or created, and described by
+        ``about``, once)."""
         if name not in self._experiment_ids:
-            self._experiment_ids[name] = experiment_id(self.client, self.settings, name)
+            self._experiment_ids[name] = experiment_id(self.client, self.settings, name, about)
         return self._experiment_ids[name]
 
-    def start_run(self, experiment: str, **kwargs: Any) -> RunRecorder:
-        """Open a run in experiment ``experiment`` (a name); see :func:`start_run`."""
+    def start_run(self, experiment: str, *, about: Experiment | None = None, **kwargs: Any) -> RunRecorder:
+        """Open a run in experiment ``experiment`` (a name), described by ``about``; see :func:`start_run`."""
         try:
-            return start_run(self.client, self.experiment_id(experiment), **kwargs)
+            return start_run(self.client, self.experiment_id(experiment, about), **kwargs)
         except Exception:
             if experiment not in self._experiment_ids:
                 raise
             # the experiment may have been deleted since we looked it up
             del self._experiment_ids[experiment]
-            return start_run(self.client, self.experiment_id(experiment), **kwargs)
+            return start_run(self.client, self.experiment_id(experiment, about), **kwargs)
 
 
 class RunRecorder:
@@ -207,7 +299,7 @@ class RunRecorder:
 
     Every string bound for the store goes through the run's :class:`~bedrot_lab.secrets.Masker`
     (params, tags, metric names, text and dict artifacts; tables when the caller
-    asks), and the ``bedrot.masked`` tag is rewritten with everything masked so far.
+    asks), and the :data:`MASKED_TAG` tag is rewritten with everything masked so far.
     Metrics are buffered and sent with ``log_batch`` (a loop of ``log_metric`` is
     about 40 x slower on SQLite); the buffer is flushed when full, every few
     seconds while logging, and when the run ends. A recorder made by :func:`start_run`
@@ -260,7 +352,7 @@ class RunRecorder:
 
     def set_tags(self, tags: Mapping[str, Any], *, by_name: bool = True) -> None:
         """Tag the run, masking values by shape and (``by_name``) by a credential-like key.
-        ``bedrot.masked`` is the recorder's own and cannot be set."""
+        :data:`MASKED_TAG` is the recorder's own and cannot be set."""
         if MASKED_TAG in tags:
             log.warning("tag %s is kept by bedrot-lab (what was masked); not overwritten", MASKED_TAG)
             tags = {k: v for k, v in tags.items() if k != MASKED_TAG}
@@ -307,12 +399,17 @@ class RunRecorder:
         sha256: str,
         columns: Mapping[str, str],
         context: str = "input",
+        rows: int | str | None = None,
     ) -> None:
         """Record a data set the run read: its path, a sha256 of the file's bytes as
-        digest (MLflow's own only covers 10,000 rows) and its declared columns."""
+        digest (MLflow's own only covers 10,000 rows), its declared columns, and a profile
+        of rows, bytes and the full sha256, which the UI's data set drawer shows. ``rows``
+        is the number of rows, or why it was not counted."""
+        import json
+
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.types.schema import ColSpec, Schema
 
         mlflow_types = {"int": "long", "float": "double", "bool": "boolean", "date": "datetime",
@@ -321,12 +418,12 @@ class RunRecorder:
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": all are local files
             warnings.simplefilter("ignore")
             dataset_source = resolve_dataset_source(str(source))
-        dataset = MetaDataset(dataset_source, name=name, digest=sha256[:32], schema=schema)
-        tags = [InputTag("mlflow.data.context", context), InputTag("sha256", sha256),
-                InputTag("bytes", str(source.stat().st_size))]
-        from mlflow.entities import DatasetInput
-
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        size = source.stat().st_size
+        meta = MetaDataset(dataset_source, name=name, digest=sha256[:32], schema=schema)._to_mlflow_entity()
+        profile = {**({"rows": rows} if rows is not None else {}), "bytes": size, "sha256": sha256}
+        entity = Dataset(meta.name, meta.digest, meta.source_type, meta.source, meta.schema, json.dumps(profile))
+        tags = [InputTag("mlflow.data.context", context), InputTag("sha256", sha256), InputTag("bytes", str(size))]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=tags)])
 
     def end(self, status: str) -> None:
         """Flush what is queued and close the run with ``status`` (FINISHED, FAILED, KILLED)."""
@@ -527,16 +624,16 @@ class SystemMetrics:
 # -- which process a run is, and that it still lives --------------------------------------
 
 #: tags every run is created with, so that the daemon's ``reap`` job can tell a run whose
-#: process is gone from a live one (bedrot_lab.daemon.reap)
-PID_TAG = "bedrot.pid"
-HOST_TAG = "bedrot.host"
+#: process is gone from a live one (bedrot_lab.daemon.reap); read them with :func:`internal_tag`
+PID_TAG = INTERNAL + "pid"
+HOST_TAG = INTERNAL + "host"
 #: field 22 of ``/proc/<pid>/stat``: with the pid, it names one process, never a later one given the same pid
-PROC_START_TAG = "bedrot.proc_start"
+PROC_START_TAG = INTERNAL + "proc_start"
 #: the boot and pid namespace the pid belongs to: another machine of the same name, or a
 #: container sharing the host's name, has other pids
-PID_SCOPE_TAG = "bedrot.pid_scope"
+PID_SCOPE_TAG = INTERNAL + "pid_scope"
 #: epoch seconds, when the run was created and then every HEARTBEAT_SECONDS while it lasts
-HEARTBEAT_TAG = "bedrot.heartbeat"
+HEARTBEAT_TAG = INTERNAL + "heartbeat"
 HEARTBEAT_SECONDS = 60.0
 
 
@@ -590,7 +687,7 @@ def process_tags() -> dict[str, str]:
 
 
 class Heartbeat:
-    """Refreshes a run's ``bedrot.heartbeat`` tag every :data:`HEARTBEAT_SECONDS` while it
+    """Refreshes a run's heartbeat tag (:data:`HEARTBEAT_TAG`) every :data:`HEARTBEAT_SECONDS` while it
     lasts, from the process's one alarm thread; a run shorter than that writes nothing.
     Best effort: a beat the store refuses is logged and the next one tried."""
 

@@ -40,7 +40,7 @@ LEAKY_PLUGIN = """
     def leaky(ctx):
         '''Leaks every way it can.'''
         ctx.set_tag("dsn", "postgresql://analyst:" + FAKE["url_password"] + "@db.example.com/lake")
-        ctx.set_tag("bedrot.masked", "overwritten by the experiment")
+        ctx.set_tag("bedrot.internal.masked", "overwritten by the experiment")
         ctx.set_tag("origin", "-----BEGIN RSA PRIVATE KEY-----\\n" + FAKE["private_key_body"])
         ctx.log_metric("seen." + FAKE["aws"], 1)
         ctx.report("The token was " + FAKE["meta"] + " and the key " + ctx.params["api_key"])
@@ -108,7 +108,7 @@ def test_what_was_masked_is_recorded_cumulatively(bedrot_lake, write_plugin):
     assert fake["by_name"] not in result.error and fake["github"] not in result.error
     assert result.params["api_key"] == MASK and result.params["comment"] == f"see {MASK}"
     tags = read_run(result.run_id, lab).data.tags
-    masked = tags["bedrot.masked"]
+    masked = tags["bedrot.internal.masked"]
     for note in ("param api_key (name)", "param comment (AWS access key)", "tag dsn (URL with password)",
                  "tag origin (private key)", "tag origin_url (URL with password)", "error (name)"):
         assert note in masked, (note, masked)

@@ -63,6 +63,11 @@ def run_job(lab, name: str, stop: threading.Event | None = None, **options) -> s
     return job.run(JobContext(lab, stop or threading.Event(), {**job.options, **options}))
 
 
+def internal(**tags: object) -> dict[str, object]:
+    """Process tags by their short names (``pid``, ``host`` ...), as runs record them."""
+    return {tracking.INTERNAL + name: value for name, value in tags.items()}
+
+
 def start_ticks(pid: int) -> int:
     stat = proc_stat(pid)
     assert stat is not None
@@ -120,19 +125,19 @@ def test_every_run_records_its_process_and_a_heartbeat_that_advances(lab, monkey
     result = run_experiment(lab, "slow", seconds=2.5)
     run = read_run(result.run_id, lab)
     tags = run.data.tags
-    assert tags["bedrot.pid"] == str(os.getpid()) and tags["bedrot.host"] == HOST
-    assert tags["bedrot.proc_start"] == str(start_ticks(os.getpid()))
-    assert tags["bedrot.pid_scope"] == tracking.pid_scope() and tags["bedrot.pid_scope"].count("/") == 1
+    assert tags[tracking.PID_TAG] == str(os.getpid()) and tags[tracking.HOST_TAG] == HOST
+    assert tags[tracking.PROC_START_TAG] == str(start_ticks(os.getpid()))
+    assert tags[tracking.PID_SCOPE_TAG] == tracking.pid_scope() and tags[tracking.PID_SCOPE_TAG].count("/") == 1
     started = run.info.start_time / 1000
-    assert int(tags["bedrot.heartbeat"]) >= int(started) + 2  # beaten while the run lasted
+    assert int(tags[tracking.HEARTBEAT_TAG]) >= int(started) + 2  # beaten while the run lasted
     time.sleep(0.6)
-    assert read_run(result.run_id, lab).data.tags["bedrot.heartbeat"] == tags["bedrot.heartbeat"]  # not after
+    assert read_run(result.run_id, lab).data.tags[tracking.HEARTBEAT_TAG] == tags[tracking.HEARTBEAT_TAG]  # not after
 
 
 def test_a_short_run_writes_no_heartbeat_after_the_one_it_is_created_with(lab):
     result = run_experiment(lab, "slow", seconds=0.0)
     run = read_run(result.run_id, lab)
-    assert int(run.data.tags["bedrot.heartbeat"]) == pytest.approx(run.info.start_time / 1000, abs=1)
+    assert int(run.data.tags[tracking.HEARTBEAT_TAG]) == pytest.approx(run.info.start_time / 1000, abs=1)
 
 
 def test_the_start_time_is_read_past_a_command_name_with_spaces_and_parentheses(tmp_path: Path):
@@ -172,7 +177,7 @@ def test_a_sigkilled_run_is_reaped_killed_with_a_tag_saying_why(bedrot_lake, lab
             time.sleep(0.05)
         run_id = marker.read_text()
         run = read_run(run_id, lab)
-        assert run.info.status == "RUNNING" and run.data.tags["bedrot.pid"] == str(process.pid)
+        assert run.info.status == "RUNNING" and run.data.tags[tracking.PID_TAG] == str(process.pid)
         # alive, it is left alone
         assert "0 reaped" in run_job(lab, "reap")
         process.send_signal(signal.SIGKILL)
@@ -195,12 +200,10 @@ def test_a_sigkilled_run_is_reaped_killed_with_a_tag_saying_why(bedrot_lake, lab
 def test_a_reused_pid_is_told_apart_from_the_runs_process(lab, make_run, sleeper, dead_pid):
     ticks = start_ticks(sleeper.pid)
     scope = tracking.pid_scope()
-    live = make_run({"bedrot.pid": sleeper.pid, "bedrot.host": HOST, "bedrot.proc_start": ticks,
-                     "bedrot.pid_scope": scope})
-    reused = make_run({"bedrot.pid": sleeper.pid, "bedrot.host": HOST, "bedrot.proc_start": ticks - 100,
-                       "bedrot.pid_scope": scope})  # the run's process was another, earlier one
-    gone = make_run({"bedrot.pid": dead_pid, "bedrot.host": HOST, "bedrot.proc_start": ticks,
-                     "bedrot.pid_scope": scope})
+    live = make_run(internal(pid=sleeper.pid, host=HOST, proc_start=ticks, pid_scope=scope))
+    # the run's process was another, earlier one
+    reused = make_run(internal(pid=sleeper.pid, host=HOST, proc_start=ticks - 100, pid_scope=scope))
+    gone = make_run(internal(pid=dead_pid, host=HOST, proc_start=ticks, pid_scope=scope))
     assert run_job(lab, "reap") == "3 RUNNING, 2 reaped"
     assert status(lab, live) == "RUNNING" and REAPED_TAG not in read_run(live, lab).data.tags
     assert status(lab, reused) == status(lab, gone) == "KILLED"
@@ -222,11 +225,11 @@ def test_a_zombie_is_gone_and_a_process_without_a_recorded_start_is_judged_by_it
 def test_runs_of_other_hosts_are_judged_by_their_heartbeat(lab, make_run, dead_pid):
     now = time.time()
     # pid 1 lives here: a run of another host must not be judged by it
-    fresh = make_run({"bedrot.pid": 1, "bedrot.host": "elsewhere.example", "bedrot.heartbeat": int(now - 60)})
-    stale = make_run({"bedrot.pid": 1, "bedrot.host": "elsewhere.example", "bedrot.heartbeat": int(now - 7200)})
+    fresh = make_run(internal(pid=1, host="elsewhere.example", heartbeat=int(now - 60)))
+    stale = make_run(internal(pid=1, host="elsewhere.example", heartbeat=int(now - 7200)))
     # this host's name, but another boot or pid namespace (a container sharing the name): not our pids either
-    container = make_run({"bedrot.pid": dead_pid, "bedrot.host": HOST, "bedrot.pid_scope": "another-boot/4026531836",
-                          "bedrot.heartbeat": int(now - 60)})
+    container = make_run(internal(pid=dead_pid, host=HOST, pid_scope="another-boot/4026531836",
+                                  heartbeat=int(now - 60)))
     assert run_job(lab, "reap") == "3 RUNNING, 1 reaped"
     assert status(lab, fresh) == status(lab, container) == "RUNNING"
     assert status(lab, stale) == "KILLED"
@@ -234,6 +237,20 @@ def test_runs_of_other_hosts_are_judged_by_their_heartbeat(lab, make_run, dead_p
     assert reason.startswith("no heartbeat from process 1 on elsewhere.example since ")
     assert "(heartbeat_ttl 1h); reaped at " in reason
     assert run_job(lab, "reap", heartbeat_ttl="10m") == "2 RUNNING, 0 reaped"
+
+
+def test_runs_recorded_before_the_internal_prefix_are_judged_by_their_old_tags(lab, make_run, sleeper,
+                                                                             dead_pid):
+    now = time.time()
+    old = {"bedrot.host": HOST, "bedrot.proc_start": start_ticks(sleeper.pid), "bedrot.pid_scope": tracking.pid_scope()}
+    live = make_run({**old, "bedrot.pid": sleeper.pid})
+    gone = make_run({**old, "bedrot.pid": dead_pid})
+    fresh = make_run({"bedrot.pid": 1, "bedrot.host": "elsewhere.example", "bedrot.heartbeat": int(now - 60)})
+    stale = make_run({"bedrot.pid": 1, "bedrot.host": "elsewhere.example", "bedrot.heartbeat": int(now - 7200)})
+    assert run_job(lab, "reap") == "4 RUNNING, 2 reaped"
+    assert status(lab, live) == status(lab, fresh) == "RUNNING"
+    assert status(lab, gone) == status(lab, stale) == "KILLED"
+    assert read_run(gone, lab).data.tags[REAPED_TAG].startswith(f"process {dead_pid} on {HOST} gone")
 
 
 def test_runs_without_a_heartbeat_are_left_alone_unless_untracked_ttl_says(lab, make_run):
@@ -247,7 +264,7 @@ def test_runs_without_a_heartbeat_are_left_alone_unless_untracked_ttl_says(lab, 
 
 
 def test_reap_stops_between_runs_and_names_a_bad_option(lab, make_run, dead_pid):
-    gone = make_run({"bedrot.pid": dead_pid, "bedrot.host": HOST})
+    gone = make_run(internal(pid=dead_pid, host=HOST))
     stop = threading.Event()
     stop.set()
     assert run_job(lab, "reap", stop) == "1 RUNNING, 0 reaped; stopped before the end"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import socket
 import subprocess
 from pathlib import Path
 
 from bedrot_lab import hookimpl
+from bedrot_lab.tracking import INTERNAL
 
 
 @functools.lru_cache(maxsize=8)
@@ -26,11 +26,11 @@ def git_commit(folder: Path) -> str | None:
 
 @hookimpl(trylast=True)
 def run_tags(settings):
+    # the host is among every run's process tags (bedrot_lab.tracking.process_tags)
     tags = {
         "mlflow.user": settings.user,
         "bedrot.user": settings.user,
-        "bedrot.host": socket.gethostname(),
-        "bedrot.lake": str(settings.root),
+        INTERNAL + "lake": str(settings.root),
     }
     commit = git_commit(settings.root)
     if commit:

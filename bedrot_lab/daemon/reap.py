@@ -17,16 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import ConfigError
 from ..errors import BedrotLabError
 from ..jobs import HousekeepingJob, parse_duration
-from ..tracking import (
-    HEARTBEAT_SECONDS,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    PID_SCOPE_TAG,
-    PID_TAG,
-    PROC_START_TAG,
-    pid_scope,
-    proc_stat,
-)
+from ..tracking import HEARTBEAT_SECONDS, INTERNAL, internal_tag, pid_scope, proc_stat
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,7 +26,7 @@ if TYPE_CHECKING:
     from ..jobs import JobContext
 
 #: why the reap job ended a run KILLED, and when
-REAPED_TAG = "bedrot.reaped"
+REAPED_TAG = INTERNAL + "reaped"
 #: experiments per search of RUNNING runs
 EXPERIMENTS_PER_SEARCH = 100
 PAGE = 1000
@@ -45,7 +36,7 @@ GC_MARGIN = 300.0
 
 @dataclass(frozen=True)
 class Here:
-    """The host the reap job runs on, and where its pids are meaningful (see ``bedrot.pid_scope``)."""
+    """The host the reap job runs on, and where its pids are meaningful (see ``PID_SCOPE_TAG``)."""
 
     host: str
     scope: str | None
@@ -56,7 +47,7 @@ class Here:
 
 
 def reap(ctx: JobContext) -> str:
-    """End KILLED every RUNNING run whose process is gone, with a ``bedrot.reaped`` tag
+    """End KILLED every RUNNING run whose process is gone, with a :data:`REAPED_TAG` tag
     saying why and when (see :func:`why_gone`)."""
     heartbeat_ttl = _duration(ctx, "heartbeat_ttl")
     if heartbeat_ttl <= 2 * HEARTBEAT_SECONDS:
@@ -89,20 +80,24 @@ def reap(ctx: JobContext) -> str:
 def why_gone(run: Run, here: Here, now: float, heartbeat_ttl: float, untracked_ttl: float | None) -> str | None:
     """Why RUNNING ``run`` has no process any more, or None while it may still have one.
 
-    * A run of this host (``bedrot.host``, and ``bedrot.pid_scope`` when recorded) is judged
-      by its pid: gone when no process has that pid, it is a zombie, or it started at
-      another time than ``bedrot.proc_start`` says (the pid was given to another process).
-    * A run of another host is gone when its ``bedrot.heartbeat`` is older than ``heartbeat_ttl``.
+    * A run of this host (its ``host`` tag, and ``pid_scope`` when recorded) is judged by its
+      pid: gone when no process has that pid, it is a zombie, or it started at another time
+      than ``proc_start`` says (the pid was given to another process).
+    * A run of another host is gone when its ``heartbeat`` is older than ``heartbeat_ttl``.
     * A run without a heartbeat (made by another tool, or by bedrot-lab before heartbeats)
       is left alone, unless ``untracked_ttl`` is set and the run started longer ago than that.
+
+    The tags are the process tags of :mod:`bedrot_lab.tracking` (``bedrot.internal.<name>``,
+    or ``bedrot.<name>`` in runs recorded before that prefix).
     """
     tags = run.data.tags
-    host, pid = tags.get(HOST_TAG, ""), _whole(tags.get(PID_TAG))
-    if pid and host == here.host and tags.get(PID_SCOPE_TAG, here.scope) == here.scope:
-        if process_alive(pid, _whole(tags.get(PROC_START_TAG))):
+    host, pid = internal_tag(tags, "host") or "", _whole(internal_tag(tags, "pid"))
+    scope = internal_tag(tags, "pid_scope")
+    if pid and host == here.host and (scope is None or scope == here.scope):
+        if process_alive(pid, _whole(internal_tag(tags, "proc_start"))):
             return None
         return f"process {pid} on {host} gone"
-    heartbeat = _epoch(tags.get(HEARTBEAT_TAG))
+    heartbeat = _epoch(internal_tag(tags, "heartbeat"))
     if heartbeat is not None:
         if now - heartbeat <= heartbeat_ttl:
             return None

@@ -35,8 +35,6 @@ JOB_TAG = "bedrot.housekeeping"
 UNTIL_TAG = "bedrot.report.until"
 #: which clean manifests the report counted, and how many of their entries (see reclaimed_since)
 RECLAIMED_FILE = "reclaimed.json"
-#: the experiment tag by which the MLflow 3 UI tells GenAI experiments from others
-KIND_TAG = "mlflow.experimentKind"
 #: a manifest last written this long before the previous report is read again: file times lag the clock
 MTIME_SLACK = 5.0
 #: a watcher heartbeat this recent means the watcher is live (as `sandbox usage` counts it)
@@ -559,9 +557,7 @@ def report(ctx: JobContext) -> str:
 
     store = ctx.lab.store
     client = store.client
-    experiment = store.experiment_id(EXPERIMENT)
-    if KIND_TAG not in client.get_experiment(experiment).tags:  # else the UI lists the reports as GenAI evaluations
-        client.set_experiment_tag(experiment, KIND_TAG, "custom_model_development")
+    experiment = store.experiment_id(EXPERIMENT)  # tagged for MLflow's classic view (tracking.KIND_TAG)
     previous = previous_reports(client, experiment, int(ctx.options.get("history", 30)) - 1)
     last = previous[0] if previous else None
     reclaimed = reclaimed_since(settings, report_time(last) if last else None,
