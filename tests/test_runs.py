@@ -93,8 +93,8 @@ def test_a_run_records_params_metrics_artifacts_inputs_tags_and_description(lab,
     assert tags["skipped.ratio"] == "value is nan"
     assert tags["best_store"] == "Spotify"
     assert tags["bedrot.user"] == tags["mlflow.user"] == "tester"
-    assert (tags["bedrot.plugin"], tags["bedrot.plugin_version"], tags["bedrot.plugin_source"]) == ("recorder", "0.3", "path")
-    assert tags["bedrot.host"]
+    assert (tags["bedrot.plugin"], tags["bedrot.plugin_version"]) == ("recorder", "0.3")
+    assert tags["bedrot.internal.plugin_source"] == "path" and tags["bedrot.internal.host"]
     head = subprocess.run(["git", "-C", str(bedrot_lake), "rev-parse", "HEAD"], capture_output=True, text=True)
     assert tags["mlflow.source.git.commit"] == head.stdout.strip()
     description = tags["mlflow.note.content"]
@@ -187,7 +187,7 @@ def test_secrets_never_reach_mlflow(bedrot_lake, write_plugin):
     stored = read_run(result.run_id, lab)
     assert stored.data.params == {"api_token": "****", "note": "key ****", "size": "1"}
     assert stored.data.tags["meta_access_token"] == "****" and stored.data.tags["origin"] == "****"
-    masked = stored.data.tags["bedrot.masked"]
+    masked = stored.data.tags["bedrot.internal.masked"]
     assert "param api_token (name)" in masked and "param note (AWS access key)" in masked
     assert "tag origin (private key)" in masked
     everything = json.dumps([stored.data.params, stored.data.tags])
