@@ -284,7 +284,7 @@ def test_a_spec_with_a_sweep_runs_children_under_one_parent(lab, bedrot_lake):
     assert stored.data.tags["bedrot.spec"] == str(spec_file)
     assert "See how n matters." in stored.data.tags["mlflow.note.content"]
     assert stored.data.metrics["sweep.runs"] == 4 and stored.data.metrics["sweep.failed"] == 0
-    assert stored.data.params == {"label": "swept", "flag": "False"}
+    assert stored.data.params == {"label": "swept", "n": "[1, 2]", "factor": "[0.5, 2.0]"}
     kids = client.search_runs([stored.info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert sorted(k.data.metrics["scaled"] for k in kids) == [1.0, 1.0, 4.0, 4.0]

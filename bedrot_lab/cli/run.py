@@ -84,7 +84,7 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
             raise CliError("--register works with a single run, not a sweep; register a child run's output "
                            "with `bedrot-lab register`", exit_code=2)
         _announce(main.experiment.name, len(children), as_json)
-        result = run_sweep(lab, main, children) if children else run_one(lab, main)
+        result = run_sweep(lab, main, children, spec) if children else run_one(lab, main)
     else:
         request = prepare(lab, target, params, run_name=run_name, note=note)
         _announce(request.experiment.name, 0, as_json)
