@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -265,3 +266,19 @@ def test_a_copy_made_by_mlflows_promote_model_button_is_not_promoted(lab, bedrot
         promote(lab, "curated.demo.copy", version=str(copy.version))
     assert str(refused.value).endswith("promote the original: bedrot-lab promote curated.demo.table --version 1")
     assert not (bedrot_lake / "4_curated" / "demo").exists()
+
+
+def test_a_version_whose_source_is_the_bare_output_file_still_promotes(lab, bedrot_lake):
+    """Versions registered before the registered/<output>/ folders point at the file itself."""
+    run_id = made(lab)
+    tags = {k: v for k, v in register(lab, run_id, "table", "demo/table.parquet").items()
+            if k not in ("name", "version", "run_id", "source", "artifact")}
+    [artifacts] = bedrot_lake.glob(f"mlruns/artifacts/*/{run_id}/artifacts")
+    shutil.rmtree(artifacts / "registered")
+    client = MlflowClient(lab.settings.tracking_uri)
+    old = client.create_model_version("curated.demo.table", f"runs:/{run_id}/outputs/table.parquet", run_id=run_id,
+                                      tags=tags)
+    assert promote(lab, "curated.demo.table", version=str(old.version)).status == "promote"
+    promoted = (bedrot_lake / "4_curated" / "demo" / "table.parquet").read_bytes()
+    assert promoted == (artifacts / "outputs" / "table.parquet").read_bytes()
+    assert "in the curated zone since" in described(lab, str(old.version))
