@@ -53,6 +53,8 @@ def test_usage_by_each_grouping_with_quotas(lake: Path, cli_env) -> None:
     assert [(r["user"], r["bytes"], r["files"], r["soft"], r["hard"], r["over"]) for r in by_user["rows"]] == [
         ("bob", 20 * 1024, 1, 10 * 1024, 100 * 1024, "soft"), ("ana", 5096, 2, 10 * 1024, 100 * 1024, None)]
     assert by_user["watcher"] is None and by_user["as_of"]
+    assert by_user["others"] == [{"area": "analysis", "bytes": 300, "files": 1, "soft": None, "hard": None,
+                                  "over": None}]
     by_run = usage_json(cli_env, "--by", "run")["rows"]
     assert [(r["user"], r["project"], r["run_id"], r["bytes"]) for r in by_run] == [
         ("ana", "churn", "0123456789abcdef0123456789abcdef", 1000)]
@@ -66,13 +68,15 @@ def test_usage_by_each_grouping_with_quotas(lake: Path, cli_env) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["USER", "SIZE", "FILES", "SOFT", "HARD", "OVER"]
     assert lines[1].split() == ["bob", "20.0", "KiB", "1", "10.0", "KiB", "100.0", "KiB", "soft"]
+    assert lines[3].split() == ["analysis/", "(shared)", "300", "B", "1"]  # counted in the total, so listed
     assert "watcher not running" in table.stderr
 
 
-def test_usage_is_as_of_the_index_until_refreshed(lake: Path, cli_env) -> None:
+def test_usage_of_a_small_sandbox_without_a_watcher_reconciles_first(lake: Path, cli_env) -> None:
     before = usage_json(cli_env)["total"]["bytes"]
     write(lake / "sandbox/users/ana/churn/new.bin", 777)
-    assert usage_json(cli_env)["total"]["bytes"] == before  # no watcher: the index is as it was
+    current = usage_json(cli_env)  # no watcher, but 5 files are quickly walked: the index is brought up to date
+    assert current["total"]["bytes"] == before + 777 and current["stale_since"] is None
     assert usage_json(cli_env, "--refresh")["total"]["bytes"] == before + 777
     scanned = json.loads(bedrot("sandbox", "scan", "--json", env=cli_env).stdout)
     assert (scanned["files"], scanned["bytes"], scanned["errors"]) == (5, before + 777, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -12,6 +13,13 @@ from typing import Any
 import click
 
 from ..masked_logging import MaskingFormatter
+
+#: help is wrapped to the terminal, up to this many columns
+HELP_WIDTH = 100
+#: loggers whose INFO lines (store creation, system metrics, GPU probing) only --verbose shows
+NOISY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "huey")
+MLFLOW_LEVEL_VARIABLE = "MLFLOW_LOGGING_LEVEL"
+_QUIET: dict[str, str] = {}  # the level this process gave MLFLOW_LOGGING_LEVEL, if it did
 
 #: command name -> "module:attribute", imported only when the command is used
 COMMANDS = {
@@ -62,7 +70,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module, attribute = self.lazy[name].split(":")
-            return getattr(importlib.import_module(module), attribute)
+            return whole_summaries(getattr(importlib.import_module(module), attribute))
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -75,6 +83,54 @@ class LazyGroup(click.Group):
             if mapped is None or (ctx.obj and ctx.obj.debug):
                 raise
             raise mapped from None
+
+
+def summary(help_text: str) -> str:
+    """The first sentence of ``help_text``'s first paragraph, whole (click would cut it with "...")."""
+    words = help_text.partition("\n\n")[0].split()
+    words = words[1:] if words[:1] == ["\b"] else words
+    for i, word in enumerate(words):
+        if word.endswith(".") and (i == len(words) - 1 or not words[i + 1][0].islower()):
+            return " ".join(words[:i + 1])
+    return " ".join(words)
+
+
+def whole_summaries(command: click.Command) -> click.Command:
+    """Give ``command`` and its subcommands their whole first sentence as ``short_help``:
+    a group's command list then wraps a long summary instead of cutting it."""
+    if command.short_help is None and command.help:
+        command.short_help = summary(command.help)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            whole_summaries(sub)
+    return command
+
+
+def set_verbosity(*, verbose: bool, debug: bool) -> None:
+    """Log warnings only (errors only for MLflow and the database libraries); ``verbose``
+    adds INFO lines, MLflow's among them; ``debug`` logs everything. Called again (by
+    ``run --verbose``), it changes the levels the first call set."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, handlers=[handler])
+    if not debug:
+        warnings.filterwarnings("ignore")
+    if debug or verbose:
+        logging.getLogger().setLevel(level)
+        if os.environ.get(MLFLOW_LEVEL_VARIABLE) == _QUIET.get("level"):
+            del os.environ[MLFLOW_LEVEL_VARIABLE]
+        for noisy in NOISY_LOGGERS:
+            logging.getLogger(noisy).setLevel(level)
+        if not debug:  # SQLAlchemy describes every ORM mapping at INFO: hundreds of lines
+            logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+        return
+    # MLflow sets its own logger to INFO when it is imported (later, lazily), from this
+    # variable if it is set. Set both, for an MLflow imported before or after this.
+    if MLFLOW_LEVEL_VARIABLE not in os.environ:
+        os.environ[MLFLOW_LEVEL_VARIABLE] = _QUIET["level"] = "ERROR"
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 class State:
@@ -94,13 +150,15 @@ class State:
         return self._lab
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH})
 @click.option("--lake", type=click.Path(file_okay=False, path_type=Path), envvar="BEDROT_LAKE",
               help="Lake root (default: BEDROT_LAKE, else the nearest folder with a bedrot-lab.toml).")
+@click.option("-v", "--verbose", is_flag=True, help="Show INFO logging, MLflow's included.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.version_option(package_name="bedrot-lab")
 @click.pass_context
-def cli(ctx: click.Context, lake: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, lake: Path | None, verbose: bool, debug: bool) -> None:
     """bedrot-lab: tracked experiments for the BEDROT data lake's sandbox.
 
     \b
@@ -111,13 +169,7 @@ def cli(ctx: click.Context, lake: Path | None, debug: bool) -> None:
       bedrot-lab run revenue-per-stream run one, recorded in MLflow
       bedrot-lab ui                     look at the runs
     """
-    handler = logging.StreamHandler()
-    handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
-    if not debug:
-        warnings.filterwarnings("ignore")
-        for noisy in ("alembic", "mlflow", "sqlalchemy"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+    set_verbosity(verbose=verbose, debug=debug)
     ctx.obj = State(lake, debug)
 
 

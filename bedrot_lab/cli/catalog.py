@@ -9,7 +9,7 @@ from .output import echo_json, echo_table
 
 @click.group()
 def plugins() -> None:
-    """Plugins: built-in, installed (entry points) and in the lake's plugins/ folder."""
+    """Plugins: built-in, installed and in the lake's plugins/ folder."""
 
 
 @plugins.command("list")
@@ -33,7 +33,7 @@ def plugins_list(state, as_json: bool) -> None:
 
 @plugins.command("hooks")
 def plugins_hooks() -> None:
-    """List the hooks a plugin can implement, with the first line of each one's docs."""
+    """List the hooks a plugin can implement, each with its summary."""
     import inspect
 
     from .. import hookspecs
@@ -77,7 +77,7 @@ def experiments_list(state, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def experiments_show(state, name: str, as_json: bool) -> None:
-    """Show one experiment: description, params with types and defaults, data sets."""
+    """Show one experiment: description, params and data sets."""
     exp = state.lab.experiment(name, runnable=False)
     data = _describe(exp)
     if as_json:

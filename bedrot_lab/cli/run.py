@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from . import CliError
-from .output import echo_json
+from . import CliError, set_verbosity
+from .output import SHORT_ID, duration, echo_json, echo_table, number, run_seconds, terminal_width
+
+#: the tag in which a sweep's parent run states its best child and why
+BEST_TAG = "bedrot.sweep.best"
+#: metrics the runner logs on every run: never a sweep table's columns
+BOOKKEEPING = ("run.", "system/")
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -48,10 +53,13 @@ def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
 @click.option("--register", "registrations", multiple=True, metavar="OUTPUT=CURATED_PATH",
               help="When the run finishes, register its OUTPUT for CURATED_PATH (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run id and status as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show INFO logging, MLflow's included.")
 @click.pass_obj
 def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | None,
-        registrations: tuple[str, ...], as_json: bool) -> None:
-    """Run experiment TARGET, or the spec file TARGET (experiments/NAME.toml).
+        registrations: tuple[str, ...], as_json: bool, verbose: bool) -> None:
+    """Run an experiment, or the runs of a spec file.
+
+    TARGET is an experiment's name, or a spec file (experiments/NAME.toml).
 
     A spec is looked for as a path, then in the lake's experiments/, then among
     the specs that come with bedrot-lab (by its file name).
@@ -64,6 +72,8 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
     from ..runner import prepare
     from ..runner import run as run_one
 
+    if verbose:
+        set_verbosity(verbose=True, debug=state.debug)
     lab = state.lab
     lab.progress = None if as_json else terminal_progress()
     params = parse_params(pairs)
@@ -74,7 +84,6 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
         for curated_path in to_register.values():
             curated_target(lab, curated_path)  # refuse a bad path before the run, not after
     spec_path = _spec_path(target, lab.settings.specs_dir)
-    started = time.perf_counter()
     if spec_path:
         from ..specs import load_spec, run_sweep, spec_requests
 
@@ -83,19 +92,26 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
         if children and to_register:
             raise CliError("--register works with a single run, not a sweep; register a child run's output "
                            "with `bedrot-lab register`", exit_code=2)
-        _announce(main.experiment.name, len(children), as_json)
+        experiment = main.experiment
+        _announce(experiment.name, len(children), as_json)
         result = run_sweep(lab, main, children, spec) if children else run_one(lab, main)
     else:
         request = prepare(lab, target, params, run_name=run_name, note=note)
-        _announce(request.experiment.name, 0, as_json)
+        experiment = request.experiment
+        _announce(experiment.name, 0, as_json)
         result = run_one(lab, request)
-    elapsed = time.perf_counter() - started
+    client = lab.store.client
+    recorded = {r.run_id: client.get_run(r.run_id) for r in (result, *result.children) if r.run_id}
+    seconds = run_seconds(recorded[result.run_id].info) if result.run_id in recorded else None
     registered = _register(lab, result, to_register) if result.status == "FINISHED" else []
 
     if as_json:
-        echo_json({**result.to_dict(), "seconds": round(elapsed, 3), "registered": registered})
+        echo_json({**result.to_dict(), "seconds": None if seconds is None else round(seconds, 3),
+                   "registered": registered})
     else:
-        _report(result, elapsed)
+        if result.children:
+            _sweep_table(result, experiment.headline, recorded)
+        _report(result, seconds)
     for version in registered if not as_json else ():
         click.echo(f"registered {version['name']} v{version['version']} for {version['curated_path']}; "
                    f"next: bedrot-lab promote {version['name']}")
@@ -125,13 +141,64 @@ def _announce(name: str, children: int, as_json: bool) -> None:
         click.echo(f"running {name}{extra} ...", err=True)
 
 
-def _report(result, elapsed: float) -> None:
-    for child in result.children:
-        line = f"  {child.status:<8} {child.run_id}  {child.params}"
-        click.echo(line + (f"  {child.error}" if child.error else ""))
-    if result.status == "FINISHED":
-        click.echo(f"{result.status} {result.experiment} run {result.run_id} in {elapsed:.1f}s")
-        click.echo("see it:  bedrot-lab runs show " + result.run_id + "   (or: bedrot-lab ui)")
+def _sweep_table(result, headline: tuple[str, ...], recorded: dict[str, Any]) -> None:
+    """One line per child run: its short id, the params the sweep varies, its status and
+    the experiment's headline metrics (without any, the first few the children share);
+    the children's errors and the sweep's conclusion below."""
+    children = result.children
+    varied = [key for key in dict.fromkeys(k for child in children for k in child.params)
+              if len({str(child.params.get(key)) for child in children}) > 1]
+    metrics = {child.run_id: recorded[child.run_id].data.metrics if child.run_id in recorded else {}
+               for child in children}
+    shown = list(headline) or _shared_metrics([metrics[c.run_id] for c in children if c.status == "FINISHED"])
+    rows = [{"run": child.run_id[:SHORT_ID], **{key: child.params.get(key) for key in varied}, "status": child.status,
+             **{name: number(metrics[child.run_id][name], 6) if name in metrics[child.run_id] else "-"
+                for name in shown}}
+            for child in children]
+    columns = _fitting(rows, ["run", *varied, "status"], shown)
+    echo_table(rows, columns, right=set(shown), shrink=varied)
+    if len(columns) < 2 + len(varied) + len(shown):
+        left_out = shown[len(columns) - 2 - len(varied):]
+        click.echo(f"(too wide to show here: {', '.join(left_out)}; bedrot-lab runs show RUN shows them)")
+    for child in children:
+        if child.error:
+            click.echo(f"  {child.run_id[:SHORT_ID]}: {child.error}")
+    conclusion = recorded[result.run_id].data.tags.get(BEST_TAG) if result.run_id in recorded else None
+    if conclusion:
+        click.echo(conclusion)
+
+
+def _fitting(rows: list[dict[str, Any]], columns: list[str], more: list[str]) -> list[str]:
+    """``columns`` and as many of ``more`` (at least one) as fit the terminal's width."""
+    def width(column: str) -> int:
+        return max(len(column), *(len(str(row.get(column, ""))) for row in rows)) + 2
+
+    used = sum(width(column) for column in columns)
+    for count, column in enumerate(more):
+        used += width(column)
+        if count and used > terminal_width() + 2:
+            return columns + more[:count]
+    return columns + more
+
+
+def _shared_metrics(found: list[dict[str, float]], count: int = 3) -> list[str]:
+    """The first ``count`` metric names (by name) every one of ``found`` logged, bookkeeping left out."""
+    if not found:
+        return []
+    names = set.intersection(*(set(metrics) for metrics in found))
+    return sorted(name for name in names if not name.startswith(BOOKKEEPING))[:count]
+
+
+def _report(result, seconds: float | None) -> None:
+    took = f" in {duration(seconds)}" if seconds is not None else ""
+    if result.children:
+        failed = sum(child.status != "FINISHED" for child in result.children)
+        what = f"sweep run {result.run_id} ({len(result.children)} runs" + (f", {failed} failed)" if failed else ")")
     else:
-        click.echo(f"{result.status}: {result.experiment} run {result.run_id}: {result.error}", err=True)
-        click.echo(f"details: bedrot-lab runs show {result.run_id}", err=True)
+        what = f"run {result.run_id}"
+    if result.status == "FINISHED":
+        click.echo(f"{result.status} {result.experiment} {what}{took}")
+        click.echo(f"see it:  bedrot-lab runs show {result.run_id[:SHORT_ID]}   (or: bedrot-lab ui)")
+    else:
+        click.echo(f"{result.status}: {result.experiment} {what}{took}: {result.error}", err=True)
+        click.echo(f"details: bedrot-lab runs show {result.run_id[:SHORT_ID]}", err=True)

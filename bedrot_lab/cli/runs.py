@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+import textwrap
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import click
 
 from . import CliError
-from .output import echo_json, echo_table
+from .output import SHORT_ID, duration, echo_json, echo_table, number, run_seconds, terminal_width
 
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
+#: the tag by which MLflow links a child run to its parent
+PARENT_TAG = "mlflow.parentRunId"
+#: the shortest run id prefix `runs show` takes (git's short ids are 7; run ids are 32 hex digits)
+MIN_PREFIX = 6
+#: runs an ambiguous prefix error names
+MAX_CANDIDATES = 5
+_HEX = re.compile(r"[0-9a-f]+")
+#: bookkeeping tags (process, host, heartbeat) that `runs show` leaves to --json
+INTERNAL_TAGS = "bedrot.internal."
 
 
 @click.group()
@@ -22,11 +35,16 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--experiment", "experiment", help="Only runs of this experiment.")
 @click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs with this status.")
-@click.option("--limit", default=20, show_default=True, help="At most this many runs, newest first.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="At most this many runs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def runs_list(state, experiment: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List runs, newest first."""
+    """List runs, newest first, a sweep's runs under their parent.
+
+    Run ids are shown by their first 8 characters; `runs show` takes any unique
+    prefix of 6 or more.
+    """
     client = state.lab.store.client
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if experiment:
@@ -39,11 +57,53 @@ def runs_list(state, experiment: str | None, status: str | None, limit: int, as_
         ids, filter_string=f"attributes.status = '{status.upper()}'" if status else "",
         max_results=limit, order_by=["attributes.start_time DESC"],
     ) if ids else []
-    rows = [_summary(r, experiments) for r in found]
     if as_json:
-        echo_json(rows)
+        echo_json([_summary(r, experiments) for r in found])
         return
-    echo_table(rows, ["run_id", "experiment", "status", "started", "seconds", "name"], empty="no runs yet")
+    if not (experiment or status):  # a sweep's parent is shown above its children, even if older
+        found = [*found, *_missing_parents(client, found)]
+    rows = [{**_summary(r, experiments), "run": ("  " * depth) + r.info.run_id[:SHORT_ID],
+             "started": _started(r.info.start_time, "%Y-%m-%d %H:%M"), "duration": duration(run_seconds(r.info))}
+            for depth, r in nested(found)[:limit]]
+    echo_table(rows, ["run", "experiment", "status", "started", "duration", "name"], empty="no runs yet",
+               right={"duration"}, shrink=("name", "experiment"))
+
+
+def nested(found: list) -> list[tuple[int, Any]]:
+    """``found`` in display order with each run's depth: newest first, each sweep's child
+    runs right under their parent (in the order they ran), the sweep placed by its newest run."""
+    by_id = {r.info.run_id: r for r in found}
+    children: dict[str, list] = {}
+    for r in found:
+        parent = r.data.tags.get(PARENT_TAG)
+        if parent in by_id:
+            children.setdefault(parent, []).append(r)
+
+    def newest(r) -> int:
+        return max([r.info.start_time, *(newest(c) for c in children.get(r.info.run_id, []))])
+
+    def walk(r, depth: int):
+        yield depth, r
+        for child in sorted(children.get(r.info.run_id, []), key=lambda c: c.info.start_time):
+            yield from walk(child, depth + 1)
+
+    tops = [r for r in found if r.data.tags.get(PARENT_TAG) not in by_id]
+    return [item for top in sorted(tops, key=newest, reverse=True) for item in walk(top, 0)]
+
+
+def _missing_parents(client, found: list) -> list:
+    """The parents of runs in ``found`` that are not in it themselves (still recorded)."""
+    from mlflow.exceptions import MlflowException
+
+    have = {r.info.run_id for r in found}
+    wanted = {r.data.tags[PARENT_TAG] for r in found if r.data.tags.get(PARENT_TAG)} - have
+    parents = []
+    for run_id in sorted(wanted):
+        try:
+            parents.append(client.get_run(run_id))
+        except MlflowException:
+            continue
+    return parents
 
 
 @runs.command("show")
@@ -51,14 +111,13 @@ def runs_list(state, experiment: str | None, status: str | None, limit: int, as_
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def runs_show(state, run_id: str, as_json: bool) -> None:
-    """Show one run: status, params, metrics, tags, inputs and artifacts."""
-    from mlflow.exceptions import MlflowException
+    """Show one run: params, metrics, inputs, report and artifacts.
 
+    RUN_ID may be any unique prefix of a run id, of 6 characters or more.
+    """
     client = state.lab.store.client
-    try:
-        found = client.get_run(run_id)
-    except MlflowException:
-        raise CliError(f"no run {run_id!r} in {state.lab.settings.tracking_uri_shown}; see `bedrot-lab runs list`", 2) from None
+    found = find_run(client, run_id, state.lab.settings.tracking_uri_shown)
+    run_id = found.info.run_id
     experiments = {found.info.experiment_id: client.get_experiment(found.info.experiment_id).name}
     data = {
         **_summary(found, experiments),
@@ -77,33 +136,137 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    click.echo(f"run {data['run_id']}  {data['experiment']}  {data['status']}  {data['started']}  {data['seconds']}s")
+    from .markdown import to_terminal
+
+    width = min(terminal_width(), 100)
+    took = duration(run_seconds(found.info)) or "(still running)"
+    head = {"run": run_id, "experiment": data["experiment"], "name": data["name"], "status": data["status"],
+            "started": f"{data['started']}, took {took}", "user": data["user"],
+            "sweep": f"child of run {data['parent_run_id']}" if data["parent_run_id"] else ""}
+    _echo_pairs("", {key: value for key, value in head.items() if value}, sort=False)
+    if data["error"]:
+        click.echo(textwrap.fill(data["error"], width, initial_indent="error       ", subsequent_indent=" " * 12))
     if data["description"]:
-        click.echo("\n" + data["description"])
-    for title in ("params", "metrics", "tags"):
-        click.echo(f"\n{title.capitalize()}:")
-        for key, value in sorted(data[title].items()):
-            click.echo(f"  {key} = {value}")
+        click.echo("\n" + to_terminal(data["description"], width))
+    _echo_pairs("Params", data["params"])
+    _echo_pairs("Metrics", {key: number(value) for key, value in data["metrics"].items()})
+    _echo_pairs("Tags", {key: value for key, value in data["tags"].items() if not key.startswith(INTERNAL_TAGS)})
     click.echo("\nInputs:")
-    for item in data["inputs"]:
-        click.echo(f"  {item['name']}  sha256 {item.get('sha256', item['digest'])[:16]}...  {item['source']}")
+    rows = [_input_row(d, state.lab.settings.root) for d in found.inputs.dataset_inputs]
+    if rows:
+        echo_table(rows, ["name", "path", "rows", "sha256"], right={"rows"}, indent="  ")
+    else:
+        click.echo("  (none)")
+    report = _report(client, run_id) if "report.md" in data["artifacts"] else ""
+    if report:
+        click.echo("\nReport:\n")
+        click.echo(textwrap.indent(to_terminal(report, width - 2), "  ", lambda line: bool(line.strip())))
     click.echo("\nArtifacts:")
     for path in data["artifacts"]:
         click.echo(f"  {path}")
 
 
+def find_run(client, run_id: str, store: str):
+    """The run whose id is ``run_id`` or starts with it (6 characters at least, like git's
+    short ids); one clear error when it is too short, unknown or matches several runs."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    wanted = run_id.strip().lower()
+    if len(wanted) < MIN_PREFIX:
+        raise CliError(f"run id {run_id!r} is too short: give at least {MIN_PREFIX} characters of it "
+                       f"(see `bedrot-lab runs list`)", exit_code=2)
+    unknown = CliError(f"no run {run_id!r} in {store}; see `bedrot-lab runs list`", exit_code=2)
+    if not _HEX.fullmatch(wanted):
+        raise unknown
+    if len(wanted) == 32:
+        try:
+            return client.get_run(wanted)
+        except MlflowException:
+            raise unknown from None
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    matches = client.search_runs(experiments, filter_string=f"attributes.run_id LIKE '{wanted}%'",
+                                 run_view_type=ViewType.ALL, max_results=MAX_CANDIDATES + 1,
+                                 order_by=["attributes.start_time DESC"]) if experiments else []
+    if not matches:
+        raise unknown
+    if len(matches) > 1:
+        names = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ALL)}
+        listed = "; ".join(f"{m.info.run_id} ({names.get(m.info.experiment_id, m.info.experiment_id)}, "
+                           f"{_started(m.info.start_time, '%Y-%m-%d %H:%M')})" for m in matches[:MAX_CANDIDATES])
+        more = " and more" if len(matches) > MAX_CANDIDATES else ""
+        raise CliError(f"run id {run_id!r} is ambiguous: it matches {len(matches[:MAX_CANDIDATES])}{more} runs: "
+                       f"{listed}; give more characters", exit_code=2)
+    return matches[0]
+
+
+def _echo_pairs(title: str, pairs: dict[str, Any], *, sort: bool = True) -> None:
+    """``key  value`` lines, keys aligned, under ``title`` (indented) or without one."""
+    indent = "  " if title else ""
+    if title:
+        click.echo(f"\n{title}:")
+        if not pairs:
+            click.echo("  (none)")
+    width = max((len(key) for key in pairs), default=0)
+    for key, value in sorted(pairs.items()) if sort else pairs.items():
+        click.echo(f"{indent}{key:<{width}}  {value}".rstrip())
+
+
+def _input_row(dataset_input, lake: Path) -> dict[str, str]:
+    """One input data set as ``name path rows sha256[:12]`` (a path in the lake relative to
+    it): from its profile where it has them, else from the input's tags (older runs)."""
+    dataset = dataset_input.dataset
+    tags = {t.key: t.value for t in dataset_input.tags}
+    profile = _json(dataset.profile)
+    source = _json(dataset.source)
+    path = source.get("uri") or source.get("path") or dataset.source or ""
+    path = str(path).removeprefix("file://")
+    if Path(path).is_relative_to(lake):
+        path = Path(path).relative_to(lake).as_posix()
+    rows = profile.get("rows", profile.get("num_rows", tags.get("rows")))
+    sha256 = profile.get("sha256") or tags.get("sha256") or dataset.digest or ""
+    return {"name": dataset.name, "path": path, "rows": "" if rows is None else f"{int(rows):,}"
+            if str(rows).isdigit() else str(rows), "sha256": str(sha256)[:12]}
+
+
+def _json(text: str | None) -> dict:
+    import json
+
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _report(client, run_id: str) -> str:
+    """The run's ``report.md``, or "" when it cannot be read."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="bedrot-show-") as folder:
+            return Path(client.download_artifacts(run_id, "report.md", folder)).read_text(errors="replace")
+    except Exception:  # the report is a bonus here; the artifact list still names it
+        return ""
+
+
+def _started(epoch_ms: int, form: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000).strftime(form)
+
+
 def _summary(found, experiments: dict[str, str]) -> dict:
     info = found.info
-    seconds = round((info.end_time - info.start_time) / 1000, 1) if info.end_time else None
+    seconds = run_seconds(info)
     return {
         "run_id": info.run_id,
         "experiment": experiments.get(info.experiment_id, info.experiment_id),
         "name": info.run_name,
         "status": info.status,
-        "started": datetime.fromtimestamp(info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S"),
-        "seconds": seconds,
+        "started": _started(info.start_time),
+        "seconds": None if seconds is None else round(seconds, 1),
         "user": found.data.tags.get("bedrot.user", ""),
         "error": found.data.tags.get("error", ""),
+        "parent_run_id": found.data.tags.get(PARENT_TAG, ""),
     }
 
 

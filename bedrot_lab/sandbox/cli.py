@@ -26,6 +26,8 @@ HEARTBEAT_SECONDS = 10.0
 LIVE_SECONDS = 3 * HEARTBEAT_SECONDS
 #: plan lines printed before "... and N more"
 SHOWN = 50
+#: without a live watcher, `usage` reconciles an index of fewer files than this by itself
+AUTO_REFRESH_FILES = 5_000
 
 
 @click.group()
@@ -108,17 +110,31 @@ def _when(seconds: float | None) -> str | None:
     return None if not seconds else datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
-def _freshness(info: dict[str, Any], now: float) -> dict[str, Any]:
-    """How current the index is: the watcher's state, and when it last agreed with the disk."""
+def _freshness(info: dict[str, Any], now: float, *, just_synced: bool = False) -> dict[str, Any]:
+    """How current the index is: the watcher's state, when it last agreed with the disk,
+    and since when it is stale (None while a watcher is live or when it was just synced)."""
     heartbeat = float(info.get("watcher_heartbeat") or 0)
     live = now - heartbeat < LIVE_SECONDS
-    as_of = max(float(info.get(key) or 0) for key in ("last_full_scan", "last_reconcile", "watcher_heartbeat"))
-    return {"as_of": _when(as_of), "watcher": info.get("watcher_mode") if live else None}
+    synced = max(float(info.get(key) or 0) for key in ("last_full_scan", "last_reconcile"))
+    as_of = max(synced, heartbeat)
+    stale = not live and not just_synced
+    return {"as_of": _when(as_of), "watcher": info.get("watcher_mode") if live else None,
+            "stale_since": _when(synced) if stale else None}
 
 
 def _echo_freshness(fresh: dict[str, Any]) -> None:
-    watcher = f"live ({fresh['watcher']})" if fresh["watcher"] else "not running (bedrot-lab sandbox watch)"
-    click.echo(f"index as of {fresh['as_of']}; watcher {watcher}", err=True)
+    if fresh["watcher"]:
+        click.echo(f"index as of {_plain_time(fresh['as_of'])}; watcher live ({fresh['watcher']})", err=True)
+    elif fresh["stale_since"]:
+        click.echo(f"stale since {_plain_time(fresh['stale_since'])}, run with --refresh "
+                   f"(watcher not running: bedrot-lab sandbox watch keeps the index live)", err=True)
+    else:
+        click.echo(f"index as of {_plain_time(fresh['as_of'])}; watcher not running (bedrot-lab sandbox watch)",
+                   err=True)
+
+
+def _plain_time(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S") if iso else "never"
 
 
 # -- usage ---------------------------------------------------------------------------------
@@ -131,43 +147,72 @@ def _echo_freshness(fresh: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def usage(state, by: str, refresh: bool, as_json: bool) -> None:
-    """Bytes and files per user, project, shared area or run, with their quotas.
+    """Bytes and files per user, project, shared area or run.
 
-    Read from the usage index, so it answers at once; the first use builds the
-    index with a full scan. Without a watcher running the index is as of its
-    last refresh (shown); --refresh brings it up to date.
+    Read from the usage index, which the first use builds with a full scan. With
+    a watcher running the index is live. Without one, a sandbox of fewer than
+    5,000 files is reconciled with the disk first; a larger one is shown as of
+    its last refresh, and --refresh reconciles it. Files outside the groups
+    (shared areas, the sandbox root) are listed too: the rows add up to the total.
     """
-    from .index import USAGE_KEYS
+    from .index import USAGE_KEYS, UsageIndex
     from .rules import QuotaRule, effective_rules
     from .settings import Quotas
 
     settings = _settings(state)
     quota = effective_rules(settings, state.lab.plugins.hook).named("quota")
     quotas = quota.quotas if isinstance(quota, QuotaRule) else Quotas()
-    with _open_index(settings, refresh=refresh, quiet=as_json) as index:
-        rows = index.usage(by)
-        nbytes, nfiles = index.total()
-        fresh = _freshness(index.info(), time.time())
+    _sandbox_root(settings)
+    with UsageIndex.for_settings(settings) as index:
+        synced = _build_if_never(index, quiet=as_json) is not None
+        live = _freshness(index.info(), time.time())["watcher"] is not None
+        if not synced and (refresh or (not live and index.file_count() < AUTO_REFRESH_FILES)):
+            index.reconcile()
+            synced = True
+        with index.snapshot():
+            rows, others = index.usage(by), index.others(by)
+            nbytes, nfiles = index.total()
+        fresh = _freshness(index.info(), time.time(), just_synced=synced)
     for row in rows:
-        limits = _limits_of(quotas, by, row)
-        broken = limits.broken(row["bytes"]) if limits else None
-        row.update(soft=limits.soft if limits else None, hard=limits.hard if limits else None,
-                   over=broken[0] if broken else None)
+        _add_limits(row, _limits_of(quotas, by, row))
+    for row in others:
+        shared = row["area"] not in ("", "users")
+        _add_limits(row, quotas.limits("area", row["area"]) if shared else None)
     if as_json:
-        echo_json({"by": by, "rows": rows, "total": {"bytes": nbytes, "files": nfiles}, **fresh})
+        echo_json({"by": by, "rows": rows, "others": others, "total": {"bytes": nbytes, "files": nfiles}, **fresh})
         return
     keys = list(USAGE_KEYS[by])
-    shown = [{**{key: row[key] for key in keys}, "size": _size(row["bytes"]), "files": f"{row['files']:,}",
-              "soft": _size(row["soft"]), "hard": _size(row["hard"]), "over": row["over"] or ""} for row in rows]
+    shown = [{**{key: row[key] for key in keys}, **_sizes(row)} for row in rows]
     for row in shown:
         if by == "area" and not row["area"]:
             row["area"] = "(root)"
+    shown += [{keys[0]: _outside(row["area"], by), **_sizes(row)} for row in others]
     columns = [*keys, "size", "files"]
-    if any(row["soft"] or row["hard"] for row in rows):
+    if any(row["soft"] or row["hard"] for row in [*rows, *others]):
         columns += ["soft", "hard", "over"]
-    echo_table(shown, columns, empty=f"no files by {by}")
+    echo_table(shown, columns, empty=f"no files by {by}", right={"size", "files", "soft", "hard"})
     click.echo(f"total: {_size(nbytes)} in {files_count(nfiles)}")
     _echo_freshness(fresh)
+
+
+def _add_limits(row: dict[str, Any], limits) -> None:
+    broken = limits.broken(row["bytes"]) if limits else None
+    row.update(soft=limits.soft if limits else None, hard=limits.hard if limits else None,
+               over=broken[0] if broken else None)
+
+
+def _sizes(row: dict[str, Any]) -> dict[str, str]:
+    return {"size": _size(row["bytes"]), "files": f"{row['files']:,}", "soft": _size(row["soft"]),
+            "hard": _size(row["hard"]), "over": row["over"] or ""}
+
+
+def _outside(area: str, by: str) -> str:
+    """How a usage table names the files of ``area`` that are in no row of ``by``."""
+    if not area:
+        return "(sandbox root)"
+    if area == "users":
+        return {"user": "users/ (no user)", "project": "users/ (no project)", "run": "users/ (not in a run)"}[by]
+    return f"{area}/ (shared)"
 
 
 def _limits_of(quotas, by: str, row: dict[str, Any]):
@@ -208,7 +253,7 @@ def scan(state, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def check(state, no_refresh: bool, as_json: bool) -> None:
-    """The sandbox's violations now: quotas, stale files, secrets and plugin rules.
+    """The sandbox's violations now: quotas, stale files, secrets, plugin rules.
 
     New, escalated and resolved violations go to the handle_violation hooks
     (the log and violations.jsonl in the state folder by default). Exit code 1
@@ -283,8 +328,10 @@ def violations(state, show_all: bool, as_json: bool) -> None:
               metavar="SECONDS", help="Reconcile the index with the disk this often, for what events missed.")
 @click.pass_obj
 def watch(state, polling: bool, check_every: float, status_every: float, reconcile_every: float) -> None:
-    """Watch the sandbox in the foreground: keep the usage index live and report
-    violations as they appear, escalate or resolve. Ctrl-C stops it.
+    """Watch the sandbox: keep the usage index live, report violations.
+
+    Runs in the foreground and reports violations as they appear, escalate or
+    resolve. Ctrl-C stops it.
     """
     from .index import UsageIndex
     from .violations import check as check_rules
@@ -362,8 +409,9 @@ def _stop_on_signals():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def clean(state, do_apply: bool, older_than: float | None, user: str | None, as_json: bool) -> None:
-    """Move stale files to 5_archive/sandbox/<date>/, with a manifest to restore them.
+    """Archive stale files, with a manifest to restore them.
 
+    Stale files move to 5_archive/sandbox/<date>/.
     Without --apply, prints the plan and changes nothing. Pinned files (.keep,
     keep globs), links, files under a RUNNING run's workdir, files holding a
     credential (archiving would only hide it) and files changed since the plan
@@ -439,8 +487,10 @@ def _echo_plan(plan) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def restore(state, manifest: Path, paths: tuple[str, ...], as_json: bool) -> None:
-    """Put files archived by `sandbox clean` back where they were, byte for byte,
-    with their times. PATHS (sandbox paths or folders) restore only those.
+    """Put files archived by `sandbox clean` back where they were.
+
+    Byte for byte, with their times. PATHS (sandbox paths or folders) restore
+    only those.
 
     A file that exists again in the sandbox is not overwritten. Exit code 1
     when a selected file could not be restored.

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -407,6 +407,32 @@ class UsageIndex:
             f"HAVING SUM(files) > 0 ORDER BY SUM(bytes) DESC, {columns}").fetchall()
         return [{**{key: from_db_text(value) for key, value in zip(keys, row)}, "bytes": row[-2], "files": row[-1]}
                 for row in rows]
+
+    def others(self, by: str) -> list[dict[str, Any]]:
+        """Bytes and files per area of the files no :meth:`usage` row of ``by`` holds
+        (shared areas, the sandbox root, a workspace's files outside projects or runs),
+        largest first: ``{"area": ..., "bytes": ..., "files": ...}``. With them,
+        ``usage(by)`` adds up to :meth:`total`. Empty for ``"area"``, which holds every file."""
+        keys = USAGE_KEYS.get(by)
+        if keys is None:
+            raise ValueError(f"usage by {by!r}: expected one of {', '.join(USAGE_KEYS)}")
+        if by == "area":
+            return []
+        rows = self._con.execute(
+            f"SELECT area, SUM(bytes), SUM(files) FROM owners WHERE {keys[-1]} = '' GROUP BY area "
+            f"HAVING SUM(files) > 0 ORDER BY SUM(bytes) DESC, area").fetchall()
+        return [{"area": from_db_text(area), "bytes": nbytes, "files": nfiles} for area, nbytes, nfiles in rows]
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Self]:
+        """Reads in the block (in this thread) see one state of the index, whatever a
+        watcher writes meanwhile: rows and totals read in it add up."""
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            con.execute("COMMIT")
 
     def total(self) -> tuple[int, int]:
         """Bytes and files in the whole sandbox."""
