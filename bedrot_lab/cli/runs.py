@@ -139,9 +139,9 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     from .markdown import to_terminal
 
     width = min(terminal_width(), 100)
-    took = duration(run_seconds(found.info)) or "(still running)"
+    took = duration(run_seconds(found.info))
     head = {"run": run_id, "experiment": data["experiment"], "name": data["name"], "status": data["status"],
-            "started": f"{data['started']}, took {took}", "user": data["user"],
+            "started": f"{data['started']}, " + (f"took {took}" if took else "still running"), "user": data["user"],
             "sweep": f"child of run {data['parent_run_id']}" if data["parent_run_id"] else ""}
     _echo_pairs("", {key: value for key, value in head.items() if value}, sort=False)
     if data["error"]:
