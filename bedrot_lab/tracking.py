@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import math
@@ -48,13 +47,11 @@ NOTE_CHARS = 20_000  # MLflow's longest experiment tag value
 #: from classic ones (runs, metrics, models); every experiment of the lab is the latter
 KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
-#: which description of its plugin the experiment's note was last written from (its sha256):
-#: a note edited in the UI is kept until the plugin's description changes
-NOTE_SOURCE_TAG = INTERNAL + "note_sha256"
-#: an experiment tag holding a view of the runs table (MLflow's "share view" state); the runs
-#: table opens in it at ``#/experiments/<id>/runs?viewStateShareKey=<HEADLINE_VIEW>``
+#: an experiment tag holding a saved view of the runs table (the UI's "Views" menu lists it by
+#: name); the runs table also opens in it at ``#/experiments/<id>/runs?viewStateShareKey=headline``
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 HEADLINE_VIEW = "headline"
+HEADLINE_VIEW_NAME = "Headline metrics"
 #: MLflow's own experiment, ``Default``, which every new store starts with
 DEFAULT_EXPERIMENT = "0"
 
@@ -225,7 +222,7 @@ def _create_experiment(client: MlflowClient, settings: Settings, name: str,
         if found is not None:
             return found
         try:
-            tags = {KIND_TAG: MODEL_DEVELOPMENT, **(experiment_tags(about) if about else {})}
+            tags = {KIND_TAG: MODEL_DEVELOPMENT, **(experiment_tags(about, int(time.time() * 1000)) if about else {})}
             created = client.create_experiment(name, artifact_location=location, tags=tags)
         except Exception:
             # another process (without our lock, e.g. on a server) created it first
@@ -236,32 +233,32 @@ def _create_experiment(client: MlflowClient, settings: Settings, name: str,
         return client.get_experiment(created)
 
 
-def experiment_tags(experiment: Experiment) -> dict[str, str]:
+def experiment_tags(experiment: Experiment, created: int) -> dict[str, str]:
     """The experiment tags that say what ``experiment`` is in the MLflow UI: its plugin's
-    description as the experiment's note (masked), and a view of the runs table with its
-    headline metrics as columns (:data:`HEADLINE_VIEW`)."""
+    description as the experiment's note (masked), and a saved view of the runs table with
+    its headline metrics as columns (:data:`HEADLINE_VIEW`), dated ``created`` (epoch ms)."""
     import json
 
     from .secrets import Masker
 
     tags = {}
     if experiment.description:
-        note = Masker().text(experiment.description, "experiment description")[:NOTE_CHARS]
-        tags[NOTE_TAG] = note
-        tags[NOTE_SOURCE_TAG] = hashlib.sha256(note.encode()).hexdigest()
+        tags[NOTE_TAG] = Masker().text(experiment.description, "experiment description")[:NOTE_CHARS]
     if experiment.headline:
+        # the envelope of a view saved in the UI ("Views" menu): a name, and the state as JSON text
         columns = ["attributes.`Dataset`", *(f"metrics.`{metric}`" for metric in experiment.headline)]
-        tags[VIEW_TAG_PREFIX + HEADLINE_VIEW] = json.dumps({"selectedColumns": columns})
+        state = json.dumps({"selectedColumns": columns, "columnOrder": columns})
+        tags[VIEW_TAG_PREFIX + HEADLINE_VIEW] = json.dumps({"name": HEADLINE_VIEW_NAME, "createdAt": created,
+                                                            "state": state})
     return tags
 
 
 def _changed_tags(found: MlflowExperiment, about: Experiment | None) -> dict[str, str]:
     """The experiment tags to write: the kind when missing (a person may have chosen
-    another in the UI), and what :func:`experiment_tags` says where it changed."""
+    another in the UI), and what :func:`experiment_tags` says where it changed (the plugin's
+    description is the experiment's: an edit of it in the UI lasts until the next run)."""
     current = found.tags
-    wanted = experiment_tags(about) if about is not None else {}
-    if NOTE_SOURCE_TAG in wanted and current.get(NOTE_SOURCE_TAG) == wanted[NOTE_SOURCE_TAG]:
-        del wanted[NOTE_TAG], wanted[NOTE_SOURCE_TAG]  # described already; keep an edit made in the UI
+    wanted = experiment_tags(about, found.creation_time or 0) if about is not None else {}
     if KIND_TAG not in current:
         wanted[KIND_TAG] = MODEL_DEVELOPMENT
     return {key: value for key, value in wanted.items() if current.get(key) != value}

@@ -72,25 +72,23 @@ def test_an_experiment_opens_in_the_classic_view_described_by_its_plugin_with_it
     tags = experiment_tags(lab, "tally")
     assert tags[tracking.KIND_TAG] == "custom_model_development"
     assert tags["mlflow.note.content"] == "Count the catalog's tracks.\n\nCounts the tracks of the catalog, three ways."
-    view = json.loads(tags["mlflow.sharedViewState.headline"])
-    assert view == {"selectedColumns": ["attributes.`Dataset`", "metrics.`tracks`", "metrics.`share`"]}
+    view = json.loads(tags["mlflow.sharedViewState.headline"])  # a view saved as the UI saves one
+    assert view["name"] == "Headline metrics" and isinstance(view["createdAt"], int)
+    columns = ["attributes.`Dataset`", "metrics.`tracks`", "metrics.`share`"]
+    assert json.loads(view["state"]) == {"selectedColumns": columns, "columnOrder": columns}
+    assert not [key for key in tags if not key.startswith("mlflow.")]  # the experiments list shows no others
 
 
-def test_the_description_follows_the_plugin_but_an_edit_in_the_ui_stays_until_it_changes(lab, bedrot_lake,
-                                                                                         write_plugin):
+def test_the_description_follows_the_plugin_and_a_kind_chosen_in_the_ui_stays(lab, bedrot_lake, write_plugin):
     run_experiment(lab, "tally")
     client = MlflowClient(lab.settings.tracking_uri)
     experiment = client.get_experiment_by_name("tally").experiment_id
-    client.set_experiment_tag(experiment, "mlflow.note.content", "Edited by hand in the UI.")
     client.set_experiment_tag(experiment, tracking.KIND_TAG, "genai_development")  # a person's choice
-    run_experiment(Lab.open(bedrot_lake), "tally")
-    tags = experiment_tags(lab, "tally")
-    assert tags["mlflow.note.content"] == "Edited by hand in the UI."
-    assert tags[tracking.KIND_TAG] == "genai_development"
-
     write_plugin("tally", PLUGIN.replace("SUMMARY", "Count the tracks, now by artist."))
     run_experiment(Lab.open(bedrot_lake), "tally")
-    assert experiment_tags(lab, "tally")["mlflow.note.content"].startswith("Count the tracks, now by artist.\n\n")
+    tags = experiment_tags(lab, "tally")
+    assert tags["mlflow.note.content"].startswith("Count the tracks, now by artist.\n\n")
+    assert tags[tracking.KIND_TAG] == "genai_development"
 
 
 def test_an_experiment_made_before_the_kind_tag_gets_it_on_first_use(lab):
