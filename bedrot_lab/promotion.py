@@ -142,7 +142,10 @@ def register(lab: Lab, run_id: str, output: str, curated_path: str, name: str | 
         "experiment": run.data.tags.get("bedrot.experiment", ""),
         "registered_by": lab.settings.user,
     }
-    version = client.create_model_version(name, f"runs:/{run_id}/{folder}", run_id=run_id, tags=tags)
+    # the folder's own URI, not runs:/...: a server that proxies the run's artifacts cannot
+    # resolve a runs:/ source when its UI asks for the version's MLmodel (HTTP 500)
+    source = f"{run.info.artifact_uri.rstrip('/')}/{folder}"
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
     client.update_model_version(name, version.version, description=version_description(lab, version, []))
     client.set_registered_model_alias(name, CANDIDATE, version.version)
     return {"name": name, "version": str(version.version), "run_id": run_id, "source": version.source, **tags}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -195,7 +196,8 @@ def test_a_version_carries_its_schema_where_mlflow_shows_it(lab, bedrot_lake):
     run_id = made(lab)
     version = register(lab, run_id, "table", "demo/table.parquet")
     client = MlflowClient(lab.settings.tracking_uri)
-    assert version["source"] == f"runs:/{run_id}/registered/table"
+    run = client.get_run(run_id)
+    assert version["source"] == f"{run.info.artifact_uri}/registered/table"
 
     # what the registry page fetches: MLmodel at the version's storage location, its signature as JSON text
     folder = client.download_artifacts(run_id, "registered/table", str(bedrot_lake / "downloaded"))
@@ -216,45 +218,72 @@ def test_a_version_carries_its_schema_where_mlflow_shows_it(lab, bedrot_lake):
     assert (bedrot_lake / "4_curated" / "demo" / "table.parquet").read_bytes() == data
 
 
-def free_port():
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri, *options):
+    """A real ``mlflow server`` on a free local port, as ``bedrot-lab ui`` starts it; yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_the_mlflow_server_serves_the_schema_and_description_to_its_ui(lab, bedrot_lake):
-    run_id = made(lab)
-    register(lab, run_id, "table", "demo/table.parquet")
-    promote(lab, "curated.demo.table")
-    port = free_port()
+        port = probe.getsockname()[1]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", lab.settings.tracking_uri,
-         "--default-artifact-root", str(bedrot_lake / "mlruns" / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+                               *options, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:  # waiting for the server to listen, not timing it
             try:
-                urllib.request.urlopen(f"{base}/health", timeout=5)
+                urllib.request.urlopen(f"{url}/health", timeout=5)
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        query = urlencode({"path": "MLmodel", "name": "curated.demo.table", "version": "1"})
-        mlmodel = yaml.safe_load(urllib.request.urlopen(f"{base}/model-versions/get-artifact?{query}").read())
-        shown = json.loads(mlmodel["signature"]["outputs"].replace("\n", ""))  # as the UI parses it
-        assert [(c["name"], c["type"]) for c in shown] == [("id", "long"), ("value", "double")]
-        query = urlencode({"name": "curated.demo.table", "version": "1"})
-        page = json.loads(urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/model-versions/get?{query}").read())
-        assert page["model_version"]["description"] == described(lab, "1")
-        assert "in the curated zone since" in page["model_version"]["description"]
+        yield url
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def schema_shown(url, name, version):
+    """The columns MLflow's version page shows: MLmodel fetched and parsed as the UI does."""
+    query = urlencode({"path": "MLmodel", "name": name, "version": version})
+    mlmodel = yaml.safe_load(urllib.request.urlopen(f"{url}/model-versions/get-artifact?{query}").read())
+    return [(c["name"], c["type"]) for c in json.loads(mlmodel["signature"]["outputs"].replace("\n", ""))]
+
+
+def test_the_mlflow_server_serves_the_schema_and_description_to_its_ui(lab, bedrot_lake):
+    register(lab, made(lab), "table", "demo/table.parquet")
+    promote(lab, "curated.demo.table")
+    with mlflow_server(lab.settings.tracking_uri, "--default-artifact-root",
+                       str(bedrot_lake / "mlruns" / "artifacts")) as url:
+        assert schema_shown(url, "curated.demo.table", "1") == [("id", "long"), ("value", "double")]
+        query = urlencode({"name": "curated.demo.table", "version": "1"})
+        page = json.loads(urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/model-versions/get?{query}").read())
+    assert page["model_version"]["description"] == described(lab, "1")
+    assert "in the curated zone since" in page["model_version"]["description"]
+
+
+def test_register_and_promote_through_a_server_that_holds_the_artifacts(lab, bedrot_lake, bedrot_env,
+                                                                        bedrot_store_template, tmp_path):
+    """Artifacts the lake cannot read as local files: the registered folder is uploaded, the promotion downloads."""
+    database, served = tmp_path / "server.db", tmp_path / "served"
+    shutil.copy(bedrot_store_template, database)
+    with mlflow_server(f"sqlite:///{database}", "--artifacts-destination", str(served)) as url:
+        bedrot_env.setenv("MLFLOW_TRACKING_URI", url)
+        remote = Lab.open(bedrot_lake)
+        run_id = made(remote)
+        version = register(remote, run_id, "table", "demo/table.parquet")
+        assert version["source"].startswith("mlflow-artifacts:/")
+        assert version["source"].endswith(f"/{run_id}/artifacts/registered/table")
+        [folder] = served.rglob(f"{run_id}/artifacts/registered/table")
+        assert sorted(p.name for p in folder.iterdir()) == ["MLmodel", "table.parquet"]
+        assert hashlib.sha256((folder / "table.parquet").read_bytes()).hexdigest() == version["sha256"]
+        assert schema_shown(url, "curated.demo.table", "1") == [("id", "long"), ("value", "double")]
+        assert promote(remote, "curated.demo.table").status == "promote"
+        promoted = (bedrot_lake / "4_curated" / "demo" / "table.parquet").read_bytes()
+        assert hashlib.sha256(promoted).hexdigest() == version["sha256"]
+        assert "in the curated zone since" in described(remote, "1")
 
 
 def test_a_copy_made_by_mlflows_promote_model_button_is_not_promoted(lab, bedrot_lake):
