@@ -202,7 +202,7 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str,
     classic view of runs (:data:`KIND_TAG`), and described by ``about`` (see :func:`experiment_tags`)."""
     found = client.get_experiment_by_name(name)
     if found is None:
-        found = _create_experiment(client, settings, name, about)
+        found = _create_experiment(client, settings, name)
     if found.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail
         client.restore_experiment(found.experiment_id)
     for key, value in _changed_tags(found, about).items():
@@ -210,8 +210,7 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str,
     return found.experiment_id
 
 
-def _create_experiment(client: MlflowClient, settings: Settings, name: str,
-                       about: Experiment | None) -> MlflowExperiment:
+def _create_experiment(client: MlflowClient, settings: Settings, name: str) -> MlflowExperiment:
     location = None
     if not settings.tracking_uri.startswith(("http:", "https:", "databricks")):
         location = (settings.artifact_root / "artifacts" / name).resolve().as_uri()
@@ -222,8 +221,7 @@ def _create_experiment(client: MlflowClient, settings: Settings, name: str,
         if found is not None:
             return found
         try:
-            tags = {KIND_TAG: MODEL_DEVELOPMENT, **(experiment_tags(about, int(time.time() * 1000)) if about else {})}
-            created = client.create_experiment(name, artifact_location=location, tags=tags)
+            created = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: MODEL_DEVELOPMENT})
         except Exception:
             # another process (without our lock, e.g. on a server) created it first
             found = client.get_experiment_by_name(name)
