@@ -60,7 +60,7 @@ STATEMENT = Path("4_curated") / "dk_bank_details.csv"
 CATALOG = Path("4_curated") / "track_catalog_royalty_splits.csv"
 DIGEST_CACHE = Path(".bedrot-lab") / "digests.json"
 TOTALS = ("gross", "actual", "streams")
-METRIC_OF = {"gross": "gross_revenue_usd", "actual": "actual_revenue_usd", "streams": "streams"}
+METRIC_OF = {"gross": "gross_revenue_usd", "actual": "royalty_adjusted_revenue_usd", "streams": "streams"}
 KIB_PER_MB = 1024
 GNU_TIME = "/usr/bin/time"
 

@@ -131,6 +131,7 @@ def distinct_points(matrix: pd.DataFrame) -> int:
         "tiktok": Param(bool, False, "add each artist's TikTok engagement rate, if every artist has an account"),
     },
     requires={"sklearn": "bedrot-lab[analyses]"},
+    headline=["silhouette_score", "inertia_score", "points"],
 )
 def artist_clustering(ctx):
     """Groups of tracks (or artists) with a similar streaming profile, by k-means.
@@ -171,22 +172,23 @@ def artist_clustering(ctx):
     distinct = distinct_points(matrix)
     ctx.log_metrics({"points": len(points), "points_dropped": len(dropped), "features": matrix.shape[1]})
 
+    figures: dict[str, str] = {}  # artifact name -> title, for the report
     if params["sweep_k"]:
-        fit = sweep(ctx, matrix, distinct, notes)
+        fit = sweep(ctx, matrix, distinct, notes, figures)
     elif params["n_clusters"] > distinct:
         reason = (f"k={params['n_clusters']} needs at least {params['n_clusters']} distinct points; "
                   f"the statement gives {distinct} at grain={params['grain']}")
         fit = None
-        for name in ("inertia", "silhouette", "cluster_sizes"):
+        for name in ("inertia_score", "silhouette_score", "cluster_size"):
             ctx.skip_metric(name, reason)
         notes.append(f"No clusters: {reason}.")
     else:
         fit = fit_kmeans(matrix, params["n_clusters"], params["random_state"])
     if fit is not None:
-        log_fit(ctx, fit, points, matrix)
+        log_fit(ctx, fit, points, matrix, figures)
     else:
         ctx.log_table(points, "points")
-    ctx.report(report(params, points, features, matrix, fit, notes))
+    ctx.report(report(params, points, features, matrix, fit, notes, figures))
 
 
 def tiktok_engagement(ctx, points: pd.DataFrame) -> tuple[pd.Series | None, str]:
@@ -211,8 +213,9 @@ def tiktok_engagement(ctx, points: pd.DataFrame) -> tuple[pd.Series | None, str]
         f"TikTok engagement rate joined for all {len(artists)} artists (handle = name in lower case without spaces).")
 
 
-def sweep(ctx, matrix: pd.DataFrame, distinct: int, notes: list[str]) -> Fit | None:
-    """One child run per k (inertia, silhouette); logs the curves and returns the best fit."""
+def sweep(ctx, matrix: pd.DataFrame, distinct: int, notes: list[str], figures: dict[str, str]) -> Fit | None:
+    """One child run per k (inertia, silhouette); logs the curves (adding them to ``figures``)
+    and returns the best fit."""
     import mlflow
     import pandas as pd
 
@@ -220,7 +223,7 @@ def sweep(ctx, matrix: pd.DataFrame, distinct: int, notes: list[str]) -> Fit | N
     top = min(params["max_k"], len(matrix) - 1, distinct)
     if top < 2:
         reason = f"a sweep of k needs at least 3 distinct points; the statement gives {distinct}"
-        for name in ("best_k", "inertia", "silhouette", "cluster_sizes"):
+        for name in ("best_k", "inertia_score", "silhouette_score", "cluster_size"):
             ctx.skip_metric(name, reason)
         notes.append(f"No sweep: {reason}.")
         return None
@@ -233,11 +236,11 @@ def sweep(ctx, matrix: pd.DataFrame, distinct: int, notes: list[str]) -> Fit | N
         with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=f"k={k}", nested=True,
                               tags=tags, log_system_metrics=False) as child:
             mlflow.log_params({"k": k, "grain": params["grain"], "random_state": params["random_state"]})
-            metrics = {"inertia": fit.inertia}
+            metrics = {"inertia_score": fit.inertia}
             if fit.silhouette is not None:
-                metrics["silhouette"] = fit.silhouette
+                metrics["silhouette_score"] = fit.silhouette
             else:
-                mlflow.set_tag("skipped.silhouette", fit.silhouette_reason)
+                mlflow.set_tag("skipped.silhouette_score", fit.silhouette_reason)
             mlflow.log_metrics(metrics)
         fits.append(fit)
         rows.append({"k": k, "inertia": fit.inertia, "silhouette": fit.silhouette, "run_id": child.info.run_id})
@@ -249,25 +252,26 @@ def sweep(ctx, matrix: pd.DataFrame, distinct: int, notes: list[str]) -> Fit | N
         best = fits[0]
     else:
         best = max(scored, key=lambda f: f.silhouette)
-        ctx.log_metrics({"best_k": best.k, "best_silhouette": best.silhouette})
+        ctx.log_metrics({"best_k": best.k, "best_silhouette_score": best.silhouette})
         mlflow.set_tag("best_k", str(best.k))
     ctx.log_table(table, "k_sweep")
     ctx.log_figure(sweep_figure(table, best.k), "k_sweep")
+    figures["k_sweep"] = "Inertia and silhouette by k"
     if top < params["max_k"]:
         notes.append(f"k capped at {top} (points - 1, or distinct points) instead of max_k={params['max_k']}.")
     return best
 
 
-def log_fit(ctx, fit: Fit, points: pd.DataFrame, matrix: pd.DataFrame) -> None:
-    """Metrics, points and clusters tables, scatter figure and the model of one fit."""
+def log_fit(ctx, fit: Fit, points: pd.DataFrame, matrix: pd.DataFrame, figures: dict[str, str]) -> None:
+    """Metrics, points and clusters tables, scatter figure (added to ``figures``) and the model of one fit."""
     import numpy as np
 
     sizes = np.bincount(fit.labels, minlength=fit.k)
-    metrics = {"inertia": fit.inertia, **{f"cluster_size.{i}": int(n) for i, n in enumerate(sizes)}}
+    metrics = {"inertia_score": fit.inertia, **{f"cluster_size.{i}": int(n) for i, n in enumerate(sizes)}}
     if fit.silhouette is not None:
-        metrics["silhouette"] = fit.silhouette
-    elif "silhouette" not in ctx.skipped:
-        ctx.skip_metric("silhouette", fit.silhouette_reason)
+        metrics["silhouette_score"] = fit.silhouette
+    elif "silhouette_score" not in ctx.skipped:
+        ctx.skip_metric("silhouette_score", fit.silhouette_reason)
     ctx.log_metrics(metrics)
     coords = projection(fit, matrix)
     table = points.assign(cluster=fit.labels)
@@ -277,6 +281,7 @@ def log_fit(ctx, fit: Fit, points: pd.DataFrame, matrix: pd.DataFrame) -> None:
     ctx.log_table(profiles(table), "clusters")
     if coords is not None:
         ctx.log_figure(scatter_figure(table, fit, coords[1], coords[2], coords[3]), "clusters")
+        figures["clusters"] = "Points on the first two principal components, by cluster"
     log_model(fit, matrix)
 
 
@@ -302,36 +307,43 @@ def projection(fit: Fit, matrix: pd.DataFrame) -> tuple[Any, Any, Any, Any] | No
     return pca.transform(scaled), pca.transform(fit.pipeline[-1].cluster_centers_), ratios, names
 
 
+#: points named on the scatter chart: the most streamed, so that labels stay few and legible
+LABELLED_POINTS = 5
+
+
 def scatter_figure(table: pd.DataFrame, fit: Fit, centres: Any, ratios: Any, names: list[str]) -> Any:
+    """The points on the first two principal components, coloured by cluster, shaped by artist
+    (up to 10 artists), the centres marked and the most streamed points named."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(10, 6))
+    figure, axis = plt.subplots(figsize=(7, 5.5), layout="constrained")
     colors = plt.get_cmap("tab10")
-    markers = dict(zip(table["Artist"].drop_duplicates(), "o^sDvP*<>h"))
+    artists = table["Artist"].drop_duplicates()
+    markers = dict(zip(artists, "o^sDvP*<>h")) if len(artists) <= 10 else {}
     axis.scatter(centres[:, 0], centres[:, 1], marker="X", s=220, facecolor="none", edgecolor="black",
-                 linewidth=1.2, label="cluster centres", zorder=1)
+                 linewidth=1.2, label="cluster centre", zorder=1)
     for cluster in range(fit.k):
         members = table[table["cluster"] == cluster]
-        axis.scatter([], [], color=colors(cluster % 10), label=f"cluster {cluster} ({len(members)})")
-        for artist, marker in markers.items():
-            mine = members[members["Artist"] == artist]
-            axis.scatter(mine["pc1"], mine["pc2"], s=60, color=colors(cluster % 10), marker=marker,
+        axis.scatter([], [], color=colors(cluster % 10), label=f"cluster {cluster} ({len(members)} points)")
+        for marker, group in members.groupby(members["Artist"].map(markers).fillna("o"), sort=False):
+            axis.scatter(group["pc1"], group["pc2"], s=60, color=colors(cluster % 10), marker=marker,
                          edgecolor="white", linewidth=0.5, zorder=2)
-    if len(markers) <= 10:
-        for artist, marker in markers.items():
-            axis.scatter([], [], color="grey", marker=marker, label=str(artist))
-    if len(table) <= 40 and "Title" in table:
-        titles = table["Title"].astype(str).str.split(" (feat.", regex=False).str[0]
-        for label, x, y in zip(titles, table["pc1"], table["pc2"]):
-            axis.annotate(label.title(), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for artist, marker in markers.items():
+        axis.scatter([], [], color="grey", marker=marker, label=str(artist))
+    named = table.nlargest(LABELLED_POINTS, "streams")
+    titles = named["Title"].astype(str).str.split(" (feat.", regex=False).str[0].str.title() \
+        if "Title" in named else named["Artist"].astype(str)
+    for rank, (label, x, y) in enumerate(zip(titles, named["pc1"], named["pc2"])):
+        axis.annotate(label[:24], (x, y), fontsize=8, xytext=(5, 6 - 12 * (rank % 2)), textcoords="offset points",
+                      bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
     axis.set_xlabel(names[0])
     axis.set_ylabel(names[1])
-    axis.set_title(f"k-means, k={fit.k}: points on the first two principal components")
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
-    figure.tight_layout()
+    axis.set_title(f"k-means, k={fit.k}: points on the first two principal components\n"
+                   f"(the {len(named)} most streamed named)", fontsize=10)
+    figure.legend(fontsize=8, loc="outside lower center", ncol=3)
     return figure
 
 
@@ -341,7 +353,7 @@ def sweep_figure(table: pd.DataFrame, best_k: int) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, left = plt.subplots(figsize=(8, 4.5))
+    figure, left = plt.subplots(figsize=(7, 4), layout="constrained")
     right = left.twinx()
     left.plot(table["k"], table["inertia"], marker="o", color="#1f77b4", label="inertia")
     right.plot(table["k"], table["silhouette"], marker="s", color="#d62728", label="silhouette")
@@ -353,7 +365,6 @@ def sweep_figure(table: pd.DataFrame, best_k: int) -> Any:
     left.set_title(f"Choosing k: best silhouette at k={best_k}")
     lines = left.get_lines()[:1] + right.get_lines()
     left.legend(lines, [line.get_label() for line in lines], loc="upper center")
-    figure.tight_layout()
     return figure
 
 
@@ -385,7 +396,7 @@ def _labels(points: pd.DataFrame) -> list[str]:
 
 
 def report(params: dict[str, Any], points: pd.DataFrame, features: list[str], matrix: pd.DataFrame,
-           fit: Fit | None, notes: list[str]) -> str:
+           fit: Fit | None, notes: list[str], figures: dict[str, str]) -> str:
     grain = "tracks (artist x title)" if params["grain"] == "track" else "artists"
     lines = [f"## Clusters of {grain}", "",
              f"{len(points)} points, features: {', '.join(matrix.columns)}"
@@ -408,6 +419,7 @@ def report(params: dict[str, Any], points: pd.DataFrame, features: list[str], ma
     lines += [""] + [f"- {note}" for note in notes if note]
     lines += ["", ("Growth is ln((streams of the latest 3 sale months + 1) / (streams of the 3 before + 1)): "
                    "0 is flat, +0.69 doubled, -0.69 halved.")]
+    lines += [f"\n![{title}](figures/{name}.png)" for name, title in figures.items()]
     return "\n".join(lines)
 
 

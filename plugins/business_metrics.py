@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,25 +25,27 @@ NEW_RELEASE, BACK_CATALOG = "New Release", "Back Catalog"
 #: a distinct count or a first and last month of them, so it is the same as over the statement's rows
 STATEMENT_KEYS = ["Sale Month", "Store", "Artist", "Title"]
 
-#: every metric the experiment logs (or skips), in report order, with its meaning
+#: every metric the experiment logs (or skips), in report order, with its meaning; revenue is the
+#: basis param royalty_adjusted chooses: gross, or the label's share
 METRICS = {
     "campaigns": "Meta Ads campaigns",
     "ad_spend_usd": "ad spend, Σ total_spend_usd (USD)",
     "ad_clicks": "ad clicks, Σ total_clicks",
-    "avg_cpc_usd": "average CPC, mean of the campaigns' avg_cpc (USD)",
     "cost_per_click_usd": "spend / clicks (USD)",
+    "mean_campaign_cost_per_click_usd": "mean of the campaigns' avg_cpc, each campaign weighing the same (USD)",
     "campaign_window_days": "days from the first campaign's start to the last one's end",
     "listener_growth": "max - min of all acts' listeners summed per day, in the campaign window",
-    "conversion_rate": "listener growth / clicks",
+    "listeners_per_click_ratio": "listener growth / clicks: new listeners per ad click (may exceed 1)",
     "cpa_usd": "cost per acquired listener, spend / listener growth (USD)",
     "max_listeners": "most listeners on one day, all acts summed, whole timeline",
     "revenue_per_listener_usd": "earnings / max listeners (USD)",
     "ltv_usd": "lifetime value, revenue per listener x retention_months (USD)",
-    "roi": "(LTV - CPA) / CPA",
+    "roi_pct": "(LTV - CPA) / CPA x 100 (percent)",
     "profit_per_listener_usd": "LTV - CPA (USD)",
     "streams": "streams, Σ Quantity",
-    "earnings_usd": "earnings (USD)",
-    "revenue_per_stream_usd": "earnings / streams (USD)",
+    "gross_revenue_usd": "earnings before royalty splits, Σ Earnings (USD)",
+    "royalty_adjusted_revenue_usd": "the label's share after royalty splits (USD)",
+    "revenue_per_stream_usd": "revenue / streams (USD)",
     "revenue_per_stream_spotify_usd": "Spotify earnings / streams (USD)",
     "revenue_per_stream_apple_usd": "Apple Music and iTunes earnings / streams (USD)",
     "revenue_per_stream_other_usd": "other stores' earnings / streams (USD)",
@@ -51,12 +54,11 @@ METRICS = {
     "revenue_per_click_usd": "streams_per_click x revenue per stream (USD)",
     "payback_days": "daily ad spend / daily revenue: days of revenue that pay for one campaign-day",
     "new_release_streams": "streams of sale months within new_release_days of the newest",
-    "new_release_earnings_usd": "earnings of those sale months (USD)",
+    "new_release_revenue_usd": "revenue of those sale months (USD)",
     "back_catalog_streams": "streams of older sale months",
-    "back_catalog_earnings_usd": "earnings of older sale months (USD)",
+    "back_catalog_revenue_usd": "revenue of older sale months (USD)",
     "tracks": "distinct tracks in the statement (artist and title regardless of case and spacing)",
     "months_without_data": "calendar months between the first and last sale month with no statement rows",
-    "gross_earnings_usd": "earnings before royalty splits (USD)",
     "royalties_paid_usd": "gross - label share (USD)",
     "retention_rate": "label share / gross",
     "tracks_not_in_catalog": "tracks missing from track_catalog, kept at default_share",
@@ -70,7 +72,7 @@ class Missing:
     reason: str
 
 
-Value = float | Missing
+Value = int | float | Missing
 
 
 def divide(numerator: Value, denominator: Value, reason: str, *, positive: bool = False) -> Value:
@@ -112,17 +114,17 @@ def ad_metrics(ads: pd.DataFrame) -> tuple[dict[str, Value], tuple[Any, Any] | M
     import pandas as pd
 
     spend = float(ads["total_spend_usd"].sum())
-    clicks = float(ads["total_clicks"].sum())
+    clicks = int(ads["total_clicks"].sum())
     start, end = ads["first_seen_date"].min(), ads["last_seen_date"].max()
     none = Missing("no Meta Ads campaigns")
     window: tuple[Any, Any] | Missing = none if pd.isna(start) or pd.isna(end) else (start, end)
     metrics: dict[str, Value] = {
-        "campaigns": float(len(ads)),
+        "campaigns": len(ads),
         "ad_spend_usd": spend,
         "ad_clicks": clicks,
-        "avg_cpc_usd": none if ads["avg_cpc"].count() == 0 else float(ads["avg_cpc"].mean()),
         "cost_per_click_usd": divide(spend, clicks, "no ad clicks"),
-        "campaign_window_days": window if isinstance(window, Missing) else float((end - start).days + 1),
+        "mean_campaign_cost_per_click_usd": none if ads["avg_cpc"].count() == 0 else float(ads["avg_cpc"].mean()),
+        "campaign_window_days": window if isinstance(window, Missing) else (end - start).days + 1,
         "daily_ad_spend_usd": divide(spend, float(ads["total_days_active"].sum()), "no Meta Ads campaign days"),
     }
     return metrics, window
@@ -141,7 +143,7 @@ def listener_growth(listeners: pd.Series, window: tuple[Any, Any] | Missing) -> 
     inside = listeners[(listeners.index >= start) & (listeners.index <= end)]
     if inside.empty:
         return Missing(f"no audience rows in the campaign window {start:%Y-%m-%d} to {end:%Y-%m-%d}")
-    return float(inside.max() - inside.min())
+    return int(inside.max() - inside.min())
 
 
 def monthly(statement: pd.DataFrame) -> pd.DataFrame:
@@ -194,6 +196,7 @@ def artist_economics(statement: pd.DataFrame) -> pd.DataFrame:
 @experiment(
     "business-metrics",
     datasets=["metaads_campaigns_daily", "spotify_audience", "dk_bank_details", "track_catalog"],
+    headline=["roi_pct", "cpa_usd", "ltv_usd", "payback_days"],
     params={
         "retention_months": Param(int, 6, "months a new listener keeps earning, for LTV", min=1),
         "streams_per_click": Param(int, 50, "streams one ad click is assumed to bring, for revenue per click",
@@ -231,23 +234,25 @@ def business_metrics(ctx):
     growth = listener_growth(listeners, window)
     spend, clicks = metrics["ad_spend_usd"], metrics["ad_clicks"]
     earnings = float(statement[EARNINGS].sum())
-    streams = float(statement["Quantity"].sum())
-    max_listeners: Value = Missing("the audience timeline is empty") if listeners.empty else float(listeners.max())
+    streams = int(statement["Quantity"].sum())
+    max_listeners: Value = Missing("the audience timeline is empty") if listeners.empty else int(listeners.max())
     cpa = divide(spend, growth, "no listener growth in the campaign window")
     per_listener = divide(earnings, max_listeners, "the audience timeline has no listeners")
     ltv = combine(lambda r: r * params["retention_months"], per_listener)
     revenue_per_stream = divide(earnings, streams, "the statement has no streams")
     metrics |= {
         "listener_growth": growth,
-        "conversion_rate": divide(growth, clicks, "no ad clicks"),
+        "listeners_per_click_ratio": divide(growth, clicks, "no ad clicks"),
         "cpa_usd": cpa,
         "max_listeners": max_listeners,
         "revenue_per_listener_usd": per_listener,
         "ltv_usd": ltv,
-        "roi": divide(combine(lambda a, b: a - b, ltv, cpa), cpa, "CPA is 0 (no ad spend)"),
+        "roi_pct": combine(lambda r: r * 100, divide(combine(lambda a, b: a - b, ltv, cpa), cpa,
+                                                    "CPA is 0 (no ad spend)")),
         "profit_per_listener_usd": combine(lambda a, b: a - b, ltv, cpa),
         "streams": streams,
-        "earnings_usd": earnings,
+        "gross_revenue_usd": float(statement[GROSS].sum()),
+        **({"royalty_adjusted_revenue_usd": earnings} if adjusted else {}),
         "revenue_per_stream_usd": revenue_per_stream,
     }
 
@@ -278,22 +283,21 @@ def business_metrics(ctx):
     releases = by_release.set_index("release_type")
     tracks = track_table(statement, adjusted)
     metrics |= {
-        "new_release_streams": float(releases.loc[NEW_RELEASE, "streams"]),
-        "new_release_earnings_usd": float(releases.loc[NEW_RELEASE, EARNINGS]),
-        "back_catalog_streams": float(releases.loc[BACK_CATALOG, "streams"]),
-        "back_catalog_earnings_usd": float(releases.loc[BACK_CATALOG, EARNINGS]),
-        "tracks": float(len(tracks)),
-        "months_without_data": float((~by_month["has_data"]).sum()),
+        "new_release_streams": int(releases.loc[NEW_RELEASE, "streams"]),
+        "new_release_revenue_usd": float(releases.loc[NEW_RELEASE, EARNINGS]),
+        "back_catalog_streams": int(releases.loc[BACK_CATALOG, "streams"]),
+        "back_catalog_revenue_usd": float(releases.loc[BACK_CATALOG, EARNINGS]),
+        "tracks": len(tracks),
+        "months_without_data": int((~by_month["has_data"]).sum()),
     }
     artists = None
     if adjusted:
-        gross = float(statement[GROSS].sum())
+        gross = metrics["gross_revenue_usd"]
         artists = artist_economics(statement)
         metrics |= {
-            "gross_earnings_usd": gross,
             "royalties_paid_usd": gross - earnings,
             "retention_rate": divide(earnings, gross, "no gross earnings"),
-            "tracks_not_in_catalog": float((~tracks["in_catalog"].astype(bool)).sum()),
+            "tracks_not_in_catalog": int((~tracks["in_catalog"].astype(bool)).sum()),
         }
 
     ctx.log_metrics({name: value for name, value in metrics.items() if not isinstance(value, Missing)})
@@ -311,49 +315,82 @@ def business_metrics(ctx):
         ctx.log_table(artists, "artist_economics")
         ctx.log_table(tracks, "track_shares")
 
-    ctx.log_figure(dashboard(listeners, window, by_platform, by_month, top, adjusted), "business_metrics")
+    for name, figure in figures(listeners, window, by_platform, by_month, top, adjusted).items():
+        ctx.log_figure(figure, name)
     ctx.report(report(metrics, by_platform, by_release, top, artists, tracks, params))
 
 
-def dashboard(listeners: pd.Series, window: tuple[Any, Any] | Missing, by_platform: pd.DataFrame,
-              by_month: pd.DataFrame, top: pd.DataFrame, adjusted: bool) -> Any:
-    """Four panels: listeners with the campaign window, revenue per 1,000 streams by
-    platform, earnings per sale month, top tracks."""
+#: each figure's artifact name and title, in report order
+FIGURES = {
+    "listeners": "Spotify listeners and the campaign window",
+    "revenue_per_1000_streams": "Revenue per 1,000 streams by platform",
+    "monthly_revenue": "Revenue per sale month",
+    "top_tracks": "Top tracks by revenue",
+}
+
+
+def figures(listeners: pd.Series, window: tuple[Any, Any] | Missing, by_platform: pd.DataFrame,
+            by_month: pd.DataFrame, top: pd.DataFrame, adjusted: bool) -> dict[str, Any]:
+    """The run's charts by artifact name (see :data:`FIGURES`): listeners with the campaign
+    window, revenue per 1,000 streams by platform, revenue per sale month, top tracks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, MonthLocator
+    from matplotlib.ticker import StrMethodFormatter
 
-    basis = "label share, USD" if adjusted else "gross, USD"
-    figure = plt.figure(figsize=(13, 8), layout="constrained")
-    # one subfigure per row, so the long track names bottom right do not squeeze the top row
-    upper, lower = figure.subfigures(2, 1)
-    trend, rates = upper.subplots(1, 2)
-    months, best = lower.subplots(1, 2, width_ratios=(1, 1.3))
+    basis = "after royalty splits" if adjusted else "gross"
+    charts = {}
 
+    figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
     if listeners.empty:
-        trend.text(0.5, 0.5, "no audience data", ha="center", va="center", transform=trend.transAxes)
+        axis.text(0.5, 0.5, "no audience data", ha="center", va="center", transform=axis.transAxes)
     else:
-        trend.plot(listeners.index, listeners.to_numpy(), color="#1db954")
+        axis.plot(listeners.index, listeners.to_numpy(), color="#1db954", label="listeners, all acts")
     if not isinstance(window, Missing):
-        trend.axvspan(window[0], window[1], color="#4c72b0", alpha=0.15, label="campaign window")
-        trend.legend(loc="upper left")
-    trend.set_title("Spotify listeners, all acts")
-    trend.tick_params(axis="x", labelrotation=30)
+        axis.axvspan(window[0], window[1], color="#4c72b0", alpha=0.15, label="Meta Ads campaign window")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(loc="upper left")
+    axis.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    axis.set_ylabel("listeners per day")
+    axis.set_title(FIGURES["listeners"])
+    locator = AutoDateLocator(maxticks=8)
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    charts["listeners"] = figure
 
+    figure, axis = plt.subplots(figsize=(6, 3.5), layout="constrained")
     rated = by_platform.dropna(subset=["earnings_per_1000_streams"])
-    rates.bar(rated["platform"], rated["earnings_per_1000_streams"], color=[COLORS[p] for p in rated["platform"]])
-    rates.set_title(f"Revenue per 1,000 streams ({basis})")
+    bars = axis.bar(rated["platform"], rated["earnings_per_1000_streams"], color=[COLORS[p] for p in rated["platform"]])
+    axis.bar_label(bars, fmt="${:,.2f}")
+    axis.yaxis.set_major_formatter(StrMethodFormatter("${x:,.2f}"))
+    axis.set_ylabel(f"USD per 1,000 streams ({basis})")
+    axis.set_title(FIGURES["revenue_per_1000_streams"])
+    axis.margins(y=0.15)
+    charts["revenue_per_1000_streams"] = figure
 
-    months.bar(by_month["sale_month"], by_month[EARNINGS], width=20, color="#4c72b0")
-    months.set_title(f"Earnings per sale month ({basis})")
-    months.tick_params(axis="x", labelrotation=30)
+    figure, axis = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    axis.bar(by_month["sale_month"], by_month[EARNINGS], width=20, color="#4c72b0")
+    axis.yaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
+    axis.set_ylabel(f"revenue ({basis}, USD)")
+    axis.set_title(FIGURES["monthly_revenue"])
+    locator = MonthLocator(interval=max(1, math.ceil(len(by_month) / 8)))
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    charts["monthly_revenue"] = figure
 
-    labels = top["Title"].str.slice(0, 34) + " / " + top["Artist"]
-    best.barh(labels[::-1], top[EARNINGS][::-1], color="#dd8452")
-    best.set_title(f"Top tracks by earnings ({basis})")
-    best.tick_params(axis="y", labelsize=8)
-    return figure
+    figure, axis = plt.subplots(figsize=(7, 0.9 + 0.3 * max(len(top), 3)), layout="constrained")
+    title = top["Title"].where(top["Title"].str.len() <= 28, top["Title"].str.slice(0, 27) + "…")
+    labels = title + " / " + top["Artist"]
+    axis.barh(range(len(top)), top[EARNINGS][::-1], color="#dd8452")
+    axis.set_yticks(range(len(top)), labels[::-1])
+    axis.xaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
+    axis.set_xlabel(f"revenue ({basis}, USD)")
+    axis.set_title(f"Top {len(top)} tracks by revenue")
+    axis.tick_params(axis="y", labelsize=8)
+    charts["top_tracks"] = figure
+    return charts
 
 
 def report(metrics: dict[str, Value], by_platform: pd.DataFrame, by_release: pd.DataFrame, top: pd.DataFrame,
@@ -366,16 +403,19 @@ def report(metrics: dict[str, Value], by_platform: pd.DataFrame, by_release: pd.
         value = metrics[name]
         shown = f"skipped: {value.reason}" if isinstance(value, Missing) else f"{value:,.6g}"
         lines.append(f"| `{name}` | {shown} | {METRICS[name]} |")
-    lines += ["", "### Revenue per stream by platform", "",
+    lines += ["", "### Listeners", "", figure_link("listeners")]
+    lines += ["", "### Revenue per stream by platform", "", figure_link("revenue_per_1000_streams"), "",
               "| platform | streams | earnings (USD) | USD per 1,000 streams |", "|---|---:|---:|---:|"]
     lines += [f"| {r.platform} | {r.streams:,.0f} | {r.earnings_usd:,.2f} | {r.earnings_per_1000_streams:.3f} |"
               for r in by_platform.itertuples()]
     lines += ["", f"### Back catalog against new releases (last {params['new_release_days']} days of sale months)",
               "", "| | streams | earnings (USD) |", "|---|---:|---:|"]
     lines += [f"| {r.release_type} | {r.streams:,.0f} | {r.earnings_usd:,.2f} |" for r in by_release.itertuples()]
+    lines += ["", figure_link("monthly_revenue")]
     lines += ["", f"### Top {len(top)} tracks", "", "| title | artist | streams | earnings (USD) |",
               "|---|---|---:|---:|"]
     lines += [f"| {r.Title} | {r.Artist} | {r.streams:,.0f} | {r.earnings_usd:,.2f} |" for r in top.itertuples()]
+    lines += ["", figure_link("top_tracks")]
     if artists is not None:
         lines += ["", "### Per-artist economics", "",
                   "| artist | gross (USD) | label share (USD) | royalties (USD) | retention |",
@@ -387,6 +427,11 @@ def report(metrics: dict[str, Value], by_platform: pd.DataFrame, by_release: pd.
             listed = ", ".join(missing["Title"] + " (" + missing["Artist"] + ")")
             lines += ["", f"Not in the track catalog, kept at {params['default_share']:g}%: {listed}."]
     return "\n".join(lines)
+
+
+def figure_link(name: str) -> str:
+    """A markdown image of figure ``name``, relative to report.md (figures/<name>.png)."""
+    return f"![{FIGURES[name]}](figures/{name}.png)"
 
 
 @hookimpl

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ _IQR_RULE = re.compile(r"\s*iqr\s*:\s*(?P<factor>\d+(?:\.\d*)?|\.\d+)\s*", re.IG
 _THRESHOLD_RULE = re.compile(
     r"\s*(?P<column>[^<>]*[^<>\s])\s*(?P<op>>=|<=|>|<)\s*(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*"
 )
-_METRIC_UNSAFE = re.compile(r"[^\w.\- ]+")
+_NOT_KEY = re.compile(r"[^a-z0-9]+")
 _OPERATORS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le"}
 
 # The values the SQL reads as pandas does (RE2 patterns; pandas' own rules are in parse_values).
@@ -97,9 +98,11 @@ def parse_rule(text: str) -> OutlierRule:
 
 
 def metric_key(column: str) -> str:
-    """``column`` as MLflow accepts in a metric name: brackets dropped, other symbols as ``_``."""
-    cleaned = _METRIC_UNSAFE.sub("_", re.sub(r"[()\[\]{}]", "", column))
-    return " ".join(cleaned.split()).strip("_ ") or "column"
+    """``column`` as a word of a metric name, in lower snake_case: accents dropped, every run of
+    other characters one ``_`` (``Country of Sale`` -> ``country_of_sale``, ``Earnings (USD)`` ->
+    ``earnings_usd``)."""
+    plain = unicodedata.normalize("NFKD", column).encode("ascii", "ignore").decode().lower()
+    return _NOT_KEY.sub("_", plain).strip("_") or "column"
 
 
 # -- what the checks find -------------------------------------------------------------------
@@ -919,6 +922,7 @@ def check_file(ctx: Any, dataset: Dataset, path: Path, rule: OutlierRule, key: l
 
 @experiment(
     "data-quality",
+    headline=["findings", "total.missing", "total.type_violations", "duplicate_rows"],
     params={
         "dataset": Param(str, "dk_bank_details", "the catalog data set to check"),
         "outlier_rule": Param(str, "iqr:1.5", "iqr:<factor> for every numeric column, or '<column> <op> <number>' "
@@ -957,7 +961,7 @@ def data_quality(ctx):
     keys: dict[str, str] = {}
     for column in dataset.columns:
         base = metric_key(column)
-        keys[column] = base if base not in keys.values() else f"{base}.{len(keys)}"
+        keys[column] = base if base not in keys.values() else f"{base}_{len(keys)}"
 
     findings: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
@@ -1023,24 +1027,24 @@ def _figure(columns: pd.DataFrame, rows: int, name: str) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import PercentFormatter
 
     counts = columns.reindex(columns=list(CHECKS)).to_numpy(dtype=float)
     share = counts / max(rows, 1)
-    figure, axis = plt.subplots(figsize=(8, 1.2 + 0.38 * max(len(columns), 1)))
+    figure, axis = plt.subplots(figsize=(6.5, 1.4 + 0.38 * max(len(columns), 1)), layout="constrained")
     image = axis.imshow(np.ma.masked_invalid(share), cmap="OrRd", vmin=0, vmax=max(float(np.nanmax(share, initial=0)), 0.01),
                         aspect="auto")
     axis.set_facecolor("#eeeeee")
     for (i, j), value in np.ndenumerate(counts):
         present = bool(columns["present"].iloc[i])
         label = ("absent" if j == 0 else "") if not present else ("–" if np.isnan(value) else f"{int(value):,}")
-        axis.text(j, i, label, ha="center", va="center", fontsize=8,
+        axis.text(j, i, label, ha="center", va="center", fontsize=9,
                   color="white" if not np.isnan(share[i, j]) and share[i, j] > 0.6 * image.get_clim()[1] else "black")
     axis.set_xticks(range(len(CHECKS)), ["missing", "type\nviolations", "out of\nrange", "outliers"])
     axis.set_yticks(range(len(columns)), [f"{c} ({t})" for c, t in zip(columns["column"], columns["type"])])
     axis.xaxis.tick_top()
-    axis.set_title(f"Data quality of {name}: {rows:,} rows (– = check does not apply)", fontsize=10, pad=24)
-    figure.colorbar(image, ax=axis, label="share of rows", fraction=0.04)
-    figure.tight_layout()
+    axis.set_title(f"Data quality of {name}: {rows:,} rows\n(– = check does not apply)", fontsize=10)
+    figure.colorbar(image, ax=axis, label="share of rows", fraction=0.04, format=PercentFormatter(1.0))
     return figure
 
 
@@ -1069,6 +1073,7 @@ def _report(name: str, path: Path, rows: int, dataset: Dataset, rule: OutlierRul
               + (f" Duplicate keys: {metrics['duplicate_keys']:,}." if "duplicate_keys" in metrics else "")]
     if clean:
         lines.append("Nothing found by: " + ", ".join(c.replace("_", " ") for c in clean) + ".")
+    lines += ["", "![Findings by column and check](figures/findings_by_column.png)"]
     lines += ["", ("Rows are numbered from 1 after the header, as bedrot-lab's load errors number them. "
                    "Missing means empty; in a typed column also a null marker the loader reads as null "
                    "(NA, NULL, ...). A type violation is a present value that does not parse as the declared "

@@ -95,6 +95,7 @@ def _span(values: pd.Series, fmt: str) -> tuple[str, str]:
 @experiment(
     "distrokid-staging2curated",
     datasets=["dk_bank_details_staging", "daily_streams_distrokid", "tidy_daily_streams"],
+    headline=["bank_rows_out", "streams_rows_out", "streams_duplicate_keys", "bank_byte_copy"],
     params={
         "keep_other_sources": Param(bool, True, "keep the other distributors' rows of the current curated "
                                                 "tidy_daily_streams (the cleaner replaces only its own rows)"),
@@ -135,7 +136,7 @@ def distrokid_staging2curated(ctx: RunContext) -> None:
     ctx.log_metrics({
         "bank_rows_in": len(statement),
         "bank_rows_out": bank_record["rows"],
-        "bank_byte_copy": float(byte_copy),
+        "bank_byte_copy": int(byte_copy),
         "streams_rows_in": len(staging),
         "streams_rows_out": len(tidy),
         "streams_rows_kept": counts["kept"],

@@ -45,21 +45,21 @@ def ratio(numerator: pd.Series, denominator: pd.Series, scale: float = 1.0) -> p
 
 def performance(ads: pd.DataFrame, by: str) -> pd.DataFrame:
     """Spend, impressions, reach, results and ads summed by ``by``, with CPM, cost per result
-    and effectiveness (results per USD); sorted by spend."""
+    and results per USD; sorted by spend."""
     out = ads.groupby(by, as_index=False).agg(
         spend_usd=(SPEND, "sum"), impressions=(IMPRESSIONS, "sum"), reach=(REACH, "sum"),
         results=(RESULTS, "sum"), ads=(SPEND, "size"),
     )
     out["cpm_usd"] = ratio(out["spend_usd"], out["impressions"], 1000.0)
     out["cost_per_result_usd"] = ratio(out["spend_usd"], out["results"])
-    out["effectiveness"] = ratio(out["results"], out["spend_usd"])
+    out["results_per_usd"] = ratio(out["results"], out["spend_usd"])
     return out.sort_values(["spend_usd", by], ascending=[False, True], ignore_index=True)
 
 
 def most_effective(table: pd.DataFrame, by: str, top_n: int) -> pd.DataFrame:
-    """The ``top_n`` rows by effectiveness (ties by spend); undefined effectiveness and "unknown" left out."""
-    ranked = table[table["effectiveness"].notna() & table[by].ne(UNKNOWN)]
-    return ranked.sort_values(["effectiveness", "spend_usd"], ascending=False, ignore_index=True).head(top_n)
+    """The ``top_n`` rows by results per USD (ties by spend); undefined ones and "unknown" left out."""
+    ranked = table[table["results_per_usd"].notna() & table[by].ne(UNKNOWN)]
+    return ranked.sort_values(["results_per_usd", "spend_usd"], ascending=False, ignore_index=True).head(top_n)
 
 
 def check_not_negative(frame: pd.DataFrame, columns: tuple[str, ...], where: str) -> None:
@@ -84,6 +84,7 @@ def log_ratio(ctx: RunContext, name: str, numerator: float, denominator: float, 
 @experiment(
     "meta-ads",
     datasets=["meta_ads_export", "dk_bank_details", "track_catalog"],
+    headline=["roi_royalty_adjusted_pct", "roi_gross_pct", "cost_per_result_usd", "ad_spend_usd"],
     params={
         "top_n": Param(int, 5, "campaigns and creatives shown in the most-effective lists", min=1),
         "default_share": Param(float, 100.0, "percent of earnings kept for tracks missing from the catalog",
@@ -107,6 +108,7 @@ def meta_ads(ctx: RunContext) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.ticker import StrMethodFormatter
 
     from bedrot_lab.analysis.royalties import ACTUAL_COLUMN, apply_shares
     from bedrot_lab.analysis.tracks import canonical_spellings
@@ -126,13 +128,13 @@ def meta_ads(ctx: RunContext) -> None:
     campaigns, creatives = performance(ads, "campaign"), performance(ads, "creative")
     adsets = performance(ads.rename(columns={"Ad Set Name": "ad_set"}), "ad_set")
     ctx.log_metrics({
-        "total_spend_usd": spend, "total_impressions": impressions, "total_reach": reach,
-        "total_results": results, "num_ads": len(ads), "campaigns": len(campaigns),
+        "ad_spend_usd": spend, "impressions": int(impressions), "reach": int(reach),
+        "results": round(results), "ads": len(ads), "campaigns": len(campaigns),
         "creatives": int(creatives["creative"].ne(UNKNOWN).sum()),
     })
     log_ratio(ctx, "cpm_usd", spend, impressions, "the export has no impressions", 1000.0)
     log_ratio(ctx, "cost_per_result_usd", spend, results, "the export has no results")
-    log_ratio(ctx, "effectiveness", results, spend, "the export has no spend")
+    log_ratio(ctx, "results_per_usd", results, spend, "the export has no spend")
 
     catalog = ctx.load("track_catalog", columns=["artist", "title", "your_revenue_share"])
     statement = ctx.aggregate("dk_bank_details", by=STATEMENT_KEYS, sums=["Earnings (USD)"], rows="rows")
@@ -154,20 +156,20 @@ def meta_ads(ctx: RunContext) -> None:
         ["Artist", "Title"])
     months = int(statement["Sale Month"].nunique())
     returns = {}
-    revenue_names = ("revenue_gross_usd", "revenue_royalty_adjusted_usd", "revenue_months",
-                     "roi_gross_pct", "roas_gross", "roi_royalty_adjusted_pct", "roas_royalty_adjusted")
+    revenue_names = ("gross_revenue_usd", "royalty_adjusted_revenue_usd", "revenue_months",
+                     "roi_gross_pct", "roas_gross_ratio", "roi_royalty_adjusted_pct", "roas_royalty_adjusted_ratio")
     if params["revenue_window"] == "campaign" and not window_text:
         for name in revenue_names:
             ctx.skip_metric(name, "the export gives no reporting window to match sale months against")
     else:
-        ctx.log_metrics({"revenue_gross_usd": gross, "revenue_royalty_adjusted_usd": kept, "revenue_months": months})
+        ctx.log_metrics({"gross_revenue_usd": gross, "royalty_adjusted_revenue_usd": kept, "revenue_months": months})
         for label, revenue in (("gross", gross), ("royalty_adjusted", kept)):
             if spend > 0:
                 returns[label] = ((revenue - spend) / spend * 100.0, revenue / spend)
-                ctx.log_metrics({f"roi_{label}_pct": returns[label][0], f"roas_{label}": returns[label][1]})
+                ctx.log_metrics({f"roi_{label}_pct": returns[label][0], f"roas_{label}_ratio": returns[label][1]})
             else:
                 ctx.skip_metric(f"roi_{label}_pct", "no ad spend to return on")
-                ctx.skip_metric(f"roas_{label}", "no ad spend to return on")
+                ctx.skip_metric(f"roas_{label}_ratio", "no ad spend to return on")
     ctx.log_metric("tracks_not_in_catalog", len(missing))
 
     top_campaigns = most_effective(campaigns, "campaign", params["top_n"])
@@ -181,29 +183,36 @@ def meta_ads(ctx: RunContext) -> None:
                                                        IMPRESSIONS, REACH, RESULTS]]
     ctx.log_table(ads_out, "ads")
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     shown = campaigns.head(12)[::-1]
-    left.barh(shown["campaign"], shown["spend_usd"], color="#1877f2")
+    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.32 * max(len(shown), 3)), layout="constrained")
+    names = shown["campaign"].where(shown["campaign"].str.len() <= 30, shown["campaign"].str.slice(0, 29) + "…")
+    axis.barh(range(len(shown)), shown["spend_usd"], color="#1877f2")
+    axis.set_yticks(range(len(shown)), names)
     for y, (value, cpr) in enumerate(zip(shown["spend_usd"], shown["cost_per_result_usd"])):
-        left.annotate("no results" if pd.isna(cpr) else f"{cpr:,.2f}/result", (value, y),
+        axis.annotate("no results" if pd.isna(cpr) else f"${cpr:,.2f} per result", (value, y),
                       xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
-    left.set_xlabel("spend (USD)")
-    left.set_title("Spend by campaign (label: cost per result)")
-    left.margins(x=0.25)
-    chart = top_creatives[::-1]
-    right.barh(chart["creative"], chart["effectiveness"], color="#42b72a")
-    right.set_xlabel("results per USD")
-    right.set_title(f"Top {params['top_n']} creatives by effectiveness")
-    figure.tight_layout()
-    ctx.log_figure(figure, "spend_and_effectiveness")
+    axis.xaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
+    axis.set_xlabel("spend (USD)")
+    axis.set_title(f"Spend by campaign{' (top 12)' if len(campaigns) > 12 else ''}, labelled with cost per result",
+                   fontsize=10)
+    axis.margins(x=0.3)
+    ctx.log_figure(figure, "spend_by_campaign")
 
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    chart = top_creatives[::-1]
+    figure, axis = plt.subplots(figsize=(6, 1.2 + 0.32 * max(len(chart), 3)), layout="constrained")
+    axis.barh(chart["creative"], chart["results_per_usd"], color="#42b72a")
+    axis.set_xlabel("results per USD spent")
+    axis.set_title(f"Top {len(chart)} creatives by results per USD")
+    ctx.log_figure(figure, "top_creatives")
+
+    figure, axis = plt.subplots(figsize=(6, 4), layout="constrained")
     bars = axis.bar(["ad spend", "gross revenue", "royalty-adjusted\nrevenue"], [spend, gross, kept],
                     color=["#1877f2", "#7f7f7f", "#2ca02c"])
-    axis.bar_label(bars, fmt="{:,.2f}")
+    axis.bar_label(bars, fmt="${:,.2f}")
+    axis.yaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
     axis.set_ylabel("USD")
-    axis.set_title(f"Ad spend against revenue ({revenue_scope})", fontsize=10)
-    figure.tight_layout()
+    axis.margins(y=0.12)
+    axis.set_title(f"Ad spend against revenue\n({revenue_scope})", fontsize=10)
     ctx.log_figure(figure, "spend_vs_revenue")
 
     def money(value: float) -> str:
@@ -220,16 +229,19 @@ def meta_ads(ctx: RunContext) -> None:
     ]
     lines += [f"| {r.campaign} | {r.ads} | {r.spend_usd:,.2f} | {r.impressions:,.0f} | {r.results:,.0f} | "
               f"{money(r.cpm_usd)} | {money(r.cost_per_result_usd)} |" for r in campaigns.itertuples()]
+    lines += ["", "![Spend by campaign, labelled with cost per result](figures/spend_by_campaign.png)"]
     lines += ["", f"### Most effective creatives (results per USD, top {params['top_n']})", "",
               "| creative | ads | spend (USD) | results | results per USD |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.creative} | {r.ads} | {r.spend_usd:,.2f} | {r.results:,.0f} | {r.effectiveness:.3f} |"
+    lines += [f"| {r.creative} | {r.ads} | {r.spend_usd:,.2f} | {r.results:,.0f} | {r.results_per_usd:.3f} |"
               for r in top_creatives.itertuples()]
+    lines += ["", "![Top creatives by results per USD](figures/top_creatives.png)"]
     lines += ["", f"### Return on ad spend ({revenue_scope}, {months} sale months)", "",
               "| revenue | USD | ROI | ROAS |", "|---|---:|---:|---:|"]
     for label, title, revenue in (("gross", "gross", gross), ("royalty_adjusted", "after royalty splits", kept)):
         roi, roas = returns.get(label, (float("nan"), float("nan")))
         shown_roi = "n/a" if pd.isna(roi) else f"{roi:,.1f} %"
         lines.append(f"| {title} | {revenue:,.2f} | {shown_roi} | {money(roas)} |")
+    lines += ["", "![Ad spend against revenue](figures/spend_vs_revenue.png)"]
     notes = []
     if blanks:
         notes.append(f"{blanks} blank spend, impression, reach or result cells were counted as 0.")

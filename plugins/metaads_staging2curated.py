@@ -121,6 +121,7 @@ def campaign_summary(ads: pd.DataFrame) -> pd.DataFrame:
 @experiment(
     "metaads-staging2curated",
     datasets=["metaads_staging"],
+    headline=["campaigns_out", "ads_out", "ad_spend_usd", "duplicate_ads"],
     params={
         "campaign_parts": Param(int, 1, 'how many " - "-separated parts of the ad set name name the campaign '
                                         "(1: the sandbox analyses' rule)", min=1),
@@ -145,19 +146,19 @@ def metaads_staging2curated(ctx: RunContext) -> None:
         "rows_in": len(staging),
         "ads_out": len(ads),
         "campaigns_out": len(summary),
-        "total_spend_usd": round(spend, 2),
-        "total_impressions": impressions,
-        "total_reach": int(ads["reach"].sum()),
-        "total_results": results,
+        "ad_spend_usd": round(spend, 2),
+        "impressions": impressions,
+        "reach": int(ads["reach"].sum()),
+        "results": results,
         "duplicate_ads": int(ads.duplicated(list(AD_PERFORMANCE.key)).sum()),
         "unknown_campaign_ads": int(ads["campaign_name"].eq(UNKNOWN).sum()),
     })
-    for name, numerator, denominator, scale in (("cpm", spend, impressions, 1000.0),
-                                                ("cost_per_result", spend, results, 1.0)):
+    for name, numerator, denominator, scale in (("cpm_usd", spend, impressions, 1000.0),
+                                                ("cost_per_result_usd", spend, results, 1.0)):
         if denominator > 0:
             ctx.log_metric(name, numerator / denominator * scale)
         else:
-            ctx.skip_metric(name, f"no {'impressions' if name == 'cpm' else 'results'}")
+            ctx.skip_metric(name, f"no {'impressions' if name == 'cpm_usd' else 'results'}")
     window = ""
     if len(staging) and staging["date_start"].notna().any():
         window = f"{staging['date_start'].min():%Y-%m-%d}..{staging['date_end'].max():%Y-%m-%d}"

@@ -22,6 +22,8 @@ def per_stream(frame):
 @experiment(
     "revenue-per-stream",
     datasets=["dk_bank_details"],
+    headline=["revenue_per_stream_usd", "revenue_per_stream_spotify_usd", "revenue_per_stream_apple_usd",
+              "revenue_per_stream_other_usd"],
     params={
         "min_streams": Param(int, 0, "leave stores with fewer streams out of the by-store table and chart", min=0),
         "chart_top": Param(int, 12, "stores shown in the bar chart, by streams", min=1),
@@ -41,15 +43,15 @@ def revenue_per_stream(ctx):
     by_group = per_stream(by_store.rename(columns={"streams": "Quantity", "earnings_usd": "Earnings (USD)"})
                           .groupby("platform", as_index=False)[SUMS].sum())
 
-    total_streams = int(store_sums["Quantity"].sum())
-    total_earnings = float(store_sums["Earnings (USD)"].sum())
-    ctx.log_metrics({"total_streams": total_streams, "total_earnings_usd": total_earnings, "stores": len(by_store)})
-    if total_streams > 0:
-        ctx.log_metric("earnings_per_stream", total_earnings / total_streams)
+    streams = int(store_sums["Quantity"].sum())
+    revenue = float(store_sums["Earnings (USD)"].sum())
+    ctx.log_metrics({"streams": streams, "gross_revenue_usd": revenue, "stores": len(by_store)})
+    if streams > 0:
+        ctx.log_metric("revenue_per_stream_usd", revenue / streams)
     else:
-        ctx.skip_metric("earnings_per_stream", "the statement has no streams")
+        ctx.skip_metric("revenue_per_stream_usd", "the statement has no streams")
     for row in by_group.itertuples():
-        name = f"earnings_per_stream_{row.platform.lower()}"
+        name = f"revenue_per_stream_{row.platform.lower()}_usd"
         if row.streams > 0:
             ctx.log_metric(name, row.earnings_per_stream)
         else:
@@ -63,21 +65,27 @@ def revenue_per_stream(ctx):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import StrMethodFormatter
 
-    chart = shown.head(ctx.params["chart_top"]).dropna(subset=["earnings_per_1000_streams"])
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    axis.barh(chart["Store"][::-1], chart["earnings_per_1000_streams"][::-1],
-              color=[COLORS[p] for p in chart["platform"][::-1]])
-    axis.set_xlabel("USD per 1,000 streams")
-    axis.set_title("Revenue per 1,000 streams by store")
-    figure.tight_layout()
+    chart = shown.head(ctx.params["chart_top"]).dropna(subset=["earnings_per_1000_streams"])[::-1]
+    figure, axis = plt.subplots(figsize=(7, 1.1 + 0.32 * max(len(chart), 3)), layout="constrained")
+    axis.barh(chart["Store"], chart["earnings_per_1000_streams"], color=[COLORS[p] for p in chart["platform"]])
+    axis.xaxis.set_major_formatter(StrMethodFormatter("${x:,.2f}"))
+    axis.set_xlabel("revenue per 1,000 streams (USD)")
+    axis.set_title(f"Revenue per 1,000 streams, top {len(chart)} stores by streams")
+    platforms = [p for p in COLORS if p in set(chart["platform"])]
+    if platforms:
+        figure.legend([Patch(color=COLORS[p]) for p in platforms], platforms, loc="outside lower center",
+                      ncol=len(platforms), frameon=False)
     ctx.log_figure(figure, "revenue_per_1000_streams")
 
-    lines = ["| platform | streams | earnings (USD) | USD per 1,000 streams |", "|---|---:|---:|---:|"]
+    lines = ["| platform | streams | revenue (USD) | USD per 1,000 streams |", "|---|---:|---:|---:|"]
     lines += [f"| {r.platform} | {r.streams:,} | {r.earnings_usd:,.2f} | {r.earnings_per_1000_streams:.3f} |"
               for r in by_group.itertuples()]
     ctx.report("## Revenue per stream by platform\n\n" + "\n".join(lines) +
-               f"\n\n{total_streams:,} streams earned {total_earnings:,.2f} USD in all.")
+               f"\n\n{streams:,} streams earned {revenue:,.2f} USD in all.\n\n"
+               "![Revenue per 1,000 streams by store](figures/revenue_per_1000_streams.png)")
 
 
 @hookimpl

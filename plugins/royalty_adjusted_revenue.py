@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from bedrot_lab import Param, experiment, hookimpl
 
 __version__ = "1.0.0"
@@ -67,7 +69,7 @@ def royalty_tables(ctx, default_share: float = 100.0) -> dict:
     gross, actual = float(level["totals"]["gross_usd"].sum()), float(level["totals"]["actual_usd"].sum())
     tables["totals"] = {
         "gross_revenue_usd": gross,
-        "actual_revenue_usd": actual,
+        "royalty_adjusted_revenue_usd": actual,
         "royalties_paid_usd": gross - actual,
         "retention_rate": actual / gross if gross else None,
         "streams": int(level["totals"]["streams"].sum()),
@@ -107,6 +109,7 @@ def _every_month(by_month):
 @experiment(
     "royalty-adjusted-revenue",
     datasets=["dk_bank_details", "track_catalog"],
+    headline=["royalty_adjusted_revenue_usd", "retention_rate", "royalties_paid_usd", "gross_revenue_usd"],
     params={
         "default_share": Param(float, 100.0, "percent the label keeps of tracks not in the catalog", min=0, max=100),
     },
@@ -135,16 +138,20 @@ def royalty_adjusted_revenue(ctx):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import ConciseDateFormatter, MonthLocator
+    from matplotlib.ticker import StrMethodFormatter
 
     by_month = tables["by_month"]
-    figure, axis = plt.subplots(figsize=(9, 4.5))
+    figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
     axis.plot(by_month["Sale Month"], by_month["gross_usd"], marker="o", label="gross")
-    axis.plot(by_month["Sale Month"], by_month["actual_usd"], marker="o", label="after splits")
-    axis.set_ylabel("USD")
+    axis.plot(by_month["Sale Month"], by_month["actual_usd"], marker="o", label="after royalty splits")
+    axis.yaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
+    axis.set_ylabel("revenue (USD)")
     axis.set_title("Monthly revenue: gross and after royalty splits")
     axis.legend()
-    figure.autofmt_xdate()
-    figure.tight_layout()
+    locator = MonthLocator(interval=max(1, math.ceil(len(by_month) / 8)))
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     ctx.log_figure(figure, "monthly_gross_vs_actual")
 
     artists = tables["by_artist"]
@@ -155,11 +162,13 @@ def royalty_adjusted_revenue(ctx):
     splits = tables["tracks_with_splits"]
     ctx.report(
         "## Royalty-adjusted revenue\n\n"
-        f"Gross {totals['gross_revenue_usd']:,.2f} USD; the label keeps {totals['actual_revenue_usd']:,.2f} USD "
+        f"Gross {totals['gross_revenue_usd']:,.2f} USD; "
+        f"the label keeps {totals['royalty_adjusted_revenue_usd']:,.2f} USD "
         f"and pays {totals['royalties_paid_usd']:,.2f} USD to collaborators. "
         f"{totals['tracks_with_splits']} of {totals['tracks']} tracks have splits; "
         f"{totals['tracks_not_in_catalog']} are not in the catalog and keep {ctx.params['default_share']:g}%.\n\n"
         + "\n".join(lines)
+        + "\n\n![Monthly revenue, gross and after royalty splits](figures/monthly_gross_vs_actual.png)"
         + "\n\n### Tracks with splits\n\n"
         + "\n".join(f"- {r.Artist} - {r.Title}: {r.share:.0%} kept, {r.royalties_paid_usd:,.2f} USD paid out"
                     for r in splits.itertuples())

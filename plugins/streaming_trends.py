@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from bedrot_lab import Param, experiment, hookimpl
@@ -15,8 +16,10 @@ if TYPE_CHECKING:
 
 __version__ = "1.0.0"
 
-#: platform group -> regex on the lower-cased store name; anything else is "Other"
+#: the daily file's stream columns -> the store each counts
 DAILY_STORES = {"spotify_streams": "Spotify", "apple_streams": "Apple Music"}
+#: artists drawn as their own line in the by-artist chart, by streams; the rest are summed
+TOP_ARTISTS = 6
 
 
 def monthly(streams: pd.DataFrame, by: str, months: pd.DatetimeIndex) -> pd.DataFrame:
@@ -76,9 +79,68 @@ def check_not_negative(streams: pd.Series, where: str) -> None:
         raise ValueError(f"{where}: streams should be 0 or more, but found {int(streams.min())}")
 
 
+def top_and_rest(wide: pd.DataFrame, top: int, rest: str) -> pd.DataFrame:
+    """The ``top`` columns of ``wide`` (sorted by streams), the others summed as column ``rest``."""
+    shown = wide.iloc[:, :top].copy()
+    if wide.shape[1] > top:
+        shown[rest] = wide.iloc[:, top:].sum(axis=1)
+    return shown
+
+
+def month_axis(axis, months: int) -> None:
+    """The x axis of ``months`` months: at most 8 ticks, short month names, the year where it changes."""
+    from matplotlib.dates import ConciseDateFormatter, MonthLocator
+
+    locator = MonthLocator(interval=max(1, math.ceil(months / 8)))
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
+def lines_figure(months: pd.DatetimeIndex, wide: pd.DataFrame, title: str, colors: dict | None = None):
+    """One line of monthly streams per column of ``wide``, labelled in a legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import StrMethodFormatter
+
+    figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
+    for column in wide.columns:
+        dashed = column in ("all platforms", "other stores", "other artists")
+        axis.plot(months, wide[column], marker="o", ms=3, label=column, ls="--" if dashed else "-",
+                  color=(colors or {}).get(column))
+    axis.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    axis.set_ylabel("streams")
+    axis.set_title(title)
+    month_axis(axis, len(months))
+    if wide.shape[1]:
+        axis.legend(fontsize=8, ncol=2 if wide.shape[1] > 4 else 1)
+    return figure
+
+
+def growth_figure(months: pd.DatetimeIndex, growth: pd.Series, source: str):
+    """Month-over-month growth of all streams: a bar per month, green up, red down, n/a where undefined."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import StrMethodFormatter
+
+    figure, axis = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    defined = growth.notna().to_numpy()
+    up, down = "#2ca02c", "#d62728"
+    axis.bar(months[defined], growth[defined], width=20, color=np.where(growth[defined] >= 0, up, down))
+    for month in months[~defined][1:]:
+        axis.annotate("n/a", (month, 0), ha="center", va="bottom", fontsize=8, color="#7f7f7f")
+    axis.axhline(0, color="black", lw=0.8)
+    axis.yaxis.set_major_formatter(StrMethodFormatter("{x:+,.0f}%"))
+    axis.set_ylabel("growth on the month before")
+    axis.set_title(f"Month-over-month growth of all streams ({source})")
+    month_axis(axis, len(months))
+    axis.legend([Patch(color=up), Patch(color=down)], ["more streams", "fewer streams"], fontsize=8)
+    return figure
+
+
 @experiment(
     "streaming-trends",
     datasets=["dk_bank_details", "tidy_daily_streams"],
+    headline=["latest_mom_growth_pct", "latest_month_streams", "best_month_streams", "streams"],
     params={
         "source": Param(str, "statement", "statement: DistroKid statement Quantity by Sale Month; daily: "
                         "tidy_daily_streams Spotify + Apple streams summed by month",
@@ -95,7 +157,6 @@ def streaming_trends(ctx: RunContext) -> None:
     several ways, by case or spacing, is one, under its most common spelling). The
     statement is summed by month, store and artist in DuckDB, never loaded whole.
     """
-    import numpy as np
     import pandas as pd
 
     source, top_stores = ctx.params["source"], ctx.params["top_stores"]
@@ -122,11 +183,11 @@ def streaming_trends(ctx: RunContext) -> None:
     if by_artist is not None:
         ctx.log_table(long_table(by_artist), "monthly_by_artist")
 
-    ctx.log_metrics({"total_streams": int(totals.sum()), "months_covered": len(months),
+    ctx.log_metrics({"streams": int(totals.sum()), "months_covered": len(months),
                      "months_without_streams": int(totals.eq(0).sum())})
-    ctx.log_metrics({f"streams_{group.lower()}": int(by_platform[group].sum()) for group in by_platform.columns})
+    ctx.log_metrics({f"{group.lower()}_streams": int(by_platform[group].sum()) for group in by_platform.columns})
     if len(months) == 0:
-        for name in ("latest_month_streams", "latest_mom_growth_pct", "best_month", "best_month_streams"):
+        for name in ("latest_month_streams", "latest_mom_growth_pct", "best_month_streams"):
             ctx.skip_metric(name, f"no streams in {dataset}")
     else:
         latest = months[-1]
@@ -138,54 +199,27 @@ def streaming_trends(ctx: RunContext) -> None:
                                                      f"{latest:%Y-%m}: growth from 0 is undefined")
         else:
             ctx.log_metric("latest_mom_growth_pct", float(growth.iloc[-1]))
-        best = totals.idxmax()
-        ctx.log_metrics({"best_month": best.year * 100 + best.month, "best_month_streams": int(totals.max())})
+        ctx.set_tag("best_month", f"{totals.idxmax():%Y-%m}")
+        ctx.log_metric("best_month_streams", int(totals.max()))
 
     import matplotlib  # after the query: while DuckDB reads, the other thread is loading MLflow
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=(3, 2))
-    for group in by_platform.columns:
-        top.plot(months, by_platform[group], marker="o", ms=3, label=group, color=COLORS.get(group))
-    top.plot(months, totals, ls="--", color="black", label="all platforms")
-    top.set_ylabel("streams")
-    top.set_title(f"Monthly streams by platform ({source})")
-    top.legend(loc="upper left", fontsize=8)
-    defined = growth.notna()
-    bottom.bar(months[defined.to_numpy()], growth[defined], width=20,
-               color=np.where(growth[defined] >= 0, "#2ca02c", "#d62728"))
-    for month in months[(~defined).to_numpy()][1:]:
-        bottom.annotate("n/a", (month, 0), ha="center", va="bottom", fontsize=8, color="#7f7f7f")
-    bottom.axhline(0, color="black", lw=0.8)
-    bottom.set_ylabel("MoM growth (%)")
-    figure.tight_layout()
-    ctx.log_figure(figure, "monthly_streams")
-
-    shown = by_store.iloc[:, :top_stores].copy()
-    if by_store.shape[1] > top_stores:
-        shown["other stores"] = by_store.iloc[:, top_stores:].sum(axis=1)
-    figure, axis = plt.subplots(figsize=(10, 4.5))
-    for store in shown.columns:
-        axis.plot(months, shown[store], marker="o", ms=3, label=store)
-    axis.set_ylabel("streams")
-    axis.set_title(f"Monthly streams by store (top {min(top_stores, by_store.shape[1])}, the rest summed)")
-    if shown.shape[1]:
-        axis.legend(loc="upper left", fontsize=8, ncol=2)
-    figure.tight_layout()
-    ctx.log_figure(figure, "monthly_streams_top_stores")
-
+    figures = {"monthly_streams": "Monthly streams by platform", "monthly_growth": "Month-over-month growth",
+               "monthly_streams_top_stores": "Monthly streams by store"}
+    by_platform_chart = by_platform.assign(**{"all platforms": totals})
+    ctx.log_figure(lines_figure(months, by_platform_chart, f"Monthly streams by platform ({source})",
+                                colors={**COLORS, "all platforms": "black"}), "monthly_streams")
+    ctx.log_figure(growth_figure(months, growth, source), "monthly_growth")
+    ctx.log_figure(lines_figure(months, top_and_rest(by_store, top_stores, "other stores"),
+                                f"Monthly streams by store (top {min(top_stores, by_store.shape[1])})"),
+                   "monthly_streams_top_stores")
     if by_artist is not None:
-        figure, axis = plt.subplots(figsize=(10, 4))
-        for artist in by_artist.columns:
-            axis.plot(months, by_artist[artist], marker="o", ms=3, label=artist)
-        axis.set_ylabel("streams")
-        axis.set_title("Monthly streams by artist")
-        if by_artist.shape[1]:
-            axis.legend(loc="upper left", fontsize=8)
-        figure.tight_layout()
-        ctx.log_figure(figure, "monthly_streams_by_artist")
+        ctx.log_figure(lines_figure(months, top_and_rest(by_artist, TOP_ARTISTS, "other artists"),
+                                    f"Monthly streams by artist (top {min(TOP_ARTISTS, by_artist.shape[1])})"),
+                       "monthly_streams_by_artist")
+        figures["monthly_streams_by_artist"] = "Monthly streams by artist"
 
     origin = "DistroKid statement, by Sale Month" if source == "statement" else "tidy_daily_streams, Spotify + Apple"
     shown_growth = total_table["mom_growth_pct"].map(lambda g: "n/a" if pd.isna(g) else f"{g:+.1f} %")
@@ -193,7 +227,8 @@ def streaming_trends(ctx: RunContext) -> None:
     lines += [f"| {month} | {streams:,} | {growth_text} |"
               for month, streams, growth_text in zip(total_table["month"], total_table["streams"], shown_growth)]
     lines += ["", f"{int(totals.sum()):,} streams over {len(months)} months: "
-              + ", ".join(f"{g} {int(by_platform[g].sum()):,}" for g in by_platform.columns) + "."]
+              + ", ".join(f"{g} {int(by_platform[g].sum()):,}" for g in by_platform.columns) + "."
+              + (f" The best month was {totals.idxmax():%Y-%m}, with {int(totals.max()):,} streams." if len(months) else "")]
     notes = []
     empty = months[totals.eq(0).to_numpy()]
     if len(empty):
@@ -211,6 +246,7 @@ def streaming_trends(ctx: RunContext) -> None:
         notes.append("The daily data has no artist column, so there is no by-artist breakdown.")
     notes += [f"`{name}` not computed: {reason}." for name, reason in ctx.skipped.items()]
     lines += ["", "**Notes.**", "", *(f"- {note}" for note in notes)]
+    lines += ["", *(f"![{title}](figures/{name}.png)" for name, title in figures.items())]
     ctx.report("\n".join(lines))
 
 

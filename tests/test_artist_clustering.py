@@ -77,8 +77,8 @@ def test_two_profiles_make_two_clusters_of_three(lab):
     metrics = stored.data.metrics
     assert metrics["points"] == 6 and metrics["features"] == 6 and metrics["points_dropped"] == 0
     assert metrics["cluster_size.0"] == 3 and metrics["cluster_size.1"] == 3
-    assert metrics["silhouette"] > 0.8
-    assert metrics["inertia"] > 0
+    assert metrics["silhouette_score"] > 0.8
+    assert metrics["inertia_score"] > 0
 
     points = table(lab, result.run_id, "points").set_index(["Artist", "Title"])
     for key, (streams, earnings, stores, months, growth) in EXPECTED.items():
@@ -110,13 +110,13 @@ def test_sweep_k_makes_one_child_per_k_and_keeps_the_best(lab):
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.params["k"] == child.info.run_name[2:]
-        assert set(child.data.metrics) == {"inertia", "silhouette"}
+        assert set(child.data.metrics) == {"inertia_score", "silhouette_score"}
     by_k = {int(c.data.params["k"]): c.data.metrics for c in children}
-    assert by_k[2]["inertia"] > by_k[3]["inertia"] > by_k[4]["inertia"] > by_k[5]["inertia"]
-    assert max(by_k, key=lambda k: by_k[k]["silhouette"]) == 2  # the two groups, as planted
+    assert by_k[2]["inertia_score"] > by_k[3]["inertia_score"] > by_k[4]["inertia_score"] > by_k[5]["inertia_score"]
+    assert max(by_k, key=lambda k: by_k[k]["silhouette_score"]) == 2  # the two groups, as planted
 
     assert parent.data.metrics["best_k"] == 2 and parent.data.tags["best_k"] == "2"
-    assert parent.data.metrics["best_silhouette"] == pytest.approx(by_k[2]["silhouette"])
+    assert parent.data.metrics["best_silhouette_score"] == pytest.approx(by_k[2]["silhouette_score"])
     assert parent.data.metrics["cluster_size.0"] == 3 and parent.data.metrics["cluster_size.1"] == 3
     assert {a.path for a in client.list_artifacts(result.run_id, "figures")} == {
         "figures/clusters.png", "figures/k_sweep.png"}
@@ -146,16 +146,16 @@ def test_too_few_points_skip_with_a_reason_and_finish(lab):
     assert result.status == "FINISHED", result.error
     stored = read_run(result.run_id, lab)
     assert stored.data.metrics["points"] == 2
-    assert "inertia" not in stored.data.metrics and "silhouette" not in stored.data.metrics
-    assert stored.data.tags["skipped.inertia"] == (
+    assert "inertia_score" not in stored.data.metrics and "silhouette_score" not in stored.data.metrics
+    assert stored.data.tags["skipped.inertia_score"] == (
         "k=3 needs at least 3 distinct points; the statement gives 2 at grain=artist")
     assert "model_uri" not in stored.data.tags
 
     # k = 2 = points: a fit (inertia 0: each point is its own centre) without a silhouette
     result = run_experiment(lab, "artist-clustering", grain="artist", n_clusters=2)
     stored = read_run(result.run_id, lab)
-    assert stored.data.metrics["inertia"] == pytest.approx(0.0)
-    assert stored.data.tags["skipped.silhouette"] == (
+    assert stored.data.metrics["inertia_score"] == pytest.approx(0.0)
+    assert stored.data.tags["skipped.silhouette_score"] == (
         "silhouette needs at least 3 points and k < points; k=2, points=2")
 
     result = run_experiment(lab, "artist-clustering", grain="artist", sweep_k=True)
@@ -203,7 +203,7 @@ def test_on_the_sample_lake_the_tracks_cluster(lab, bedrot_lake):
     metrics = read_run(result.run_id, lab).data.metrics
     assert metrics["points"] == 17 and metrics["tiktok_matched_artists"] == 2
     assert sum(metrics[f"cluster_size.{i}"] for i in range(3)) == 17
-    assert -1 <= metrics["silhouette"] <= 1
+    assert -1 <= metrics["silhouette_score"] <= 1
 
 
 def test_a_track_without_streams_is_left_out_and_an_empty_statement_still_finishes(lab, bedrot_lake):
@@ -221,7 +221,7 @@ def test_a_track_without_streams_is_left_out_and_an_empty_statement_still_finish
     stored = read_run(result.run_id, lab)
     assert result.status == "FINISHED", result.error
     assert stored.data.metrics["points"] == 0
-    assert stored.data.tags["skipped.inertia"].startswith("k=3 needs at least 3 distinct points; the statement gives 0")
+    assert stored.data.tags["skipped.inertia_score"].startswith("k=3 needs at least 3 distinct points; the statement gives 0")
 
 
 def test_a_track_or_artist_spelled_several_ways_is_one_point(lab, bedrot_lake):

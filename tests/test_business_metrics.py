@@ -109,17 +109,17 @@ def test_gross_metrics_match_the_hand_worked_numbers(lab, bedrot_lake):
     run_id, metrics, skipped = finished(lab, top_n=2)
     assert skipped == {}
     expected = {
-        "campaigns": 2, "ad_spend_usd": 100.0, "ad_clicks": 100, "avg_cpc_usd": 1.75, "cost_per_click_usd": 1.0,
+        "campaigns": 2, "ad_spend_usd": 100.0, "ad_clicks": 100, "cost_per_click_usd": 1.0, "mean_campaign_cost_per_click_usd": 1.75,
         "campaign_window_days": 20,                       # 2025-01-10 .. 2025-01-29 inclusive
         "listener_growth": 500,
-        "conversion_rate": 5.0,                           # 500 / 100
+        "listeners_per_click_ratio": 5.0,                 # 500 / 100
         "cpa_usd": 0.2,                                   # 100 / 500
         "max_listeners": 1500,
         "revenue_per_listener_usd": 0.04,                 # 60 / 1500
         "ltv_usd": 0.24,                                  # 0.04 * 6
-        "roi": 0.2,                                       # (0.24 - 0.2) / 0.2
+        "roi_pct": 20.0,                                  # (0.24 - 0.2) / 0.2 * 100
         "profit_per_listener_usd": 0.04,                  # 0.24 - 0.2
-        "streams": 20000, "earnings_usd": 60.0,
+        "streams": 20000, "gross_revenue_usd": 60.0,
         "revenue_per_stream_usd": 0.003,                  # 60 / 20000
         "revenue_per_stream_spotify_usd": 0.003,          # 36 / 12000
         "revenue_per_stream_apple_usd": 0.006,            # 12 / 2000
@@ -129,12 +129,13 @@ def test_gross_metrics_match_the_hand_worked_numbers(lab, bedrot_lake):
         "revenue_per_click_usd": 0.15,                    # 50 * 0.003
         "payback_days": 8.0,                              # 4.0 / 0.5
         # cutoff 2025-03-01 - 90 days = 2024-12-01: December (on the cutoff) onwards is new
-        "new_release_streams": 15000, "new_release_earnings_usd": 45.0,   # 20000 - 5000, 60 - 15
-        "back_catalog_streams": 5000, "back_catalog_earnings_usd": 15.0,  # November's NIGHT DRIVE
+        "new_release_streams": 15000, "new_release_revenue_usd": 45.0,    # 20000 - 5000, 60 - 15
+        "back_catalog_streams": 5000, "back_catalog_revenue_usd": 15.0,   # November's NIGHT DRIVE
         "tracks": 3, "months_without_data": 0,
     }
     assert {k: metrics[k] for k in expected} == pytest.approx(expected)
-    assert not {"gross_earnings_usd", "royalties_paid_usd", "retention_rate", "tracks_not_in_catalog"} & set(metrics)
+    assert not {"royalty_adjusted_revenue_usd", "royalties_paid_usd", "retention_rate", "tracks_not_in_catalog"} \
+        & set(metrics)
 
     top = table(lab, run_id, "top_tracks")
     assert list(top["Title"]) == ["NIGHT DRIVE", "ECHO PARK (feat. GLASS ORCHID)"]  # top_n=2 of 3
@@ -148,7 +149,8 @@ def test_gross_metrics_match_the_hand_worked_numbers(lab, bedrot_lake):
     assert releases.loc["Back Catalog", "earnings_usd"] == pytest.approx(15.0)
 
     artifacts = {a.path for a in MlflowClient(lab.settings.tracking_uri).list_artifacts(run_id, "figures")}
-    assert artifacts == {"figures/business_metrics.png"}
+    assert artifacts == {f"figures/{name}.png" for name in ("listeners", "revenue_per_1000_streams", "monthly_revenue",
+                                                            "top_tracks")}
     report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(run_id, "report.md")).read_text()
     assert "Revenue figures are gross earnings" in report and "| `payback_days` | 8 |" in report
 
@@ -162,14 +164,14 @@ def test_royalty_adjusted_metrics_use_the_label_share(lab, bedrot_lake):
     # Label share = 27 + 12.6 + 12 = 51.6 of 60 gross.
     expected = {
         "ad_spend_usd": 100.0, "listener_growth": 500, "cpa_usd": 0.2,   # ads and audience are unchanged
-        "earnings_usd": 51.6,
-        "gross_earnings_usd": 60.0,
+        "royalty_adjusted_revenue_usd": 51.6,
+        "gross_revenue_usd": 60.0,
         "royalties_paid_usd": 8.4,                          # 60 - 51.6
         "retention_rate": 0.86,                             # 51.6 / 60
         "tracks_not_in_catalog": 1,                         # LOST TAPE
         "revenue_per_listener_usd": 0.0344,                 # 51.6 / 1500
         "ltv_usd": 0.2064,                                  # 0.0344 * 6
-        "roi": 0.032,                                       # (0.2064 - 0.2) / 0.2
+        "roi_pct": 3.2,                                     # (0.2064 - 0.2) / 0.2 * 100
         "profit_per_listener_usd": 0.0064,                  # 0.2064 - 0.2
         "revenue_per_stream_usd": 0.00258,                  # 51.6 / 20000
         "revenue_per_stream_spotify_usd": 0.0023,           # (15 + 5.4 + 7.2) / 12000 = 27.6 / 12000
@@ -178,8 +180,8 @@ def test_royalty_adjusted_metrics_use_the_label_share(lab, bedrot_lake):
         "daily_revenue_usd": 0.43,                          # 51.6 / 120
         "revenue_per_click_usd": 0.129,                     # 50 * 0.00258
         "payback_days": 4.0 / 0.43,                         # 9.3023...
-        "back_catalog_earnings_usd": 15.0,                  # November's NIGHT DRIVE, 100%
-        "new_release_earnings_usd": 36.6,                   # 51.6 - 15
+        "back_catalog_revenue_usd": 15.0,                   # November's NIGHT DRIVE, 100%
+        "new_release_revenue_usd": 36.6,                    # 51.6 - 15
     }
     assert {k: metrics[k] for k in expected} == pytest.approx(expected)
 
@@ -201,7 +203,7 @@ def test_a_track_missing_from_the_catalog_keeps_the_default_share(lab, bedrot_la
     write_lake(bedrot_lake)
     run_id, metrics, _ = finished(lab, royalty_adjusted=True, default_share=50)
     # only LOST TAPE changes: 12 * 0.5 = 6 -> 27 + 12.6 + 6 = 45.6; royalties 60 - 45.6 = 14.4
-    assert metrics["earnings_usd"] == pytest.approx(45.6)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(45.6)
     assert metrics["royalties_paid_usd"] == pytest.approx(14.4)
     assert metrics["revenue_per_stream_apple_usd"] == pytest.approx(0.003)  # 6 / 2000
     assert metrics["tracks_not_in_catalog"] == 1
@@ -214,11 +216,11 @@ def test_zero_clicks_skips_the_per_click_rates_and_keeps_the_rest(lab, bedrot_la
     # window 2025-01-10 .. 2025-01-20 holds the days 600 and 1050 -> growth 450
     write_lake(bedrot_lake, ads=campaign(1, "2025-01-10", "2025-01-20", 10, 0, 0.0, 11))
     _, metrics, skipped = finished(lab)
-    assert metrics["ad_clicks"] == 0 and metrics["avg_cpc_usd"] == 0
+    assert metrics["ad_clicks"] == 0 and metrics["mean_campaign_cost_per_click_usd"] == 0
     assert metrics["listener_growth"] == 450
     assert metrics["cpa_usd"] == pytest.approx(10 / 450)
     assert metrics["daily_ad_spend_usd"] == pytest.approx(10 / 11)
-    assert skipped == {"conversion_rate": "no ad clicks", "cost_per_click_usd": "no ad clicks"}
+    assert skipped == {"listeners_per_click_ratio": "no ad clicks", "cost_per_click_usd": "no ad clicks"}
 
 
 @pytest.mark.parametrize(("audience", "growth", "reason"), [
@@ -231,12 +233,12 @@ def test_zero_clicks_skips_the_per_click_rates_and_keeps_the_rest(lab, bedrot_la
 def test_zero_growth_skips_cpa_roi_and_profit(lab, bedrot_lake, audience, growth, reason):
     write_lake(bedrot_lake, audience=audience)
     _, metrics, skipped = finished(lab)
-    for name in ("cpa_usd", "roi", "profit_per_listener_usd"):
+    for name in ("cpa_usd", "roi_pct", "profit_per_listener_usd"):
         assert skipped[name] == reason
     if growth is None:
-        assert skipped["listener_growth"] == skipped["conversion_rate"] == reason
+        assert skipped["listener_growth"] == skipped["listeners_per_click_ratio"] == reason
     else:
-        assert metrics["listener_growth"] == 0 and metrics["conversion_rate"] == 0
+        assert metrics["listener_growth"] == 0 and metrics["listeners_per_click_ratio"] == 0
     # LTV does not depend on the window: 60 / max listeners (600 flat, 1500) * 6
     assert metrics["ltv_usd"] == pytest.approx(60 / (600 if growth is not None else 1500) * 6)
 
@@ -248,7 +250,7 @@ def test_zero_growth_skips_cpa_roi_and_profit(lab, bedrot_lake, audience, growth
 def test_no_streams_skips_the_per_stream_rates(lab, bedrot_lake, statement):
     write_lake(bedrot_lake, statement=statement)
     _, metrics, skipped = finished(lab)
-    assert metrics["streams"] == 0 and metrics["earnings_usd"] == 0
+    assert metrics["streams"] == 0 and metrics["gross_revenue_usd"] == 0
     assert metrics["new_release_streams"] == metrics["back_catalog_streams"] == 0
     assert skipped["revenue_per_stream_usd"] == skipped["revenue_per_click_usd"] == "the statement has no streams"
     assert skipped["revenue_per_stream_spotify_usd"] == "no Spotify streams"
@@ -256,8 +258,8 @@ def test_no_streams_skips_the_per_stream_rates(lab, bedrot_lake, statement):
     months = ("the statement covers a single sale month (0 days between the first and last)" if statement
               else "the statement has no sale months")
     assert skipped["daily_revenue_usd"] == skipped["payback_days"] == months
-    # nothing earned: LTV 0, so ROI = (0 - 0.2) / 0.2 and profit = -0.2
-    assert metrics["ltv_usd"] == 0 and metrics["roi"] == pytest.approx(-1.0)
+    # nothing earned: LTV 0, so ROI = (0 - 0.2) / 0.2 = -100 % and profit = -0.2
+    assert metrics["ltv_usd"] == 0 and metrics["roi_pct"] == pytest.approx(-100.0)
     assert metrics["profit_per_listener_usd"] == pytest.approx(-0.2)
 
 
@@ -301,7 +303,7 @@ def test_on_the_sample_lake_both_modes_finish_with_positive_metrics(lab):
     for name in ("ad_spend_usd", "ad_clicks", "listener_growth", "cpa_usd", "ltv_usd", "revenue_per_stream_usd",
                  "revenue_per_stream_spotify_usd", "revenue_per_stream_apple_usd", "payback_days"):
         assert gross[name] > 0 and royalty[name] > 0, name
-    assert royalty["earnings_usd"] < gross["earnings_usd"] == pytest.approx(royalty["gross_earnings_usd"])
+    assert royalty["royalty_adjusted_revenue_usd"] < gross["gross_revenue_usd"] == pytest.approx(royalty["gross_revenue_usd"])
     assert 0 < royalty["retention_rate"] < 1 and royalty["tracks_not_in_catalog"] == 1
 
 
@@ -315,8 +317,8 @@ def test_a_track_spelled_several_ways_counts_once_under_its_most_common_spelling
     # NIGHT DRIVE 27 + 3 = 30 (100%); ECHO PARK (21 + 3) x 0.6 = 14.4, matched in spite of the
     # spelling; LOST TAPE 12 + 3 = 15, not in the catalog (100%): 59.4 of 69 gross
     assert metrics["tracks"] == 3 and metrics["tracks_not_in_catalog"] == 1
-    assert metrics["gross_earnings_usd"] == pytest.approx(69.0)
-    assert metrics["earnings_usd"] == pytest.approx(59.4)
+    assert metrics["gross_revenue_usd"] == pytest.approx(69.0)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(59.4)
 
     top = table(lab, run_id, "top_tracks")
     assert list(zip(top["Artist"], top["Title"])) == [
@@ -340,13 +342,13 @@ def test_a_track_is_spelled_as_most_rows_spell_it_and_a_month_of_zero_streams_ha
     write_lake(bedrot_lake, statement=statement)
     run_id, metrics, _ = finished(lab, new_release_days=31)
     expected = {
-        "streams": 4500, "earnings_usd": 14.50,                                # 1000 + 500 + 3 x 1000; 3 + 2.5 + 3 x 3
+        "streams": 4500, "gross_revenue_usd": 14.50,                           # 1000 + 500 + 3 x 1000; 3 + 2.5 + 3 x 3
         "tracks": 2, "months_without_data": 0,                                 # April has a row, of 0 streams
         "revenue_per_stream_spotify_usd": 0.003,                               # 12.00 / 4000
         "revenue_per_stream_apple_usd": 0.005,                                 # 2.50 / 500
         "daily_revenue_usd": 14.50 / 90,                                       # 2025-01-01 .. 2025-04-01: 31 + 28 + 31
-        "new_release_streams": 3000, "new_release_earnings_usd": 9.00,         # cutoff 2025-04-01 - 31 d = 03-01
-        "back_catalog_streams": 1500, "back_catalog_earnings_usd": 5.50,
+        "new_release_streams": 3000, "new_release_revenue_usd": 9.00,          # cutoff 2025-04-01 - 31 d = 03-01
+        "back_catalog_streams": 1500, "back_catalog_revenue_usd": 5.50,
     }
     assert {k: metrics[k] for k in expected} == pytest.approx(expected)
     top = table(lab, run_id, "top_tracks")

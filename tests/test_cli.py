@@ -247,9 +247,9 @@ def test_run_json_then_runs_list_and_show(revenue_lake: Path, cli_env) -> None:
     data = json.loads(shown.stdout)
     assert data["run_id"] == run_id and data["status"] == "FINISHED"
     assert data["params"] == {"min_streams": "0", "chart_top": "2"}
-    assert data["metrics"]["total_streams"] == 1205
-    assert data["metrics"]["total_earnings_usd"] == pytest.approx(10.05)
-    assert data["metrics"]["earnings_per_stream_spotify"] == pytest.approx(0.0035)
+    assert data["metrics"]["streams"] == 1205
+    assert data["metrics"]["gross_revenue_usd"] == pytest.approx(10.05)
+    assert data["metrics"]["revenue_per_stream_spotify_usd"] == pytest.approx(0.0035)
     assert data["tags"]["bedrot.experiment"] == "revenue-per-stream"
     assert [i["name"] for i in data["inputs"]] == ["dk_bank_details"]
     assert str(statement) in data["inputs"][0]["source"]

@@ -215,7 +215,8 @@ def test_on_the_sample_lake_every_data_set_is_checked(lab, bedrot_lake):
     metrics = read_run(result.run_id, lab).data.metrics
     assert metrics["rows"] == 4000 and metrics["missing_columns"] == 0
     assert metrics["total.type_violations"] == 0 and metrics["total.missing"] == 0
-    assert "outliers.Earnings USD" in metrics  # "Earnings (USD)": MLflow takes no brackets in a name
+    # a column's name in snake_case: "Earnings (USD)", "Country of Sale"
+    assert "outliers.earnings_usd" in metrics and metrics["missing.country_of_sale"] == 0
     for name in lab.datasets:
         other = run_experiment(lab, "data-quality", dataset=name)
         assert other.status == "FINISHED", (name, other.error)
@@ -334,6 +335,29 @@ def test_duckdb_judges_every_value_as_pandas_does(tmp_path, rule, key):
                                  key).run()
     assert plain(in_duckdb) == plain(in_pandas)
     assert in_duckdb.columns[0].found["type_violations"].count > 0  # the values are tricky indeed
+
+
+@pytest.mark.parametrize(("column", "key"), [
+    ("Country of Sale", "country_of_sale"), ("Earnings (USD)", "earnings_usd"), ("ISRC", "isrc"),
+    ("total_spend_usd", "total_spend_usd"), ("Café  Plays / Day", "cafe_plays_day"), ("???", "column"),
+])
+def test_a_column_becomes_a_lower_snake_case_word_of_the_metric_name(column, key):
+    assert load_plugin().metric_key(column) == key
+
+
+def test_columns_that_read_alike_get_keys_of_their_own(lab, bedrot_lake, write_plugin):
+    write_plugin("plays", """
+        from bedrot_lab import Dataset, hookimpl
+
+        @hookimpl
+        def register_datasets(register):
+            register(Dataset("plays", "plays.csv", columns={"Sale Month": "month", "sale_month": "month"}))
+    """)
+    write(bedrot_lake, "plays.csv", "Sale Month,sale_month\n2025-01,2025-13\n")
+    result = run_experiment(Lab.open(bedrot_lake), "data-quality", dataset="plays")
+    assert result.status == "FINISHED", result.error
+    metrics = read_run(result.run_id, lab).data.metrics
+    assert (metrics["type_violations.sale_month"], metrics["type_violations.sale_month_1"]) == (0, 1)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, in pandas too

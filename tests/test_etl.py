@@ -195,8 +195,8 @@ def test_metaads_golden(lab, bedrot_lake):
     assert output_bytes(lab, run_id, "metaads_campaign_summary").decode() == EXPECTED_CAMPAIGNS
     run = read_run(run_id, lab)
     assert run.data.metrics == pytest.approx({**run.data.metrics,
-        "rows_in": 4, "ads_out": 4, "campaigns_out": 3, "total_spend_usd": 45.0, "total_impressions": 4500,
-        "total_reach": 3600, "total_results": 40, "cpm": 10.0, "cost_per_result": 1.125, "duplicate_ads": 0,
+        "rows_in": 4, "ads_out": 4, "campaigns_out": 3, "ad_spend_usd": 45.0, "impressions": 4500,
+        "reach": 3600, "results": 40, "cpm_usd": 10.0, "cost_per_result_usd": 1.125, "duplicate_ads": 0,
         "unknown_campaign_ads": 0,
     })
     assert run.data.tags["metaads.window"] == "2025-01-01..2025-01-31"

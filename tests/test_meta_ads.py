@@ -78,16 +78,16 @@ def test_totals_ratios_campaigns_and_creatives(lab, bedrot_lake):
     result = run_experiment(lab, "meta-ads", top_n=2)
     assert result.status == "FINISHED", result.error
     metrics = read_run(result.run_id, lab).data.metrics
-    assert metrics["total_spend_usd"] == pytest.approx(70.0)       # 30 + 10 + 20 + 0 + 10
-    assert metrics["total_impressions"] == 14000                   # 6000 + 4000 + 2000 + 0 + 2000
-    assert metrics["total_reach"] == 11300                         # 5000 + 3000 + 1500 + 0 + 1800
-    assert metrics["total_results"] == 30                          # 12 + 8 + blank(0) + 0 + 10
-    assert metrics["num_ads"] == 5
+    assert metrics["ad_spend_usd"] == pytest.approx(70.0)       # 30 + 10 + 20 + 0 + 10
+    assert metrics["impressions"] == 14000                   # 6000 + 4000 + 2000 + 0 + 2000
+    assert metrics["reach"] == 11300                         # 5000 + 3000 + 1500 + 0 + 1800
+    assert metrics["results"] == 30                          # 12 + 8 + blank(0) + 0 + 10
+    assert metrics["ads"] == 5
     assert metrics["campaigns"] == 3                               # GLASS ORCHID, NOVA VANTA, SPRING PROMO
     assert metrics["creatives"] == 3                               # AD1, AD2, AD3 ("unknown" not counted)
     assert metrics["cpm_usd"] == pytest.approx(5.0)                # 70 / 14000 * 1000
     assert metrics["cost_per_result_usd"] == pytest.approx(7 / 3)  # 70 / 30
-    assert metrics["effectiveness"] == pytest.approx(3 / 7)        # 30 / 70
+    assert metrics["results_per_usd"] == pytest.approx(3 / 7)        # 30 / 70
 
     campaigns = table(lab, result.run_id, "campaigns").set_index("campaign")
     assert list(campaigns.index) == ["GLASS ORCHID", "NOVA VANTA", "SPRING PROMO"]  # by spend
@@ -96,20 +96,20 @@ def test_totals_ratios_campaigns_and_creatives(lab, bedrot_lake):
         3, pytest.approx(50.0), 12000, 9800, 30)
     assert glass["cpm_usd"] == pytest.approx(50 / 12000 * 1000)    # 4.1667
     assert glass["cost_per_result_usd"] == pytest.approx(50 / 30)  # 1.6667
-    assert glass["effectiveness"] == pytest.approx(0.6)            # 30 / 50
+    assert glass["results_per_usd"] == pytest.approx(0.6)            # 30 / 50
     nova = campaigns.loc["NOVA VANTA"]
     assert nova["cpm_usd"] == pytest.approx(10.0)                  # 20 / 2000 * 1000
-    assert pd.isna(nova["cost_per_result_usd"]) and nova["effectiveness"] == 0  # no results: 0 / 20
+    assert pd.isna(nova["cost_per_result_usd"]) and nova["results_per_usd"] == 0  # no results: 0 / 20
     promo = campaigns.loc["SPRING PROMO"]                          # no " - ": the whole ad set name
-    assert pd.isna(promo["cpm_usd"]) and pd.isna(promo["cost_per_result_usd"]) and pd.isna(promo["effectiveness"])
+    assert pd.isna(promo["cpm_usd"]) and pd.isna(promo["cost_per_result_usd"]) and pd.isna(promo["results_per_usd"])
 
     creatives = table(lab, result.run_id, "creatives").set_index("creative")
     assert set(creatives.index) == {"AD1", "AD2", "AD3", "unknown"}
     assert creatives.loc["AD1", "ads"] == 2                        # ads 1 and 5
     assert creatives.loc["AD1", "spend_usd"] == pytest.approx(40.0)  # 30 + 10
     assert creatives.loc["AD1", "results"] == 22                   # 12 + 10
-    assert creatives.loc["AD1", "effectiveness"] == pytest.approx(0.55)  # 22 / 40
-    assert creatives.loc["AD2", "effectiveness"] == pytest.approx(0.8)   # 8 / 10
+    assert creatives.loc["AD1", "results_per_usd"] == pytest.approx(0.55)  # 22 / 40
+    assert creatives.loc["AD2", "results_per_usd"] == pytest.approx(0.8)   # 8 / 10
     assert creatives.loc["unknown", "spend_usd"] == 0
 
     # ranked by results per USD; NaN (no spend) and "unknown" are never ranked
@@ -117,7 +117,7 @@ def test_totals_ratios_campaigns_and_creatives(lab, bedrot_lake):
     assert list(table(lab, result.run_id, "top_campaigns")["campaign"]) == ["GLASS ORCHID", "NOVA VANTA"]  # 0.6, 0
 
     artifacts = {a.path for a in MlflowClient(lab.settings.tracking_uri).list_artifacts(result.run_id, "figures")}
-    assert artifacts == {"figures/spend_and_effectiveness.png", "figures/spend_vs_revenue.png"}
+    assert artifacts == {"figures/spend_by_campaign.png", "figures/top_creatives.png", "figures/spend_vs_revenue.png"}
 
 
 def test_roi_and_roas_against_the_whole_statement(lab, bedrot_lake):
@@ -126,16 +126,16 @@ def test_roi_and_roas_against_the_whole_statement(lab, bedrot_lake):
     assert result.status == "FINISHED", result.error
     stored = read_run(result.run_id, lab)
     metrics = stored.data.metrics
-    assert metrics["revenue_gross_usd"] == pytest.approx(90.0)      # 5 + 20 + 40 + 10 + 15
+    assert metrics["gross_revenue_usd"] == pytest.approx(90.0)      # 5 + 20 + 40 + 10 + 15
     # 5 * 0.5 + 20 * 0.5 + 40 * 0.25 + 10 * 1.0 (not in catalog: default 100 %) + 15 * 0.25
     # = 2.5 + 10 + 10 + 10 + 3.75
-    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(36.25)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(36.25)
     assert metrics["revenue_months"] == 4
     assert metrics["tracks_not_in_catalog"] == 1                   # NOVA VANTA / PALE ORBIT
     assert metrics["roi_gross_pct"] == pytest.approx(20 / 70 * 100)  # (90 - 70) / 70 * 100 = 28.571
-    assert metrics["roas_gross"] == pytest.approx(90 / 70)           # 1.2857
+    assert metrics["roas_gross_ratio"] == pytest.approx(90 / 70)           # 1.2857
     assert metrics["roi_royalty_adjusted_pct"] == pytest.approx(-33.75 / 70 * 100)  # (36.25 - 70) / 70 * 100 = -48.214
-    assert metrics["roas_royalty_adjusted"] == pytest.approx(36.25 / 70)            # 0.5179
+    assert metrics["roas_royalty_adjusted_ratio"] == pytest.approx(36.25 / 70)            # 0.5179
     report = MlflowClient(lab.settings.tracking_uri).download_artifacts(result.run_id, "report.md")
     assert "NOVA VANTA / PALE ORBIT" in Path(report).read_text()
 
@@ -146,12 +146,12 @@ def test_campaign_window_counts_only_overlapping_sale_months(lab, bedrot_lake):
     metrics = read_run(result.run_id, lab).data.metrics
     assert result.status == "FINISHED", result.error
     assert metrics["revenue_months"] == 2
-    assert metrics["revenue_gross_usd"] == pytest.approx(70.0)             # 20 + 40 + 10
-    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(30.0)  # 20 * 0.5 + 40 * 0.25 + 10 * 1.0
+    assert metrics["gross_revenue_usd"] == pytest.approx(70.0)             # 20 + 40 + 10
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(30.0)  # 20 * 0.5 + 40 * 0.25 + 10 * 1.0
     assert metrics["roi_gross_pct"] == pytest.approx(0.0)                  # (70 - 70) / 70 * 100
-    assert metrics["roas_gross"] == pytest.approx(1.0)
+    assert metrics["roas_gross_ratio"] == pytest.approx(1.0)
     assert metrics["roi_royalty_adjusted_pct"] == pytest.approx(-40 / 70 * 100)  # (30 - 70) / 70 * 100 = -57.143
-    assert metrics["roas_royalty_adjusted"] == pytest.approx(30 / 70)
+    assert metrics["roas_royalty_adjusted_ratio"] == pytest.approx(30 / 70)
 
 
 def test_a_track_missing_from_the_catalog_keeps_the_default_share(lab, bedrot_lake):
@@ -159,9 +159,9 @@ def test_a_track_missing_from_the_catalog_keeps_the_default_share(lab, bedrot_la
     result = run_experiment(lab, "meta-ads", default_share=50)
     metrics = read_run(result.run_id, lab).data.metrics
     # PALE ORBIT now counts 10 * 0.5 = 5 instead of 10: 36.25 - 10 + 5 = 31.25
-    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(31.25)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(31.25)
     assert metrics["roi_royalty_adjusted_pct"] == pytest.approx(-38.75 / 70 * 100)  # (31.25 - 70) / 70 * 100 = -55.357
-    assert metrics["revenue_gross_usd"] == pytest.approx(90.0)                      # gross is untouched
+    assert metrics["gross_revenue_usd"] == pytest.approx(90.0)                      # gross is untouched
 
 
 def test_zero_spend_impressions_and_results_skip_the_ratios_with_reasons(lab, bedrot_lake):
@@ -171,15 +171,15 @@ def test_zero_spend_impressions_and_results_skip_the_ratios_with_reasons(lab, be
     assert result.status == "FINISHED", result.error
     stored = read_run(result.run_id, lab)
     metrics, tags = stored.data.metrics, stored.data.tags
-    assert metrics["total_spend_usd"] == 0 and metrics["num_ads"] == 2 and metrics["revenue_gross_usd"] == 90
-    for name in ("cpm_usd", "cost_per_result_usd", "effectiveness", "roi_gross_pct", "roas_gross",
-                 "roi_royalty_adjusted_pct", "roas_royalty_adjusted"):
+    assert metrics["ad_spend_usd"] == 0 and metrics["ads"] == 2 and metrics["gross_revenue_usd"] == 90
+    for name in ("cpm_usd", "cost_per_result_usd", "results_per_usd", "roi_gross_pct", "roas_gross_ratio",
+                 "roi_royalty_adjusted_pct", "roas_royalty_adjusted_ratio"):
         assert name not in metrics
     assert tags["skipped.cpm_usd"] == "the export has no impressions"
     assert tags["skipped.cost_per_result_usd"] == "the export has no results"
-    assert tags["skipped.effectiveness"] == "the export has no spend"
+    assert tags["skipped.results_per_usd"] == "the export has no spend"
     assert tags["skipped.roi_gross_pct"] == "no ad spend to return on"
-    assert tags["skipped.roas_royalty_adjusted"] == "no ad spend to return on"
+    assert tags["skipped.roas_royalty_adjusted_ratio"] == "no ad spend to return on"
     assert table(lab, result.run_id, "top_creatives").empty  # nothing has a defined effectiveness
 
 
@@ -190,9 +190,9 @@ def test_spend_without_impressions_results_or_revenue(lab, bedrot_lake):
     stored = read_run(result.run_id, lab)
     metrics = stored.data.metrics
     assert result.status == "FINISHED", result.error
-    assert metrics["effectiveness"] == 0                              # 0 results / 12.50
+    assert metrics["results_per_usd"] == 0                              # 0 results / 12.50
     assert metrics["roi_gross_pct"] == pytest.approx(-100.0)          # (0 - 12.5) / 12.5 * 100
-    assert metrics["roas_gross"] == 0 and metrics["roas_royalty_adjusted"] == 0
+    assert metrics["roas_gross_ratio"] == 0 and metrics["roas_royalty_adjusted_ratio"] == 0
     assert "cpm_usd" not in metrics and "cost_per_result_usd" not in metrics
     assert stored.data.tags["skipped.cost_per_result_usd"] == "the export has no results"
 
@@ -231,11 +231,11 @@ def test_on_the_sample_lake_every_number_is_positive(lab, bedrot_lake):
     result = run_experiment(lab, "meta-ads", revenue_window="campaign")
     assert result.status == "FINISHED", result.error
     metrics = read_run(result.run_id, lab).data.metrics
-    for name in ("total_spend_usd", "total_impressions", "total_reach", "total_results", "num_ads", "cpm_usd",
-                 "cost_per_result_usd", "effectiveness", "roas_gross", "roas_royalty_adjusted"):
+    for name in ("ad_spend_usd", "impressions", "reach", "results", "ads", "cpm_usd",
+                 "cost_per_result_usd", "results_per_usd", "roas_gross_ratio", "roas_royalty_adjusted_ratio"):
         assert metrics[name] > 0, name
-    assert metrics["total_impressions"] >= metrics["total_reach"]
-    assert metrics["revenue_gross_usd"] > metrics["revenue_royalty_adjusted_usd"] > 0  # the sample has splits < 100 %
+    assert metrics["impressions"] >= metrics["reach"]
+    assert metrics["gross_revenue_usd"] > metrics["royalty_adjusted_revenue_usd"] > 0  # the sample has splits < 100 %
     assert metrics["campaigns"] >= 1 and metrics["creatives"] >= 1
 
 
@@ -245,7 +245,7 @@ def test_a_track_spelled_two_ways_is_one_track_missing_from_the_catalog(lab, bed
     assert result.status == "FINISHED", result.error
     metrics = read_run(result.run_id, lab).data.metrics
     assert metrics["tracks_not_in_catalog"] == 1
-    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(36.25 + 2.00)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(36.25 + 2.00)
     report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(result.run_id, "report.md")).read_text()
     assert "Tracks missing from the catalog (1)" in report and "NOVA VANTA / PALE ORBIT." in report
 
@@ -261,8 +261,8 @@ def test_a_track_is_spelled_as_most_rows_spell_it_not_most_sale_months(lab, bedr
     metrics = read_run(result.run_id, lab).data.metrics
     # sale months 2025-02 and 2025-03: VELVET DYNAMO 20 (50 %), SUNDIAL 40 (25 %), PALE ORBIT 10 + 3 x 1 (100 %)
     assert metrics["revenue_months"] == 2
-    assert metrics["revenue_gross_usd"] == pytest.approx(73.0)              # 20 + 40 + 13
-    assert metrics["revenue_royalty_adjusted_usd"] == pytest.approx(33.0)   # 10 + 10 + 13
+    assert metrics["gross_revenue_usd"] == pytest.approx(73.0)              # 20 + 40 + 13
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(33.0)   # 10 + 10 + 13
     assert metrics["tracks_not_in_catalog"] == 2
     report = Path(MlflowClient(lab.settings.tracking_uri).download_artifacts(result.run_id, "report.md")).read_text()
     assert "Tracks missing from the catalog (2)" in report

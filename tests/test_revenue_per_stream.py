@@ -42,12 +42,12 @@ def test_revenue_per_stream_by_platform(lab, bedrot_lake):
     result = run_experiment(lab, "revenue-per-stream")
     assert result.status == "FINISHED", result.error
     metrics = read_run(result.run_id, lab).data.metrics
-    assert metrics["total_streams"] == 3000
-    assert metrics["total_earnings_usd"] == pytest.approx(9.40)
-    assert metrics["earnings_per_stream"] == pytest.approx(9.40 / 3000)
-    assert metrics["earnings_per_stream_spotify"] == pytest.approx(0.0035)
-    assert metrics["earnings_per_stream_apple"] == pytest.approx(0.01)
-    assert metrics["earnings_per_stream_other"] == pytest.approx(0.0005)
+    assert metrics["streams"] == 3000
+    assert metrics["gross_revenue_usd"] == pytest.approx(9.40)
+    assert metrics["revenue_per_stream_usd"] == pytest.approx(9.40 / 3000)
+    assert metrics["revenue_per_stream_spotify_usd"] == pytest.approx(0.0035)
+    assert metrics["revenue_per_stream_apple_usd"] == pytest.approx(0.01)
+    assert metrics["revenue_per_stream_other_usd"] == pytest.approx(0.0005)
     assert metrics["stores"] == 6
 
     client = MlflowClient(lab.settings.tracking_uri)
@@ -65,7 +65,7 @@ def test_min_streams_filters_the_table_not_the_totals(lab, bedrot_lake):
     client = MlflowClient(lab.settings.tracking_uri)
     by_store = pd.read_parquet(client.download_artifacts(result.run_id, "tables/by_store.parquet"))
     assert list(by_store["Store"]) == ["Spotify"]
-    assert read_run(result.run_id, lab).data.metrics["total_streams"] == 1005
+    assert read_run(result.run_id, lab).data.metrics["streams"] == 1005
 
 
 def test_no_streams_at_all_skips_the_rates_with_a_reason(lab, bedrot_lake):
@@ -73,9 +73,9 @@ def test_no_streams_at_all_skips_the_rates_with_a_reason(lab, bedrot_lake):
     result = run_experiment(lab, "revenue-per-stream")
     stored = read_run(result.run_id, lab)
     assert result.status == "FINISHED"
-    assert "earnings_per_stream" not in stored.data.metrics
-    assert stored.data.tags["skipped.earnings_per_stream"] == "the statement has no streams"
-    assert stored.data.tags["skipped.earnings_per_stream_spotify"] == "no Spotify streams"
+    assert "revenue_per_stream_usd" not in stored.data.metrics
+    assert stored.data.tags["skipped.revenue_per_stream_usd"] == "the statement has no streams"
+    assert stored.data.tags["skipped.revenue_per_stream_spotify_usd"] == "no Spotify streams"
 
 
 def test_text_in_a_number_column_fails_with_file_column_and_row(lab, bedrot_lake):
@@ -100,8 +100,8 @@ def test_on_the_sample_lake_spotify_apple_and_other_all_have_rates(lab, bedrot_l
     result = run_experiment(lab, "revenue-per-stream")
     metrics = read_run(result.run_id, lab).data.metrics
     assert result.status == "FINISHED"
-    assert metrics["earnings_per_stream_apple"] > metrics["earnings_per_stream_spotify"] > 0
-    assert metrics["earnings_per_stream_other"] > 0
+    assert metrics["revenue_per_stream_apple_usd"] > metrics["revenue_per_stream_spotify_usd"] > 0
+    assert metrics["revenue_per_stream_other_usd"] > 0
 
 
 def test_stores_are_summed_before_the_filter_and_ties_are_listed_by_name(lab, bedrot_lake):
@@ -126,6 +126,6 @@ def test_stores_are_summed_before_the_filter_and_ties_are_listed_by_name(lab, be
     assert list(by_store["streams"]) == [1000, 300, 300, 12]
     assert list(by_store["earnings_per_1000_streams"]) == pytest.approx([3.0, 4.0, 3.0, 2.5])  # 0.90 / 300, 0.03 / 12
     metrics = read_run(result.run_id, lab).data.metrics
-    assert metrics["total_streams"] == 1621 and metrics["stores"] == 5  # 1000 + 300 + 300 + 12 + 9
-    assert metrics["total_earnings_usd"] == pytest.approx(5.22)        # 3.00 + 1.20 + 0.90 + 0.03 + 0.09
-    assert metrics["earnings_per_stream_other"] == pytest.approx(2.22 / 621)  # every store but Spotify
+    assert metrics["streams"] == 1621 and metrics["stores"] == 5  # 1000 + 300 + 300 + 12 + 9
+    assert metrics["gross_revenue_usd"] == pytest.approx(5.22)        # 3.00 + 1.20 + 0.90 + 0.03 + 0.09
+    assert metrics["revenue_per_stream_other_usd"] == pytest.approx(2.22 / 621)  # every store but Spotify

@@ -51,7 +51,7 @@ def test_gross_actual_and_royalties_by_artist_track_month_and_platform(lab):
     metrics = read_run(result.run_id, lab).data.metrics
     # gross 4 + 1 + 2 + 1 + 0.30 = 8.30; kept 4 + 1 + 0.4 x 2 + 0.5 x 1 + 0.30 = 6.60
     assert metrics["gross_revenue_usd"] == pytest.approx(8.30)
-    assert metrics["actual_revenue_usd"] == pytest.approx(6.60)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(6.60)
     assert metrics["royalties_paid_usd"] == pytest.approx(1.70)
     assert metrics["retention_rate"] == pytest.approx(6.60 / 8.30)
     assert metrics["streams"] == 2100
@@ -83,7 +83,7 @@ def test_gross_actual_and_royalties_by_artist_track_month_and_platform(lab):
 def test_tracks_missing_from_the_catalog_keep_the_default_share(lab):
     result = run_experiment(lab, "royalty-adjusted-revenue", default_share=80)
     # PALE ORBIT keeps 80% of 0.30 = 0.24 instead of 0.30: 6.60 - 0.30 + 0.24
-    assert read_run(result.run_id, lab).data.metrics["actual_revenue_usd"] == pytest.approx(6.54)
+    assert read_run(result.run_id, lab).data.metrics["royalty_adjusted_revenue_usd"] == pytest.approx(6.54)
 
 
 def test_zero_gross_skips_the_retention_rate(lab, bedrot_lake):
@@ -127,7 +127,7 @@ def test_same_numbers_as_the_row_by_row_original_on_the_sample_lake(lab, bedrot_
     # the lake's original approach, row by row: an independent check of the streamed computation
     actual = statement.apply(lambda r: r["Earnings (USD)"] * shares.get((r["Artist"].upper(), r["Title"].upper()), 1.0),
                              axis=1).sum()
-    assert read_run(result.run_id, lab).data.metrics["actual_revenue_usd"] == pytest.approx(actual)
+    assert read_run(result.run_id, lab).data.metrics["royalty_adjusted_revenue_usd"] == pytest.approx(actual)
 
 
 def test_a_track_spelled_several_ways_is_one_track_shown_as_most_rows_spell_it(lab, bedrot_lake):
@@ -150,7 +150,7 @@ def test_a_track_spelled_several_ways_is_one_track_shown_as_most_rows_spell_it(l
     assert (metrics["tracks"], metrics["tracks_with_splits"], metrics["tracks_not_in_catalog"]) == (5, 2, 2)
     # MIRROR FEVER: 2 + 3 x 1 = 5 gross, 40% kept = 2; HOLLOW SKYLINE 1 at 50%; the rest kept whole
     assert metrics["gross_revenue_usd"] == pytest.approx(8.30 + 3.30)
-    assert metrics["actual_revenue_usd"] == pytest.approx(4 + 1 + 2 + 0.5 + 0.30 + 0.30)
+    assert metrics["royalty_adjusted_revenue_usd"] == pytest.approx(4 + 1 + 2 + 0.5 + 0.30 + 0.30)
 
     tracks = table(lab, result.run_id, "by_track")
     assert sorted(zip(tracks["Artist"], tracks["Title"])) == [

@@ -54,15 +54,15 @@ def test_monthly_streams_growth_and_an_empty_month(lab, bedrot_lake):
     assert result.status == "FINISHED", result.error
     stored = read_run(result.run_id, lab)
     metrics = stored.data.metrics
-    assert metrics["total_streams"] == 660             # 200 + 0 + 160 + 300
+    assert metrics["streams"] == 660             # 200 + 0 + 160 + 300
     assert metrics["months_covered"] == 4              # 2025-01..2025-04, February included
     assert metrics["months_without_streams"] == 1      # 2025-02
     assert metrics["latest_month_streams"] == 300      # 200 + 60 + 40
     assert metrics["latest_mom_growth_pct"] == pytest.approx(87.5)  # (300 - 160) / 160 * 100
-    assert metrics["best_month"] == 202504 and metrics["best_month_streams"] == 300
-    assert metrics["streams_spotify"] == 510           # 100 + 150 + 200 + 60
-    assert metrics["streams_apple"] == 60              # Apple Music 50 + iTunes 10
-    assert metrics["streams_other"] == 90              # TikTok 50 + YouTube (Ads) 40
+    assert stored.data.tags["best_month"] == "2025-04" and metrics["best_month_streams"] == 300
+    assert metrics["spotify_streams"] == 510           # 100 + 150 + 200 + 60
+    assert metrics["apple_streams"] == 60              # Apple Music 50 + iTunes 10
+    assert metrics["other_streams"] == 90              # TikTok 50 + YouTube (Ads) 40
     assert not any(tag.startswith("skipped.") for tag in stored.data.tags)
 
     totals = table(lab, result.run_id, "monthly_totals")
@@ -92,8 +92,8 @@ def test_monthly_streams_growth_and_an_empty_month(lab, bedrot_lake):
         "Spotify": 510, "TikTok": 50, "Apple Music": 50, "YouTube (Ads)": 40, "iTunes": 10}
 
     figures = {a.path for a in MlflowClient(lab.settings.tracking_uri).list_artifacts(result.run_id, "figures")}
-    assert figures == {"figures/monthly_streams.png", "figures/monthly_streams_top_stores.png",
-                       "figures/monthly_streams_by_artist.png"}
+    assert figures == {"figures/monthly_streams.png", "figures/monthly_growth.png",
+                       "figures/monthly_streams_top_stores.png", "figures/monthly_streams_by_artist.png"}
 
 
 def test_latest_growth_after_an_empty_month_is_skipped_with_a_reason(lab, bedrot_lake):
@@ -114,8 +114,8 @@ def test_a_single_month_has_no_growth(lab, bedrot_lake):
     result = run_experiment(lab, "streaming-trends")
     stored = read_run(result.run_id, lab)
     assert result.status == "FINISHED", result.error
-    assert stored.data.metrics["total_streams"] == 0 and stored.data.metrics["months_covered"] == 1
-    assert stored.data.metrics["best_month"] == 202505
+    assert stored.data.metrics["streams"] == 0 and stored.data.metrics["months_covered"] == 1
+    assert stored.data.tags["best_month"] == "2025-05" and "best_month" not in stored.data.metrics
     assert stored.data.tags["skipped.latest_mom_growth_pct"] == "only one month of data (2025-05)"
 
 
@@ -131,12 +131,12 @@ def test_daily_source_sums_spotify_and_apple_by_month(lab, bedrot_lake):
     assert result.status == "FINISHED", result.error
     stored = read_run(result.run_id, lab)
     metrics = stored.data.metrics
-    assert metrics["total_streams"] == 115             # Jan 10+5+20+0 = 35, Mar 40+10+25+5 = 80
+    assert metrics["streams"] == 115             # Jan 10+5+20+0 = 35, Mar 40+10+25+5 = 80
     assert metrics["months_covered"] == 3 and metrics["months_without_streams"] == 1
-    assert metrics["streams_spotify"] == 95            # 10 + 20 + 40 + 25
-    assert metrics["streams_apple"] == 20              # 5 + 0 + 10 + 5
+    assert metrics["spotify_streams"] == 95            # 10 + 20 + 40 + 25
+    assert metrics["apple_streams"] == 20              # 5 + 0 + 10 + 5
     assert metrics["latest_month_streams"] == 80
-    assert metrics["best_month"] == 202503 and metrics["best_month_streams"] == 80
+    assert stored.data.tags["best_month"] == "2025-03" and metrics["best_month_streams"] == 80
     assert "skipped.latest_mom_growth_pct" in stored.data.tags  # February had no streams
 
     totals = table(lab, result.run_id, "monthly_totals")
@@ -176,11 +176,11 @@ def test_on_the_sample_lake_both_sources_give_positive_trends(lab, bedrot_lake):
         result = run_experiment(lab, "streaming-trends", source=source)
         assert result.status == "FINISHED", (source, result.error)
         metrics = read_run(result.run_id, lab).data.metrics
-        for name in ("total_streams", "months_covered", "latest_month_streams", "best_month_streams",
-                     "streams_spotify", "streams_apple"):
+        for name in ("streams", "months_covered", "latest_month_streams", "best_month_streams",
+                     "spotify_streams", "apple_streams"):
             assert metrics[name] > 0, (source, name)
         assert metrics["months_covered"] >= 12 and metrics["months_without_streams"] == 0
-        assert metrics["best_month_streams"] <= metrics["total_streams"]
+        assert metrics["best_month_streams"] <= metrics["streams"]
         assert "latest_mom_growth_pct" in metrics
 
 
@@ -215,4 +215,4 @@ def test_an_artist_is_spelled_as_most_rows_spell_it_not_most_groups(lab, bedrot_
     artist = table(lab, result.run_id, "monthly_by_artist")
     assert set(artist["artist"]) == {"Glass Orchid"}
     assert list(artist["streams"]) == [65, 7]   # 10 + 5 + 20 + 30, then 7
-    assert read_run(result.run_id, lab).data.metrics["total_streams"] == 72
+    assert read_run(result.run_id, lab).data.metrics["streams"] == 72
