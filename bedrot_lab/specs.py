@@ -59,7 +59,7 @@ class Spec:
         name = "rps weekly"
         purpose = "Which platform pays best per stream?"
         methodology = "Sum earnings and quantity by store."
-        best = "max earnings_per_stream"   # optional, with a sweep: what ranks the child runs
+        best = "max revenue_per_stream_usd"  # optional, with a sweep: what ranks the child runs
         metrics = ["stores"]               # optional, with a sweep: what the parent compares
         [params]
         min_streams = 100
@@ -129,10 +129,10 @@ def load_spec(path: Path) -> Spec:
 
 
 def _ranking(value: Any, path: Path) -> Ranking:
-    """``best = "max silhouette"`` (or ``"min METRIC"``; ``"max"`` alone: the first headline metric)."""
+    """``best = "max silhouette_score"`` (or ``"min METRIC"``; ``"max"`` alone: the first headline metric)."""
     words = value.split(maxsplit=1) if isinstance(value, str) else []
     if not words or words[0] not in ("max", "min"):
-        raise SpecError(f'must be "max METRIC" or "min METRIC" (e.g. best = "max silhouette"), got {value!r}',
+        raise SpecError(f'must be "max METRIC" or "min METRIC" (e.g. best = "max silhouette_score"), got {value!r}',
                         path, "best")
     return Ranking(words[0], words[1].strip() if len(words) > 1 else "")
 
@@ -284,7 +284,7 @@ class SweepSummary:
         if not self.children or self.failed == len(self.children):
             return f"all {len(self.children)} child runs failed; nothing to compare"
         if ranking is None:
-            return 'no ranking: the spec names no `best` (e.g. best = "max silhouette")'
+            return 'no ranking: the spec names no `best` (e.g. best = "max silhouette_score")'
         if best is None:
             return f"no best: no finished child run logged {ranking.metric}"
         value = best.metrics[ranking.metric]

@@ -194,7 +194,7 @@ def test_when_every_child_fails_the_parent_still_records_the_sweep(lab, bedrot_l
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ('best = "maximum score"', r'best: must be "max METRIC" or "min METRIC" \(e.g. best = "max silhouette"\), '
+    ('best = "maximum score"', r'best: must be "max METRIC" or "min METRIC" \(e.g. best = "max silhouette_score"\), '
                                r"got 'maximum score'"),
     ("best = 3", r'best: must be "max METRIC" or "min METRIC"'),
     ('metrics = "score"', r"metrics: must be a list of metric names"),
@@ -224,7 +224,7 @@ def test_the_command_line_reports_a_bad_best_in_one_line_and_starts_no_run(lab, 
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
     assert errors == [f"Error: {spec_file}: best: must be \"max METRIC\" or \"min METRIC\" "
-                      f"(e.g. best = \"max silhouette\"), got 'highest score'"], done.stderr
+                      f"(e.g. best = \"max silhouette_score\"), got 'highest score'"], done.stderr
     client = MlflowClient(lab.settings.tracking_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
