@@ -935,3 +935,20 @@ def test_promotions_show_wraps_to_the_terminal_and_names_each_paths_zone(lab, be
         f"    run {first.run_id} (maker), 3 rows, sha256 {first.sha256[:12]}",
     ]
     assert history[2]["replaced"]["archived_to"].startswith(f"5_archive/curated/{deep}/")
+
+
+def test_promotions_list_fits_the_terminal_and_names_each_files_zone(lab, bedrot_lake):
+    deep, name = "reports/quarterly/streaming/by_territory/table.parquet", \
+        "curated.reports.quarterly.streaming.by_territory.table"
+    made = new_version(lab, deep, n=3)
+    promote(lab, name)
+    for columns in (100, 80):
+        shown = CliRunner().invoke(cli, ["--lake", str(bedrot_lake), "promotions", "list"],
+                                   env={"COLUMNS": str(columns)})
+        assert shown.exit_code == 0, shown.output
+        header, row = shown.stdout.splitlines()
+        assert header.split() == ["FILE", "MODEL", "VERSION", "ACTION", "RUN", "WHEN", "BY"]
+        assert max(len(header), len(row)) <= columns, shown.stdout
+        assert row.startswith("4_c") and made.run_id[:12] in row and row.endswith("tester")
+        if columns == 100:
+            assert row.startswith("4_curated/reports/")

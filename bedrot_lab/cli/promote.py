@@ -125,14 +125,18 @@ def promotions() -> None:
 @click.pass_obj
 def promotions_list(state, name: str | None, as_json: bool) -> None:
     """List curated files with their current version (or the promotions of NAME)."""
-    from ..promotion import current_promotions
+    from ..promotion import current_promotions, lake_path
 
     rows = current_promotions(state.lab, name)
     if as_json:
         echo_json(rows)
         return
-    echo_table(rows, ["curated_path", "model", "version", "action", "run_id", "promoted_at", "promoted_by"],
-               empty="nothing promoted yet")
+    shown = [{"file": lake_path(state.lab, row["curated_path"]), "model": row["model"], "version": row["version"],
+              "action": row["action"], "run": (row.get("run_id") or "")[:12],
+              "when": str(row.get("promoted_at") or "")[:16].replace("T", " "), "by": row.get("promoted_by")}
+             for row in rows]
+    echo_table(shown, ["file", "model", "version", "action", "run", "when", "by"], empty="nothing promoted yet",
+               shrink=["model", "file", "by"])
 
 
 @promotions.command("show")

@@ -112,9 +112,12 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
         if result.children:
             _sweep_table(result, experiment.headline, recorded)
         _report(result, seconds)
-    for version in registered if not as_json else ():
-        click.echo(f"registered {version['name']} v{version['version']} for {version['curated_path']}; "
-                   f"next: bedrot-lab promote {version['name']}")
+    if registered and not as_json:
+        from ..promotion import lake_path
+
+        for version in registered:
+            click.echo(f"registered {version['name']} v{version['version']} for "
+                       f"{lake_path(lab, version['curated_path'])}; next: bedrot-lab promote {version['name']}")
     if result.exit_code:
         sys.exit(result.exit_code)
 
