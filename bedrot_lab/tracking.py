@@ -35,8 +35,8 @@ T = TypeVar("T")
 METRIC_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
 FLUSH_SECONDS = 5.0
 #: the prefix of the tags that are bedrot-lab's own bookkeeping (which process, which lake, what
-#: was masked, the heartbeat): everything a person reads is outside it; before 0.x these tags
-#: were ``bedrot.<name>``, and :func:`internal_tag` still reads those
+#: was masked, the heartbeat): everything a person reads is outside it. Runs recorded before it
+#: have these tags as ``bedrot.<name>``, which :func:`internal_tag` still reads
 INTERNAL = "bedrot.internal."
 #: what the run's masker masked, cumulatively; written by the recorder only
 MASKED_TAG = INTERNAL + "masked"
