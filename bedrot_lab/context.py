@@ -218,7 +218,7 @@ class RunContext:
 
     def set_tag(self, key: str, value: str) -> None:
         """Tag the run. A value that looks like a credential, or whose key names one
-        (``api_token``), is stored masked; ``bedrot.masked`` records what was."""
+        (``api_token``), is stored masked; ``bedrot.internal.masked`` records what was."""
         self.recorder.set_tags({key: value})
 
     # -- artifacts ------------------------------------------------------------------

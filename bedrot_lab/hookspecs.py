@@ -149,7 +149,7 @@ def run_tags(experiment, params, settings):
 
     Every plugin's dict is merged; a later plugin wins on a clash. Tags that
     look like credentials (by name or by value) are stored masked, and the run
-    says so in its ``bedrot.masked`` tag (see "Credentials never reach MLflow"
+    says so in its ``bedrot.internal.masked`` tag (see "Credentials never reach MLflow"
     in docs/plugins.md). The built-in ``run_tags`` adds the user, host, lake
     and git commit.
 

@@ -104,7 +104,7 @@ class Masker:
     A value masked because of its name (``-P api_key=...``) is also masked
     wherever it reappears later, in an error message or a table. :attr:`notes`
     accumulate (``"param api_key (name)"``), never holding a credential; the
-    run's ``bedrot.masked`` tag is written from them.
+    run's ``bedrot.internal.masked`` tag is written from them.
     """
 
     def __init__(self) -> None:
@@ -117,7 +117,7 @@ class Masker:
         return list(self._notes)
 
     def summary(self) -> str | None:
-        """The ``bedrot.masked`` tag's value if notes were added since the last call, else None."""
+        """The ``bedrot.internal.masked`` tag's value if notes were added since the last call, else None."""
         if len(self._notes) == self._written:
             return None
         self._written = len(self._notes)

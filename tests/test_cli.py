@@ -281,6 +281,21 @@ def test_ui_on_a_port_in_use_says_so_in_one_line_and_starts_nothing(bedrot_lake:
     assert done.stderr.strip().splitlines() == [expected], done.stderr
 
 
+def test_ui_says_where_it_listens_and_the_two_clicks_the_lab_cannot_make(bedrot_lake: Path, cli_env) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "ui", "--port", str(port)], env=cli_env,
+                              cwd=bedrot_lake, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first, second = server.stderr.readline(), server.stderr.readline()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert f"at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in first, first
+    assert second.startswith('first visit in a browser: click "Model training"') and "Assistant" in second
+
+
 def test_ui_on_an_address_not_of_this_machine_says_so_in_one_line(bedrot_lake: Path, cli_env) -> None:
     done = bedrot("ui", "--host", "192.0.2.1", "--port", "5999", env=cli_env, timeout=60)  # TEST-NET-1
     assert done.returncode == 1, done.stderr

@@ -292,7 +292,11 @@ def ui(state, port: int, host: str) -> None:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
                "--default-artifact-root", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    click.echo(f"MLflow UI for {settings.root} at http://{host}:{port}  (Ctrl-C to stop)", err=True)
+    # the mode is the browser's choice in MLflow 3.17 (docs/mlflow-ui.md): a link can carry it
+    click.echo(f"MLflow UI for {settings.root} at http://{host}:{port}/#/experiments?workflowType=machine_learning"
+               "  (Ctrl-C to stop)", err=True)
+    click.echo('first visit in a browser: click "Model training" at the top of the sidebar and close the MLflow '
+               "Assistant panel (x); the browser remembers both (docs/mlflow-ui.md)", err=True)
     sys.stdout.flush()
     os.execvpe(command[0], command, env)
 
