@@ -118,7 +118,7 @@ def set_verbosity(*, verbose: bool, debug: bool) -> None:
         warnings.filterwarnings("ignore")
     if debug or verbose:
         logging.getLogger().setLevel(level)
-        if os.environ.get(MLFLOW_LEVEL_VARIABLE) == _QUIET.get("level"):
+        if "level" in _QUIET and os.environ.get(MLFLOW_LEVEL_VARIABLE) == _QUIET["level"]:
             del os.environ[MLFLOW_LEVEL_VARIABLE]
         for noisy in NOISY_LOGGERS:
             logging.getLogger(noisy).setLevel(level)
