@@ -88,6 +88,12 @@ class Spec:
                             f'name one: best = "{self.best.goal} METRIC"', self.path, "best")
         return replace(self.best, metric=experiment.headline[0])
 
+    def compared(self, experiment: Experiment) -> list[str]:
+        """The metrics a sweep's parent compares: the ranking's, then the spec's ``metrics`` or
+        else ``experiment``'s headline (none when it has neither)."""
+        ranking = self.ranking(experiment)
+        return list(dict.fromkeys([*([ranking.metric] if ranking else []), *(self.metrics or experiment.headline)]))
+
 
 def load_spec(path: Path) -> Spec:
     """The spec in TOML file ``path``; a :class:`SpecError` names the file and the key that is wrong."""
@@ -219,7 +225,7 @@ def run_sweep(lab: Lab, parent: RunRequest, children: list[RunRequest], spec: Sp
             done.append(ChildRun({k: child.params[k] for k in swept}, outcome.status, outcome.run_id,
                                           outcome.error, client.get_run(outcome.run_id).data.metrics))
         summary = SweepSummary(swept, done, ranking,
-                               _compared_metrics(ranking, spec.metrics if spec else (), experiment, done))
+                               _compared_metrics(spec, experiment, done))
         summary.record(ctx, request.description())
         if done and summary.failed == len(done):
             first = done[0].error
@@ -414,17 +420,14 @@ def _swept_values(parent: RunRequest, children: Sequence[RunRequest], spec: Spec
     return {k: list({_key(child.params[k]): child.params[k] for child in children}.values()) for k in keys}
 
 
-def _compared_metrics(ranking: Ranking | None, named: Sequence[str], experiment: Experiment,
-                      children: Sequence[ChildRun]) -> list[str]:
-    """The metrics the parent compares: the ranking's, then the spec's ``metrics`` or else the
-    experiment's headline; with neither, the children's own (not the runner's bookkeeping,
-    names without a dot first)."""
-    chosen = [ranking.metric] if ranking else []
-    chosen += named or experiment.headline
+def _compared_metrics(spec: Spec | None, experiment: Experiment, children: Sequence[ChildRun]) -> list[str]:
+    """The metrics the parent compares (:meth:`Spec.compared`); with none named, the children's
+    own (not the runner's bookkeeping, names without a dot first)."""
+    chosen = spec.compared(experiment) if spec else list(experiment.headline)
     if not chosen:
         logged = {m for c in children for m in c.metrics if not m.startswith(_BOOKKEEPING)}
         chosen = sorted(logged, key=lambda m: ("." in m, m))[:6]
-    return list(dict.fromkeys(chosen))
+    return chosen
 
 
 def _key(value: Any) -> tuple[str, Any]:

@@ -58,6 +58,7 @@ def revenue_per_stream(ctx):
             ctx.skip_metric(name, f"no {row.platform} streams")
 
     shown = by_store[by_store["streams"] >= ctx.params["min_streams"]]
+    ctx.log_metric("stores_shown", len(shown))  # what min_streams changes: a sweep over it draws this
     ctx.log_table(shown, "by_store")
     ctx.log_table(by_group, "by_platform")
 

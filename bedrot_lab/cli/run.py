@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,7 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
         for curated_path in to_register.values():
             curated_target(lab, curated_path)  # refuse a bad path before the run, not after
     spec_path = _spec_path(target, lab.settings.specs_dir)
+    spec = None
     if spec_path:
         from ..specs import load_spec, run_sweep, spec_requests
 
@@ -110,7 +113,7 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
                    "registered": registered})
     else:
         if result.children:
-            _sweep_table(result, experiment.headline, recorded)
+            _sweep_table(result, spec.compared(experiment) if spec else experiment.headline, recorded)
         _report(result, seconds)
     if registered and not as_json:
         from ..promotion import lake_path
@@ -144,16 +147,16 @@ def _announce(name: str, children: int, as_json: bool) -> None:
         click.echo(f"running {name}{extra} ...", err=True)
 
 
-def _sweep_table(result, headline: tuple[str, ...], recorded: dict[str, Any]) -> None:
+def _sweep_table(result, compared: Sequence[str], recorded: dict[str, Any]) -> None:
     """One line per child run: its short id, the params the sweep varies, its status and
-    the experiment's headline metrics (without any, the first few the children share);
+    the metrics the sweep compares (without any, the first few the children share);
     the children's errors and the sweep's conclusion below."""
     children = result.children
     varied = [key for key in dict.fromkeys(k for child in children for k in child.params)
               if len({str(child.params.get(key)) for child in children}) > 1]
     metrics = {child.run_id: recorded[child.run_id].data.metrics if child.run_id in recorded else {}
                for child in children}
-    shown = list(headline) or _shared_metrics([metrics[c.run_id] for c in children if c.status == "FINISHED"])
+    shown = list(compared) or _shared_metrics([metrics[c.run_id] for c in children if c.status == "FINISHED"])
     rows = [{"run": child.run_id[:SHORT_ID], **{key: child.params.get(key) for key in varied}, "status": child.status,
              **{name: number(metrics[child.run_id][name], 6) if name in metrics[child.run_id] else "-"
                 for name in shown}}
@@ -162,7 +165,8 @@ def _sweep_table(result, headline: tuple[str, ...], recorded: dict[str, Any]) ->
     echo_table(rows, columns, right=set(shown), shrink=varied)
     if len(columns) < 2 + len(varied) + len(shown):
         left_out = shown[len(columns) - 2 - len(varied):]
-        click.echo(f"(too wide to show here: {', '.join(left_out)}; bedrot-lab runs show RUN shows them)")
+        click.echo(textwrap.fill(f"(too wide to show here: {', '.join(left_out)}; bedrot-lab runs show RUN shows "
+                                 "them)", terminal_width(), break_on_hyphens=False))
     for child in children:
         if child.error:
             click.echo(f"  {child.run_id[:SHORT_ID]}: {child.error}")

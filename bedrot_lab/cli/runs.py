@@ -149,7 +149,7 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     if data["description"]:
         click.echo("\n" + to_terminal(data["description"], width))
     _echo_pairs("Params", data["params"])
-    _echo_pairs("Metrics", {key: number(value) for key, value in data["metrics"].items()})
+    _echo_pairs("Metrics", {key: number(value, 6) for key, value in data["metrics"].items()})
     _echo_pairs("Tags", {key: value for key, value in data["tags"].items() if not key.startswith(INTERNAL_TAGS)})
     click.echo("\nInputs:")
     rows = [_input_row(d, state.lab.settings.root) for d in found.inputs.dataset_inputs]
