@@ -81,7 +81,9 @@ def promote(state, name: str, version: str | None, alias: str | None, dry_run: b
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def rollback(state, name: str, to_version: str | None, force: bool, wait: float, as_json: bool) -> None:
-    """Restore an earlier promoted version of NAME (validated and written like a promotion)."""
+    """Restore an earlier promoted version of NAME.
+
+    The version is validated and written like a promotion."""
     from ..promotion import rollback as rollback_version
 
     _report(state.lab, lambda: rollback_version(state.lab, name, to_version, force=force, wait=wait), as_json)

@@ -20,9 +20,11 @@ START_WAIT = 30.0
 
 @click.group()
 def daemon() -> None:
-    """The housekeeping daemon: the sandbox watcher, rule checks and alerts, clean-up,
-    usage reports and the reaping of dead runs, on the schedules of [daemon] in
-    bedrot-lab.toml. One daemon per lake; see docs/daemon.md.
+    """The housekeeping daemon: watcher, rules, clean-up, reports, reaping.
+
+    It watches the sandbox, checks its rules and sends alerts, cleans up, writes usage
+    reports and ends dead runs, on the schedules of [daemon] in bedrot-lab.toml. One
+    daemon per lake; see docs/daemon.md.
     """
 
 
@@ -120,7 +122,7 @@ def stop(state, timeout: float | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def status(state, as_json: bool) -> None:
-    """Is the daemon running, since when, the watcher's state, and each job's last and next run."""
+    """Is the daemon running? Since when, the watcher, each job's last and next run."""
     from .history import JobHistory
     from .runtime import LOG_NAME, current_holder
 
