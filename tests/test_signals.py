@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_interrupted_run_is_recorded_killed(bedrot_lake: Path, write_plugin, cli
 
     assert process.returncode == exit_code, stderr
     run_id = marker.read_text()
-    assert f"KILLED: slow run {run_id}: interrupted by {name}" in stderr
+    assert re.search(rf"KILLED: slow run {run_id} in [\d.]+s: interrupted by {name}\n", stderr), stderr
     run = store(bedrot_lake).get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.info.end_time is not None and run.info.end_time >= run.info.start_time
