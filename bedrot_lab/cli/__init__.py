@@ -24,6 +24,7 @@ _QUIET: dict[str, str] = {}  # the level this process gave MLFLOW_LOGGING_LEVEL,
 #: command name -> "module:attribute", imported only when the command is used
 COMMANDS = {
     "init": "bedrot_lab.cli.init:init",
+    "new-plugin": "bedrot_lab.cli.new_plugin:new_plugin",
     "plugins": "bedrot_lab.cli.catalog:plugins",
     "experiments": "bedrot_lab.cli.catalog:experiments",
     "run": "bedrot_lab.cli.run:run",
