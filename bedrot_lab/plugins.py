@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -39,6 +41,28 @@ DEFAULT_PLUGINS: dict[str, str] = {
 
 class PluginError(BedrotLabError):
     """A plugin that could not be loaded (raised only in strict mode)."""
+
+
+class HookCallError(BedrotLabError, TypeError):
+    """A hook called with positional arguments: pluggy takes them by name only."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a plugin, as ``bedrot-lab plugins check`` reports it: ``message`` says
+    what is wrong and how to fix it; ``where`` is ``file:line`` when known."""
+
+    plugin: str
+    kind: str
+    message: str
+    where: str = ""
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} ({self.where}): {self.message}" if self.where else \
+            f"plugin {self.plugin!r}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -82,7 +106,12 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: every problem found, plugin by plugin (what ``plugins check`` reports)
+        self.problems: dict[str, list[Problem]] = {}
         self.strict = os.environ.get("BEDROT_LAB_STRICT_PLUGINS") == "1"
+        #: record problems without logging or raising them (``plugins check`` prints them itself)
+        self.checking = False
+        self._hooks = KeywordHooks(self)
         if os.environ.get("BEDROT_LAB_TRACE_PLUGINS") == "1":
             # every argument is printed, the lake's settings too: a password in a URL there is masked
             self.pm.trace.root.setwriter(lambda message: log.warning("hook %s", scrub(message.rstrip())[0]))
@@ -90,7 +119,9 @@ class PluginHost:
 
     @property
     def hook(self) -> Any:
-        return self.pm.hook
+        """``pm.hook``, except that a hook called with positional arguments raises a
+        :class:`HookCallError` saying where and how to call it."""
+        return self._hooks
 
     @property
     def errors(self) -> list[PluginInfo]:
@@ -136,27 +167,57 @@ class PluginHost:
             return
         try:
             plugin = loader()
-            self.pm.register(plugin, name=name)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            self._fail(info, describe(exc), error=exc)
+            self._fail(info, import_problem(exc), error=exc, kind="import",
+                       where=getattr(exc, "where", "") or _where_raised(exc, location))
             return
-        unknown = [c.name for c in self.pm.get_hookcallers(plugin) or () if not c.has_spec()]
-        if unknown:
-            self.pm.unregister(plugin)
-            self._fail(info, f"implements unknown hook {unknown[0]!r}; see `bedrot-lab plugins hooks`")
+        found = hook_problems(self.pm, plugin)
+        if self.checking:
+            for problem in found:
+                self._fail(info, problem.message, kind=problem.kind, where=problem.where)
+        found = [problem for problem in found if problem.kind != "unmarked-hook"]
+        if found:
+            more = f" (and {len(found) - 1} more: bedrot-lab plugins check {name})" if len(found) > 1 else ""
+            if not self.checking:
+                self._fail(info, found[0].message + more, kind=found[0].kind, where=found[0].where)
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(info, describe(exc), error=exc)
             return
         info.version = info.version or _plugin_version(plugin, source)
         info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
 
     def _fail(self, info: PluginInfo, problem: str, consequence: str = "not loaded", *,
-              error: BaseException | None = None) -> None:
+              error: BaseException | None = None, kind: str = "load", where: str = "") -> None:
         info.error = f"{info.error}; {problem}" if info.error else problem
-        message = f"plugin {info.name!r} ({info.location}) {consequence}: {problem}"
+        self.problems.setdefault(info.name, []).append(Problem(info.name, kind, problem, where or info.location))
+        if self.checking:
+            return
+        message = f"plugin {info.name!r} ({where or info.location}) {consequence}: {problem}"
         if self.strict:
             raise PluginError(message) from error
         log.warning(message, exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+
+    def problem(self, plugin: str, kind: str, message: str, where: str = "") -> None:
+        """Record a problem found outside loading (``plugins check``), without failing the plugin."""
+        where = where or self.info(plugin).location
+        self.problems.setdefault(plugin, []).append(Problem(plugin, kind, message, where))
+
+    def plugin_of(self, file: str) -> str:
+        """The name of the plugin whose file or package folder holds ``file``, or ""."""
+        path = Path(file)
+        for info in self.infos.values():
+            if info.source == "path" and (path == Path(info.location) or Path(info.location) in path.parents):
+                return info.name
+            if info.source == "entry point":
+                plugin = self.pm.get_plugin(info.name)
+                if getattr(plugin, "__file__", None) == file:
+                    return info.name
+        return ""
 
     def info(self, name: str) -> PluginInfo:
         """What is known of plugin ``name`` (a bare record for one registered by hand)."""
@@ -182,7 +243,7 @@ class PluginHost:
                 contributions.append((self.info(call.plugin), registered.copy()))
             else:
                 self._fail(self.info(call.plugin), f"{hook_name} raised {describe(call.error)}", "left out",
-                           error=call.error)
+                           error=call.error, kind="register", where=_where_raised(call.error))
             registered.clear()
         return contributions
 
@@ -219,6 +280,152 @@ def call_each(caller: pluggy.HookCaller, **kwargs: Any) -> Iterator[PluginCall]:
             yield PluginCall(impl.plugin_name, caller.name, error=error)
         else:
             yield PluginCall(impl.plugin_name, caller.name, result)
+
+
+class KeywordHooks:
+    """``pm.hook`` whose hooks, called with positional arguments, raise a :class:`HookCallError`
+    that names the hook, the caller's file and line, its plugin and the call by name (pluggy's
+    own error names none of them)."""
+
+    def __init__(self, host: PluginHost):
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        return _KeywordHookCaller(getattr(self._host.pm.hook, name), self._host)
+
+
+class _KeywordHookCaller:
+    """A pluggy ``HookCaller`` that takes keyword arguments only, and says so."""
+
+    __slots__ = ("_caller", "_host")
+
+    def __init__(self, caller: pluggy.HookCaller, host: PluginHost):
+        self._caller = caller
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            frame = sys._getframe(1)
+            plugin = self._host.plugin_of(frame.f_code.co_filename)
+            by = f" by plugin {plugin!r}" if plugin else ""
+            raise HookCallError(
+                f"hook {self._caller.name} called with positional arguments{by} at "
+                f"{frame.f_code.co_filename}:{frame.f_lineno}; hooks take arguments by name: "
+                f"{_by_name(self._caller)}")
+        return self._caller(**kwargs)
+
+
+def _by_name(caller: pluggy.HookCaller) -> str:
+    names = caller.spec.argnames if caller.spec else ()
+    return f"hook.{caller.name}({', '.join(f'{name}=...' for name in names)})"
+
+
+def hook_problems(pm: pluggy.PluginManager, plugin: Any) -> list[Problem]:
+    """The mistakes in ``plugin``'s hook implementations, found before pluggy registers it:
+    a ``@hookimpl`` whose name is no hook (pluggy would register it silently), an argument
+    the hook does not have, and a function named like a hook but not marked ``@hookimpl``
+    (kind ``unmarked-hook``: pluggy ignores it). Each message suggests the closest name."""
+    specs = {name: caller.spec for name, caller in vars(pm.hook).items()
+             if isinstance(caller, pluggy.HookCaller) and caller.spec is not None}
+    name = pm.get_name(plugin) or getattr(plugin, "__name__", "")
+    problems = []
+    for attribute in dir(plugin):
+        try:
+            opts = pm.parse_hookimpl_opts(plugin, attribute)
+        except Exception:  # an attribute whose lookup raises is no hook implementation
+            continue
+        function = getattr(plugin, attribute, None)
+        if opts is None:
+            if attribute in specs and inspect.isroutine(function):
+                problems.append(Problem(name, "unmarked-hook", (
+                    f"function {attribute} is named like a hook but not marked @hookimpl, so it is never "
+                    "called; add `@hookimpl` above it (from bedrot_lab import hookimpl)"), _where_defined(function)))
+            continue
+        hook = opts.get("specname") or attribute
+        where = _where_defined(function)
+        spec = specs.get(hook)
+        if spec is None:
+            problems.append(Problem(name, "unknown-hook", (
+                f"implements unknown hook {hook!r}{_did_you_mean(hook, specs, signature=specs)}; rename the "
+                "function (or drop @hookimpl if it is not a hook); `bedrot-lab plugins hooks` lists the hooks"),
+                where))
+            continue
+        accepted = {*spec.argnames, *spec.kwargnames}
+        for argument in _required_arguments(function):
+            if argument not in accepted:
+                problems.append(Problem(name, "hook-argument", (
+                    f"hook {hook} has no argument {argument!r}{_did_you_mean(argument, spec.argnames)}; "
+                    f"its signature is {hook}({', '.join(spec.argnames)}): take any of these, by name"), where))
+                break
+    return problems
+
+
+def _required_arguments(function: Any) -> list[str]:
+    """The arguments pluggy passes to ``function``: those without a default."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def _did_you_mean(word: str, options: Iterable[str], signature: dict[str, Any] | None = None) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    if not close:
+        return ""
+    if signature is not None:
+        return f"; did you mean {close[0]}({', '.join(signature[close[0]].argnames)})?"
+    return f" (did you mean {close[0]!r}?)"
+
+
+def close_names(word: str, options: Iterable[str]) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for the names of ``options`` close to ``word``, else ""."""
+    close = difflib.get_close_matches(word, list(options), n=3)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _where_defined(function: Any) -> str:
+    """``file:line`` where ``function`` is defined, or ""."""
+    code = getattr(inspect.unwrap(getattr(function, "__func__", function)), "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else ""
+
+
+_FRAMEWORK = str(Path(__file__).resolve().parent)
+
+
+def _where_raised(error: BaseException, location: str = "") -> str:
+    """``file:line`` of the plugin's code where ``error`` was raised: the deepest frame in
+    ``location`` (a plugin's file or package folder) if any, else the deepest outside
+    bedrot-lab and Python's import machinery; "" when the traceback has none."""
+    frames = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        file = traceback.tb_frame.f_code.co_filename
+        if not file.startswith(("<", _FRAMEWORK)) and "importlib" not in file:
+            frames.append(f"{file}:{traceback.tb_lineno}")
+        traceback = traceback.tb_next
+    if location:
+        own = [frame for frame in frames if frame.startswith(location)]
+        frames = own or frames
+    return frames[-1] if frames else ""
+
+
+def import_problem(error: BaseException) -> str:
+    """What a plugin that failed at import did wrong, and what to do about it."""
+    if isinstance(error, BedrotLabError):  # raised by bedrot-lab's own checks (@experiment, Param): it teaches
+        return str(error)
+    if isinstance(error, SystemExit):
+        return (f"{describe(error)} (at import); a plugin must not exit: raise an exception in the hook or "
+                'experiment instead, or put script code under `if __name__ == "__main__":`')
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return (f"{describe(error)}; pip install it, or import it inside the experiment that needs it and "
+                f"declare it: @experiment(..., requires={{{error.name!r}: '<what to pip install>'}})")
+    return (f"{describe(error)} (at import); fix it, or move the code that can fail into a hook or an "
+            "experiment, where a failure is reported and the rest keeps working")
 
 
 def log_failure(call: PluginCall, context: str = "") -> None:

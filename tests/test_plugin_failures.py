@@ -55,11 +55,11 @@ def test_a_plugin_exiting_at_import_is_reported_by_name(bedrot_lake, write_plugi
     write_plugin("greeter", GOOD)
     write_plugin("quitter", source)
     lab = Lab.open(bedrot_lake)
-    assert lab.plugins.infos["quitter"].error == problem
+    assert lab.plugins.infos["quitter"].error.startswith(f"{problem} (at import); ")
     assert lab.plugins.pm.get_plugin("quitter") is None
     assert "hello" in lab.experiments
     [warning] = plugin_warnings(caplog, "quitter")
-    assert warning.endswith(f"not loaded: {problem}") and "quitter.py" in warning
+    assert f"not loaded: {problem} (at import)" in warning and "quitter.py:" in warning
 
 
 def test_an_installed_plugin_exiting_at_import_is_reported_by_name(bedrot_lake, tmp_path, monkeypatch,
@@ -73,7 +73,7 @@ def test_an_installed_plugin_exiting_at_import_is_reported_by_name(bedrot_lake, 
     (site / "bedrot_quitter.py").write_text("raise SystemExit('installed, then gone')\n")
     monkeypatch.syspath_prepend(str(site))
     lab = Lab.open(bedrot_lake)
-    assert lab.plugins.infos["quitter"].error == "SystemExit: installed, then gone"
+    assert lab.plugins.infos["quitter"].error.startswith("SystemExit: installed, then gone (at import)")
     assert "dk_bank_details" in lab.datasets
 
 

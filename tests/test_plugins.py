@@ -81,7 +81,8 @@ def test_entry_point_plugin_is_found(bedrot_lake, tmp_path, monkeypatch, install
         ("from bedrot_lab import hookimpl\n@hookimpl\ndef register_experimentz(register):\n    pass\n",
          "implements unknown hook 'register_experimentz'"),
         ("from bedrot_lab import hookimpl\n@hookimpl\ndef register_experiments(regster):\n    pass\n",
-         "Argument(s) {'regster'} are declared in the hookimpl but can not be found in the hookspec"),
+         "hook register_experiments has no argument 'regster' (did you mean 'register'?); "
+         "its signature is register_experiments(register)"),
     ],
     ids=["import-error", "raises", "unknown-hook", "wrong-argument"],
 )
