@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import math
@@ -18,6 +19,14 @@ _FALSE = {"false", "no", "0", "off"}
 
 class ParamError(UsageError, ValueError):
     """A parameter that is unknown or cannot be coerced to its declared type."""
+
+
+class ExperimentError(UsageError, TypeError):
+    """An experiment defined wrongly (its function's signature); ``where`` is its ``file:line``."""
+
+    def __init__(self, message: str, where: str = ""):
+        super().__init__(message)
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -38,9 +47,43 @@ class Param:
 
     def __post_init__(self) -> None:
         if self.type not in PARAM_TYPES:
-            raise TypeError(f"param {self.name!r}: type must be one of str, int, float, bool")
+            raise ParamError(f"{self._spelled()}: the type must be one of str, int, float, bool, "
+                             f"not {getattr(self.type, '__name__', self.type)!r}")
         if self.default is not None:
+            self._check_default()
             object.__setattr__(self, "default", self.coerce(self.default))
+
+    def _spelled(self) -> str:
+        """How the declaration reads: ``param 'top_n' Param(int, 'six')``."""
+        extras = "".join(f", {key}={value!r}" for key, value in
+                         (("choices", self.choices), ("min", self.min), ("max", self.max)) if value is not None)
+        kind = getattr(self.type, "__name__", repr(self.type))
+        named = f"param {self.name!r} " if self.name else ""
+        return f"{named}Param({kind}, {self.default!r}{extras})"
+
+    def _check_default(self) -> None:
+        """Raise a :class:`ParamError` that says how to fix a default of another type than
+        declared, outside the choices or out of bounds."""
+        kind = PARAM_TYPES[self.type]
+        value = self.default
+        fits = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value),
+            str: isinstance(value, str),
+        }[self.type]
+        if not fits:
+            actual = PARAM_TYPES.get(type(value), type(value).__name__)
+            raise ParamError(f"{self._spelled()}: the default {value!r} is not {_a(kind)}; give it as {_a(kind)}"
+                             f", or declare the type it is: Param({actual}, {value!r}, ...)")
+        if self.choices is not None and value not in self.choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParamError(f"{self._spelled()}: the default {value!r} is not one of the choices{hint}; "
+                             "make the default one of them, or add it to choices")
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise ParamError(f"{self._spelled()}: the default {value!r} is outside [{self.min}, {self.max}]; "
+                             "make the default a value within min and max")
 
     def coerce(self, value: Any) -> Any:
         """``value`` (a string from the command line, or a TOML value) as this param's type."""
@@ -59,6 +102,10 @@ class Param:
     def describe(self) -> str:
         text = f"{self.name} ({PARAM_TYPES[self.type]}, default {self.default!r})"
         return f"{text}: {self.help}" if self.help else text
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "int" else f"a {kind}"
 
 
 def _coerce(kind: type, value: Any) -> Any:
@@ -175,6 +222,7 @@ def experiment(
     """
 
     def wrap(func: Callable[..., Any]) -> Experiment:
+        check_signature(func, name or func.__name__.replace("_", "-"))
         declared = {}
         for key, spec in (params or {}).items():
             param = spec if isinstance(spec, Param) else Param(type(spec), spec)
@@ -190,3 +238,22 @@ def experiment(
         )
 
     return wrap
+
+
+def check_signature(func: Callable[..., Any], name: str) -> None:
+    """Raise an :class:`ExperimentError` unless ``func`` takes exactly one parameter, ``ctx``
+    (the run context), which the runner passes by position."""
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # a callable Python cannot inspect: the run will tell
+        return
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(parameters) == 1 and parameters[0].kind in positional:
+        return
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    where = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else ""
+    taken = ", ".join(str(p) for p in parameters)
+    raise ExperimentError(
+        f"experiment {name!r}: its function takes ({taken}); an experiment function takes exactly one "
+        "parameter, the run context: def my_experiment(ctx): ... and reads its params from ctx.params "
+        "(declare them with @experiment(params={...}))", where)
