@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import numbers
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import BedrotLabError
 from .lake import cached_sha256, read_dataset
 from .tracking import is_finite
 
@@ -28,6 +31,27 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 #: a CSV input up to this size has its rows counted for its profile if the run did not load it
 #: whole (by the run's query engine, from the page cache); a larger one is not read again for that
 ROWS_COUNTED_UP_TO = 64 * 2**20
+
+
+class MetricError(BedrotLabError, TypeError):
+    """A metric logged as values of different types (a number, then text or a bool)."""
+
+
+def _metric_kind(value: Any) -> str:
+    """"a number", "a bool", "text" or the value's type: what a metric's values must agree on."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "a bool"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    return "text" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _caller() -> str:
+    """``file:line`` of the code that called into this module (the experiment's line)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
 
 
 def artifact_name(name: str) -> str:
@@ -51,6 +75,7 @@ class RunContext:
         self._rows: dict[str, int] = {}  # rows of the data sets a load read whole
         self.outputs: dict[str, dict[str, Any]] = {}
         self.skipped: dict[str, str] = {}
+        self._metric_kinds: dict[str, tuple[str, str]] = {}  # metric -> its first value's kind, and where
         self.report_parts: list[str] = []
 
     @property
@@ -199,16 +224,36 @@ class RunContext:
         self.log_metrics({name: value}, step=step)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log metrics in batches. A value that is not a finite number (NaN, inf,
-        None) is not logged; the run gets a ``skipped.<name>`` tag instead."""
+        """Log metrics in batches. A metric keeps one type: logging a name again as another
+        (a number, then a bool or text) raises a :class:`MetricError` naming both places.
+        A value that is not a finite number (NaN, inf, None) is not logged; the run gets a
+        ``skipped.<name>`` tag instead, and a warning says how to skip on purpose
+        (:meth:`skip_metric`)."""
         finite = {}
         for name, value in metrics.items():
+            self._check_metric_type(name, value)
             if is_finite(value):
                 finite[name] = float(value)
             else:
                 self.skip_metric(name, f"value is {value!r}")
+                self.log.warning(
+                    "experiment %r (plugin %r): metric %r is %r at %s, so it is not logged (the run has tag "
+                    "skipped.%s); if that can happen, skip it on purpose and say why: "
+                    "ctx.skip_metric(%r, '<why there is no value>')",
+                    self.experiment.name, self.experiment.plugin, name, value, _caller(), name, name)
         if finite:
             self.recorder.log_metrics(finite, step=step)
+
+    def _check_metric_type(self, name: str, value: Any) -> None:
+        if value is None:
+            return
+        kind = _metric_kind(value)
+        first = self._metric_kinds.setdefault(name, (kind, _caller()))
+        if first[0] != kind:
+            raise MetricError(
+                f"experiment {self.experiment.name!r} (plugin {self.experiment.plugin!r}) logs metric {name!r} "
+                f"as {kind} ({value!r}) at {_caller()}, and as {first[0]} at {first[1]}; a metric keeps one "
+                f"type: log numbers only (a yes/no as 1 or 0), and text as a tag: ctx.set_tag({name!r}, ...)")
 
     def skip_metric(self, name: str, reason: str) -> None:
         """Record that metric ``name`` could not be computed, and why."""
