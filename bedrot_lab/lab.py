@@ -14,7 +14,7 @@ from .errors import UsageError
 from .experiments import Experiment
 from .jobs import HousekeepingJob
 from .lake import Dataset, DatasetError
-from .plugins import PluginError, PluginHost, PluginInfo, make_plugin_host
+from .plugins import PluginError, PluginHost, PluginInfo, close_names, duplicate_dataset, make_plugin_host
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,9 +101,15 @@ class Lab:
     def datasets(self) -> dict[str, Dataset]:
         """The data set catalog; the first plugin to register a name wins (built-ins come last)."""
         found: dict[str, Dataset] = {}
-        for _, items in self.plugins.collect("register_datasets"):
+        owners: dict[str, list[PluginInfo]] = {}
+        for info, items in self.plugins.collect("register_datasets"):
             for item in items:
                 found.setdefault(item.name, item)
+                if info.source != "builtin":  # a plugin's data set replacing a built-in one is on purpose
+                    owners.setdefault(item.name, []).append(info)
+        for name, infos in owners.items():
+            if len(infos) > 1:
+                log.warning(duplicate_dataset(name, infos))
         return dict(sorted(found.items()))
 
     @cached_property
@@ -149,7 +155,8 @@ class Lab:
             return self.datasets[name]
         except KeyError:
             raise DatasetError(
-                f"no data set named {name!r} in the catalog; known: {', '.join(self.datasets)}"
+                f"no data set named {name!r} in the catalog{close_names(name, self.datasets) or ';'} "
+                f"known: {', '.join(self.datasets)}"
             ) from None
 
     def plugin_info(self, name: str) -> PluginInfo:

@@ -251,8 +251,12 @@ def _data_start(path: Path) -> int:
 def _check_columns(dataset: Dataset, path: Path, present: Sequence[str], wanted: Sequence[str]) -> None:
     missing = [c for c in wanted if c not in present]
     if missing:
+        import difflib
+
+        close = difflib.get_close_matches(missing[0], list(present), n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise DatasetError(
-            f"{path}: data set {dataset.name!r} is missing column {missing[0]!r}"
+            f"{path}: data set {dataset.name!r} is missing column {missing[0]!r}{hint}"
             f" (has: {', '.join(present) or 'no header'})"
         )
 

@@ -173,15 +173,17 @@ class PluginHost:
             self._fail(info, import_problem(exc), error=exc, kind="import",
                        where=getattr(exc, "where", "") or _where_raised(exc, location))
             return
-        found = hook_problems(self.pm, plugin)
+        broken: set[str] = set()
+        found = hook_problems(self.pm, plugin, broken)
         if self.checking:
             for problem in found:
                 self._fail(info, problem.message, kind=problem.kind, where=problem.where)
-        found = [problem for problem in found if problem.kind != "unmarked-hook"]
-        if found:
+            # the rest of the plugin is still checked: what it registers, the hooks it calls
+            plugin = _without(plugin, broken) if broken else plugin
+        elif broken:
+            found = [problem for problem in found if problem.kind != "unmarked-hook"]
             more = f" (and {len(found) - 1} more: bedrot-lab plugins check {name})" if len(found) > 1 else ""
-            if not self.checking:
-                self._fail(info, found[0].message + more, kind=found[0].kind, where=found[0].where)
+            self._fail(info, found[0].message + more, kind=found[0].kind, where=found[0].where)
             return
         try:
             self.pm.register(plugin, name=name)
@@ -323,11 +325,13 @@ def _by_name(caller: pluggy.HookCaller) -> str:
     return f"hook.{caller.name}({', '.join(f'{name}=...' for name in names)})"
 
 
-def hook_problems(pm: pluggy.PluginManager, plugin: Any) -> list[Problem]:
+def hook_problems(pm: pluggy.PluginManager, plugin: Any, broken: set[str] | None = None) -> list[Problem]:
     """The mistakes in ``plugin``'s hook implementations, found before pluggy registers it:
     a ``@hookimpl`` whose name is no hook (pluggy would register it silently), an argument
     the hook does not have, and a function named like a hook but not marked ``@hookimpl``
-    (kind ``unmarked-hook``: pluggy ignores it). Each message suggests the closest name."""
+    (kind ``unmarked-hook``: pluggy ignores it). Each message suggests the closest name.
+    The attributes of the implementations pluggy cannot register are added to ``broken``."""
+    broken = set() if broken is None else broken
     specs = {name: caller.spec for name, caller in vars(pm.hook).items()
              if isinstance(caller, pluggy.HookCaller) and caller.spec is not None}
     name = pm.get_name(plugin) or getattr(plugin, "__name__", "")
@@ -348,6 +352,7 @@ def hook_problems(pm: pluggy.PluginManager, plugin: Any) -> list[Problem]:
         where = _where_defined(function)
         spec = specs.get(hook)
         if spec is None:
+            broken.add(attribute)
             problems.append(Problem(name, "unknown-hook", (
                 f"implements unknown hook {hook!r}{_did_you_mean(hook, specs, signature=specs)}; rename the "
                 "function (or drop @hookimpl if it is not a hook); `bedrot-lab plugins hooks` lists the hooks"),
@@ -356,11 +361,22 @@ def hook_problems(pm: pluggy.PluginManager, plugin: Any) -> list[Problem]:
         accepted = {*spec.argnames, *spec.kwargnames}
         for argument in _required_arguments(function):
             if argument not in accepted:
+                broken.add(attribute)
                 problems.append(Problem(name, "hook-argument", (
                     f"hook {hook} has no argument {argument!r}{_did_you_mean(argument, spec.argnames)}; "
                     f"its signature is {hook}({', '.join(spec.argnames)}): take any of these, by name"), where))
                 break
     return problems
+
+
+def _without(plugin: Any, attributes: set[str]) -> ModuleType:
+    """A stand-in for module ``plugin`` without ``attributes``, for ``plugins check`` to look
+    at the rest of a plugin whose broken hook implementations pluggy would refuse."""
+    stand_in = ModuleType(getattr(plugin, "__name__", "plugin"))
+    for attribute in dir(plugin):
+        if attribute not in attributes and attribute != "__name__":
+            setattr(stand_in, attribute, getattr(plugin, attribute))
+    return stand_in
 
 
 def _required_arguments(function: Any) -> list[str]:
@@ -378,7 +394,7 @@ def _did_you_mean(word: str, options: Iterable[str], signature: dict[str, Any] |
     if not close:
         return ""
     if signature is not None:
-        return f"; did you mean {close[0]}({', '.join(signature[close[0]].argnames)})?"
+        return f" (did you mean {close[0]}({', '.join(signature[close[0]].argnames)})?)"
     return f" (did you mean {close[0]!r}?)"
 
 
@@ -386,6 +402,13 @@ def close_names(word: str, options: Iterable[str]) -> str:
     """``"; did you mean 'a' or 'b'?"`` for the names of ``options`` close to ``word``, else ""."""
     close = difflib.get_close_matches(word, list(options), n=3)
     return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def duplicate_dataset(name: str, owners: list[PluginInfo]) -> str:
+    """The message for data set ``name`` registered by each of ``owners`` (the first one's is used)."""
+    named = [f"{info.name!r} ({info.location})" for info in owners]
+    return (f"data set {name!r} is registered by more than one plugin: {', '.join(named[:-1])} and {named[-1]}; "
+            f"{owners[0].name!r}'s is used; rename one of them")
 
 
 def _where_defined(function: Any) -> str:

@@ -31,6 +31,50 @@ def plugins_list(state, as_json: bool) -> None:
     echo_table(infos, ["name", "version", "source", "hooks", "status"], empty="no plugins")
 
 
+@plugins.command("check")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: each plugin with its problems.")
+@click.pass_obj
+def plugins_check(state, name: str | None, as_json: bool) -> None:
+    """Check plugins strictly: every mistake in each, with the fix; exit 1 if any.
+
+    Loads the installed plugins and the lake's plugins/ folder as every command
+    does, but reports each problem instead of skipping the plugin: a misspelled
+    hook, an argument a hook does not have, a hook called with positional
+    arguments, an experiment or data set name two plugins register, an
+    experiment function that does not take one ctx parameter, a Param default
+    that does not fit, a data set or column that is not in the catalog, a plugin
+    that fails or exits at import. NAME checks one plugin (a built-in too).
+    """
+    from ..config import load_settings
+    from ..errors import UsageError
+    from ..plugin_check import check_plugins
+    from ..plugins import DEFAULT_PLUGINS, close_names
+
+    reports = check_plugins(load_settings(state.lake), name)
+    if name is not None and not reports:
+        known = [*DEFAULT_PLUGINS, *(report.info.name for report in check_plugins(load_settings(state.lake)))]
+        listed = ", ".join(known) or "none; add one to the lake's plugins/ folder"
+        raise UsageError(f"no plugin named {name!r}{close_names(name, known) or ';'} plugins: {listed}")
+    problems = sum(len(report.problems) for report in reports)
+    if as_json:
+        echo_json([report.to_dict() for report in reports])
+    else:
+        for report in reports:
+            if not report.problems:
+                click.echo(f"ok  {report.info.name} ({report.info.location})")
+            for problem in report.problems:
+                click.echo(str(problem))
+        if not reports:
+            click.echo("no plugins to check; add one to the lake's plugins/ folder")
+        elif problems:
+            failing = sum(1 for report in reports if report.problems)
+            click.echo(f"{problems} problem{'s' * (problems != 1)} in {failing} plugin{'s' * (failing != 1)}",
+                       err=True)
+    if problems:
+        click.get_current_context().exit(1)
+
+
 @plugins.command("hooks")
 def plugins_hooks() -> None:
     """List the hooks a plugin can implement, each with its summary."""
