@@ -108,7 +108,7 @@ class Lab:
                 if info.source != "builtin":  # a plugin's data set replacing a built-in one is on purpose
                     owners.setdefault(item.name, []).append(info)
         for name, infos in owners.items():
-            if len(infos) > 1:
+            if len(infos) > 1 and not self.plugins.checking:  # plugins check reports it per plugin
                 log.warning(duplicate_dataset(name, infos))
         return dict(sorted(found.items()))
 
