@@ -114,6 +114,48 @@ def register_datasets(register):
 
 
 @hookspec
+def register_commands(cli):
+    """Add commands to the ``bedrot-lab`` command line.
+
+    Args:
+        cli: a :class:`click.Group` to add to: decorate a function with
+            ``@cli.command()`` (or ``@cli.group()`` for a group of subcommands), or
+            call ``cli.add_command(command)``. Only the commands added to it are used.
+
+    ``bedrot-lab --help`` lists plugin commands under their own heading, each with
+    its plugin's name. A command gets what the built-in ones get: with
+    ``@click.pass_obj``, an object whose ``lab`` is the :class:`bedrot_lab.Lab`
+    (opened on first use). Raise :class:`bedrot_lab.UsageError` or
+    ``click.ClickException`` for a mistake of the user's: one line, exit 1. Any
+    other exception is reported in one line naming the command and the plugin;
+    ``--debug`` shows its traceback.
+
+    A command named like a built-in one, or like another plugin's, is refused
+    with one line naming the plugin(s). A plugin whose ``register_commands``
+    raises adds no command and is reported in one line; the other commands work.
+    The hook is called when the command line needs to know the plugin commands
+    (``--help``, or a command that is not built in), so keep it cheap: import
+    heavy modules inside the command, not at the plugin's top level.
+
+    Example::
+
+        import click
+
+        from bedrot_lab import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            @cli.command()
+            @click.argument("name")
+            @click.pass_obj
+            def columns(state, name):
+                \"\"\"Show the columns a catalog data set declares.\"\"\"
+                for column, kind in state.lab.dataset(name).columns.items():
+                    click.echo(f"{column}: {kind}")
+    """
+
+
+@hookspec
 def validate_run(experiment, params, settings, lab):
     """Check a run before it is created: nothing exists in MLflow yet.
 
