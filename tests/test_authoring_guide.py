@@ -101,6 +101,15 @@ def test_the_guide_has_the_whole_path():
         assert any(command.startswith(needed) for command in commands), needed
 
 
+def test_only_times_and_the_runner_s_own_measures_are_normalised():
+    guide = steps("```console\n$ bedrot-lab runs show 2ad91da7\nstarted     2026-11-30 08:09:08, took 12.4s\n"
+                  "  run.wall_seconds   12.38\n  countries          26\n```\n")
+    assert [(step.command, step.block, step.line) for step in guide] == [("bedrot-lab runs show 2ad91da7", 1, 2)]
+    later = guide[0].expected.replace("08:09:08", "09:10:11").replace("12.4s", "3.0s").replace("12.38", "3.1")
+    assert normalised(later) == normalised(guide[0].expected)
+    assert normalised(later.replace("26", "27")) != normalised(guide[0].expected)
+
+
 def test_every_command_of_the_guide_prints_what_the_guide_shows(tmp_path):
     walk = Walkthrough(tmp_path)
     for step in steps(GUIDE.read_text()):
