@@ -432,7 +432,7 @@ def _where_raised(error: BaseException, location: str = "") -> str:
             frames.append(f"{file}:{traceback.tb_lineno}")
         traceback = traceback.tb_next
     if location:
-        own = [frame for frame in frames if frame.startswith(location)]
+        own = [frame for frame in frames if frame.startswith((f"{location}:", f"{location}{os.sep}"))]
         frames = own or frames
     return frames[-1] if frames else ""
 
