@@ -810,7 +810,7 @@ def test_a_curated_file_changed_by_hand_needs_force_and_is_archived_as_unknown(l
     assert f"replaced file archived as {last['replaced']['archived_to']}" in cli.stdout
 
 
-def test_register_refuses_failed_runs_unknown_outputs_and_a_format_mismatch(lab, bedrot_lake):
+def test_register_refuses_failed_runs_unknown_outputs_and_a_format_mismatch_and_takes_a_short_run_id(lab, bedrot_lake):
     failed = run_experiment(lab, "breaker")
     assert failed.status == "FAILED"
     with pytest.raises(PromotionError, match=f"run {failed.run_id} is FAILED; only FINISHED runs can be registered"):
@@ -829,7 +829,11 @@ def test_register_refuses_failed_runs_unknown_outputs_and_a_format_mismatch(lab,
     assert cli.exit_code == 1 and "only FINISHED runs can be registered" in cli.stderr
     cli = invoke(bedrot_lake, "register", run_id, "tabel", "--as", CURATED_PATH)
     assert cli.exit_code == 1 and "its outputs: table" in cli.stderr
+    cli = invoke(bedrot_lake, "register", run_id[:4], "table", "--as", CURATED_PATH)
+    assert cli.exit_code == 2 and "too short: give at least 6 characters" in cli.stderr
     assert MlflowClient(lab.settings.tracking_uri).search_registered_models() == []
+    cli = invoke(bedrot_lake, "register", run_id[:8], "table", "--as", CURATED_PATH)  # a short id, as runs list shows
+    assert cli.exit_code == 0 and f"registered {NAME} v1" in cli.stdout, cli.output
 
 
 def test_a_dry_run_checks_everything_and_changes_nothing(lab, bedrot_lake):

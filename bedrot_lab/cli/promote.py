@@ -28,12 +28,15 @@ def _promotion_errors():
 def register(state, run_id: str, output: str, curated_path: str, name: str | None, as_json: bool) -> None:
     """Register OUTPUT of run RUN_ID as a model version for CURATED_PATH.
 
-    The version's tags record the curated path, format, schema, rows and sha256;
-    the alias `candidate` moves to it. Only FINISHED runs can be registered.
+    RUN_ID may be any unique prefix of a run id, of 6 characters or more. The version's
+    tags record the curated path, format, schema, rows and sha256; the alias `candidate`
+    moves to it. Only FINISHED runs can be registered.
     """
     from ..promotion import lake_path
     from ..promotion import register as register_output
+    from .runs import find_run
 
+    run_id = find_run(state.lab.store.client, run_id, state.lab.settings.tracking_uri_shown).info.run_id
     try:
         version = register_output(state.lab, run_id, output, curated_path, name)
     except _promotion_errors() as exc:
