@@ -3,15 +3,18 @@
 Compared, each as a fresh process (median of ``--repeat`` runs, interleaved
 round by round after one unmeasured warm-up round):
 
-* ``bedrot-lab --help``
-* ``bedrot-lab experiments list`` in a temporary lake whose plugins/ folder holds
-  the repo's ``plugins/revenue_per_stream.py``
+* ``bedrot-lab --help``, which loads the plugins to list their commands
+* ``bedrot-lab experiments list``
+* ``bedrot-lab hello``, a plugin's command (``register_commands``) that prints a line
 * ``mlflow --help`` (the reference)
+
+all in a temporary lake whose plugins/ folder holds the repo's
+``plugins/revenue_per_stream.py`` and a plugin adding the ``hello`` command.
 
 Targets: ``--help`` <= 0.3 x and ``experiments list`` <= 0.5 x the time of
 ``mlflow --help``. The script also verifies, with ``python -X importtime -m
-bedrot_lab ...``, that ``--help`` imports neither mlflow nor pandas and that
-``experiments list`` does not import mlflow (it exits 1 if not).
+bedrot_lab ...``, that ``--help`` and ``hello`` import neither mlflow nor pandas and
+that ``experiments list`` does not import mlflow (it exits 1 if not).
 
     .venv/bin/python benchmarks/bench_startup.py [--repeat 7] [--json]
 """
@@ -33,9 +36,24 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "plugins" / "revenue_per_stream.py"
 HELP, LIST, MLFLOW = "bedrot-lab --help", "bedrot-lab experiments list", "mlflow --help"
+PLUGIN_COMMAND = "bedrot-lab hello (a plugin's)"
 TARGETS = {HELP: 0.3, LIST: 0.5}
 #: command -> modules it must not import
-FORBIDDEN = {HELP: ("mlflow", "pandas"), LIST: ("mlflow",)}
+FORBIDDEN = {HELP: ("mlflow", "pandas"), LIST: ("mlflow",), PLUGIN_COMMAND: ("mlflow", "pandas")}
+#: a lake plugin adding one command, so that ``--help`` has a plugin command to list
+COMMAND_PLUGIN = """\
+import click
+
+from bedrot_lab import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command()
+    def hello():
+        \"\"\"Print a greeting.\"\"\"
+        click.echo("hello")
+"""
 REPORTED = ("mlflow", "pandas", "pyarrow", "sqlalchemy", "matplotlib", "numpy", "pluggy", "click")
 
 
@@ -55,6 +73,8 @@ def _environment() -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARIABLES}
     env["BEDROT_USER"] = "bench"
+    # the warm-up round writes .pyc files, as an installed package has them: else every run compiles
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -63,6 +83,7 @@ def _make_lake(folder: Path) -> Path:
 
     root = make_lake(folder / "lake")
     shutil.copy(PLUGIN, root / "plugins" / PLUGIN.name)
+    (root / "plugins" / "bench_commands.py").write_text(COMMAND_PLUGIN)
     return root
 
 
@@ -79,6 +100,9 @@ def measure_times(commands: dict[str, list[str]], repeat: int, lake: Path, env: 
     _, listed = _run(commands[LIST], lake, env)
     if "revenue-per-stream" not in listed.stdout:
         raise SystemExit(f"`{LIST}` did not list revenue-per-stream:\n{listed.stdout}{listed.stderr}")
+    _, helped = _run(commands[HELP], lake, env)
+    if "Plugin commands:" not in helped.stdout or "hello" not in helped.stdout.partition("Plugin commands:")[2]:
+        raise SystemExit(f"`{HELP}` did not list the plugin command hello:\n{helped.stdout}{helped.stderr}")
     for command in commands.values():  # warm-up: file caches, .pyc files
         _run(command, lake, env)
     times: dict[str, list[float]] = {label: [] for label in commands}
@@ -119,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     bedrot, mlflow = _script(args.bin, "bedrot-lab"), _script(args.bin, "mlflow")
-    commands = {HELP: [bedrot, "--help"], LIST: [bedrot, "experiments", "list"], MLFLOW: [mlflow, "--help"]}
+    commands = {HELP: [bedrot, "--help"], LIST: [bedrot, "experiments", "list"], PLUGIN_COMMAND: [bedrot, "hello"],
+                MLFLOW: [mlflow, "--help"]}
     env = _environment()
     with tempfile.TemporaryDirectory(prefix="bedrot-bench-") as tmp:
         lake = _make_lake(Path(tmp))
         times = measure_times(commands, args.repeat, lake, env)
-        modules = {HELP: imported_modules(["--help"], lake, env), LIST: imported_modules(["experiments", "list"], lake, env)}
+        modules = {HELP: imported_modules(["--help"], lake, env), LIST: imported_modules(["experiments", "list"], lake, env),
+                   PLUGIN_COMMAND: imported_modules(["hello"], lake, env)}
 
     medians = {label: statistics.median(values) for label, values in times.items()}
     result: dict[str, Any] = {
