@@ -183,17 +183,40 @@ def test_a_plugin_raising_in_register_commands_is_reported_and_the_cli_works(wri
 
         @hookimpl
         def register_commands(cli):
+            cli.command("half-done")(lambda: None)
             raise RuntimeError("no commands today")
     ''')
     done = bedrot("--help", env=cli_env, cwd=bedrot_lake)
     assert done.returncode == 0
     assert done.stderr.splitlines() == [
-        f"plugin 'broken' ({bedrot_lake / 'plugins' / 'broken.py'}:7) commands left out: "
+        f"plugin 'broken' ({bedrot_lake / 'plugins' / 'broken.py'}:8) commands left out: "
         "register_commands raised RuntimeError: no commands today"]
-    assert "hello" in command_names(help_sections(done.stdout)["Plugin commands"])
+    assert command_names(help_sections(done.stdout)["Plugin commands"]) == ["greetings", "hello"]
     assert bedrot("hello", "Ada", env=cli_env, cwd=bedrot_lake).returncode == 0
     listed = bedrot("experiments", "list", env=cli_env, cwd=bedrot_lake)
     assert listed.returncode == 0, listed.stderr
+
+
+def test_strict_mode_makes_a_raising_plugin_an_error_and_help_still_works(write_plugin, bedrot_lake: Path,
+                                                                           cli_env) -> None:
+    write_plugin("greet", GREET)
+    write_plugin("broken", '''
+        from bedrot_lab import hookimpl
+
+
+        @hookimpl
+        def register_commands(cli):
+            raise RuntimeError("no commands today")
+    ''')
+    env = {**cli_env, "BEDROT_LAB_STRICT_PLUGINS": "1"}
+    done = bedrot("--help", env=env, cwd=bedrot_lake)
+    assert done.returncode == 0, done.stderr
+    listed = help_sections(done.stdout)["Plugin commands"]
+    assert listed.startswith("  not loaded: plugin 'broken' (") and "no commands today" in listed
+    refused = bedrot("hello", "Ada", env=env, cwd=bedrot_lake)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith(
+        "Error: no command 'hello'; plugin commands could not be loaded: plugin 'broken' (")
 
 
 def test_a_broken_config_leaves_help_working_and_says_why(write_plugin, bedrot_lake: Path, cli_env) -> None:

@@ -87,7 +87,7 @@ def find_plugin_commands(lake: Path | None, builtin: Iterable[str]) -> PluginCom
     ``register_commands`` raises."""
     from ..config import LakeNotFound, load_settings
     from ..errors import BedrotLabError
-    from ..plugins import _where_defined, _where_raised, call_each, describe, make_plugin_host
+    from ..plugins import _where_defined, make_plugin_host
 
     found = PluginCommands()
     try:
@@ -97,22 +97,11 @@ def find_plugin_commands(lake: Path | None, builtin: Iterable[str]) -> PluginCom
     except BedrotLabError as exc:
         found.problem = str(exc)
         return found
+    settings = found.settings
     try:
-        settings = found.settings
-        host = found.host = (make_plugin_host(settings.plugin_paths, settings.disabled_plugins)
-                             if settings else make_plugin_host())
-        collector = click.Group("bedrot-lab")
-        claimed: dict[str, list[tuple[str, click.Command]]] = {}
-        for call in call_each(host.hook.register_commands, cli=collector):
-            if call.error is not None:
-                host._fail(host.info(call.plugin), f"register_commands raised {describe(call.error)}",
-                           "commands left out", error=call.error, kind="register", where=_where_raised(call.error))
-            else:
-                for name, command in collector.commands.items():
-                    claimed.setdefault(name, []).append((call.plugin, command))
-            collector.commands.clear()
+        host = make_plugin_host(settings.plugin_paths, settings.disabled_plugins) if settings else make_plugin_host()
         builtin = set(builtin)
-        for name, owners in sorted(claimed.items()):
+        for name, owners in sorted(_commands_by_name(host).items()):
             for plugin, command in owners:
                 others = [repr(other) for other, _ in owners if other != plugin]
                 if name in builtin:
@@ -125,8 +114,28 @@ def find_plugin_commands(lake: Path | None, builtin: Iterable[str]) -> PluginCom
                 host._fail(host.info(plugin), clash, f"command {name!r} refused", kind="command",
                            where=_where_defined(command.callback))
     except BedrotLabError as exc:  # strict mode (BEDROT_LAB_STRICT_PLUGINS=1): the first problem
-        found.problem, found.commands, found.plugins = str(exc), {}, {}
+        return PluginCommands(settings=settings, problem=str(exc))
+    found.host = host
     return found
+
+
+def _commands_by_name(host: PluginHost) -> dict[str, list[tuple[str, click.Command]]]:
+    """Call each plugin's ``register_commands`` with a group of its own to fill: command name ->
+    (plugin, command) for each plugin that added one. A plugin that raises adds nothing."""
+    from ..plugins import _where_raised, call_each, describe
+
+    collector = click.Group("bedrot-lab")
+    added: dict[str, list[tuple[str, click.Command]]] = {}
+    # call_each calls a plugin only when the loop reaches it: the collector holds that plugin's commands
+    for call in call_each(host.hook.register_commands, cli=collector):
+        if call.error is not None:
+            host._fail(host.info(call.plugin), f"register_commands raised {describe(call.error)}",
+                       "commands left out", error=call.error, kind="register", where=_where_raised(call.error))
+        else:
+            for name, command in collector.commands.items():
+                added.setdefault(name, []).append((call.plugin, command))
+        collector.commands.clear()
+    return added
 
 
 class LazyGroup(click.Group):
