@@ -58,3 +58,12 @@ def bedrot(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
         [sys.executable, "-m", "bedrot_lab", *args],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, check=False,
     )
+
+
+def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in a subprocess; the test fails, showing its output, unless it exits 0."""
+    done = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    return done

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import sysconfig
 import tomllib
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, run
 
 from bedrot_lab.cli import cli
 from bedrot_lab.lab import Lab
@@ -35,14 +34,6 @@ STATEMENT = (
     "2025-06-01,2025-04,Spotify,Zone A,First Light,QZ0000000001,000000000001,300,100,Song,DE,0,3.00\n"
     "2025-06-01,2025-04,Spotify,Zone A,First Light,QZ0000000001,000000000001,100,100,Song,BR,0,1.00\n"
 )
-
-
-def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=timeout, check=False)
-    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 def new_plugin(*args: str) -> tuple[int, str]:

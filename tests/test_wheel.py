@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 import textwrap
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run
 
 from bedrot_lab.config import ZONES
 
@@ -41,14 +40,6 @@ RUN_ALL = """
         results["runs"][target] = {"exit_code": outcome.exit_code, "output": outcome.output[-3000:]}
     print(json.dumps(results))
 """
-
-
-def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=timeout, check=False)
-    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 @pytest.fixture(scope="module")
