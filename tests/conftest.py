@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,35 @@ def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | Non
                           timeout=timeout, check=False)
     assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     return done
+
+
+# -- PostgreSQL, for the tests marked `server` ------------------------------------------------
+
+POSTGRES_HOWTO = ("needs PostgreSQL: `source .ci/postgres.sh && start_postgres` starts a throw-away cluster "
+                  "and sets BEDROT_TEST_POSTGRES (.ci/run does this)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The URI of the throw-away PostgreSQL cluster started by ``.ci/postgres.sh`` (its
+    ``postgres`` database). Without one the test is skipped, except in CI, where it fails."""
+    uri = os.environ.get("BEDROT_TEST_POSTGRES")
+    if not uri:
+        if os.environ.get("CI"):
+            pytest.fail(f"BEDROT_TEST_POSTGRES is not set in CI: {POSTGRES_HOWTO}")
+        pytest.skip(POSTGRES_HOWTO)
+    return uri
+
+
+@pytest.fixture
+def postgres_database(postgres: str) -> Iterator[str]:
+    """A new, empty database in the test cluster, dropped after the test: its URI."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = postgres.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield postgres.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
