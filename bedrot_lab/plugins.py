@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "sandbox": "bedrot_lab.sandbox.hooks",
     "violation_sinks": "bedrot_lab.sandbox.violation_sinks",
     "daemon": "bedrot_lab.daemon.hooks",
+    "server": "bedrot_lab.server.hooks",
 }
 
 

@@ -43,6 +43,7 @@ COMMANDS = {
     "promotions": "bedrot_lab.cli.promote:promotions",
     "sandbox": "bedrot_lab.sandbox.cli:sandbox",
     "daemon": "bedrot_lab.daemon.cli:daemon",
+    "server": "bedrot_lab.server.cli:server",
 }
 #: where an invocation keeps its :class:`PluginCommands` (in ``click.Context.meta``)
 PLUGIN_COMMANDS = "bedrot_lab.plugin_commands"
