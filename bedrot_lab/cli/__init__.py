@@ -62,6 +62,10 @@ def user_error(exc: BaseException) -> CliError | None:
     :class:`~bedrot_lab.errors.BedrotLabError`), else None."""
     from ..errors import BedrotLabError
 
+    if type(exc).__module__.startswith("mlflow."):  # a tracking server's refusal: login, permission, gone
+        from ..tracking import store_error
+
+        exc = store_error(exc) or exc
     if isinstance(exc, BedrotLabError):
         return CliError(str(exc), exit_code=exc.exit_code)
     return None
