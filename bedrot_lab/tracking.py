@@ -104,26 +104,6 @@ class StoreBusy(BedrotLabError):
     """The tracking store stayed locked by other processes for longer than ``[tracking] store_wait``."""
 
 
-class StoreRefused(BedrotLabError):
-    """The tracking server refused a call: no or wrong credentials (401), or no permission (403)."""
-
-
-def store_refusal(exc: BaseException) -> StoreRefused | None:
-    """One line for a tracking server's 401 or 403 answer to a call, else None."""
-    code = getattr(exc, "error_code", None)
-    if code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-        return None
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if code == "UNAUTHENTICATED":
-        return StoreRefused(
-            "the tracking server did not accept " + (f"the password of {user!r}" if user else "a call without an "
-            "account") + ": set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or the server's entry of "
-            "the [tracking] credentials file (see docs/server.md)")
-    return StoreRefused(f"the tracking server refused {user or 'this account'!r} permission for this: it may "
-                        "read others' experiments but write only its own, unless an admin grants more "
-                        "(bedrot-lab server user set-permission)")
-
-
 def retry_store(call: Callable[..., T], *args: Any, wait: float = 120.0, **kwargs: Any) -> T:
     """``call(*args, **kwargs)``, made again with jittered backoff while the store
     answers with one of :data:`RETRYABLE_ERRORS`, for up to ``wait`` seconds."""
@@ -135,9 +115,6 @@ def retry_store(call: Callable[..., T], *args: Any, wait: float = 120.0, **kwarg
         except Exception as exc:
             reason = next((e for e in RETRYABLE_ERRORS if e in str(exc)), None)
             if reason is None:
-                refused = store_refusal(exc)
-                if refused is not None:
-                    raise refused from exc
                 raise
             if time.monotonic() + delay > deadline:
                 raise StoreBusy(
@@ -186,6 +163,9 @@ def open_store(settings: Settings) -> MlflowClient:
     database = sqlite_path(uri)
     if database is None:
         if uri.startswith(("http://", "https://")):
+            from .credentials import use_credentials
+
+            use_credentials(settings)
             check_server(settings)
         return RetryingClient(MlflowClient(uri), settings.store_wait)  # type: ignore[return-value]
     # MlflowClient() opens the store, which is when MLflow creates and migrates it;
@@ -227,20 +207,21 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def store_error(exc: BaseException, settings: Settings | None = None) -> BedrotLabError | None:
+def store_error(exc: BaseException) -> BedrotLabError | None:
     """One line for an error of a tracking server that is the user's to act on (a refused
     login, a missing permission, a server gone), else None."""
-    status = getattr(exc, "get_http_status_code", lambda: None)()
-    message = getattr(exc, "message", str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
-    server = settings.tracking_uri_shown if settings else "the tracking server"
-    if status == 401:
-        return BedrotLabError(f"{server} refused the login: set MLFLOW_TRACKING_USERNAME and "
-                              "MLFLOW_TRACKING_PASSWORD (or [tracking] credentials; see docs/server.md)")
-    if status == 403:
-        return BedrotLabError(f"{server} denied it: {message}; an admin can grant it with "
-                              "`bedrot-lab server user set-permission`")
-    if "API request to" in message and "failed with exception" in message:
-        return StoreUnavailable(f"the tracking server stopped answering: {_reason(exc)}; "
+    code = getattr(exc, "error_code", None)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if code == "UNAUTHENTICATED":
+        return BedrotLabError(
+            "the tracking server did not accept " + (f"the password of {user!r}" if user else "a call without an "
+            "account") + ": set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/server.md)")
+    if code == "PERMISSION_DENIED":
+        return BedrotLabError(f"the tracking server refused {user or 'this account'!r} permission for this: an "
+                              "account may read others' experiments but write only its own, unless an admin "
+                              "grants more (bedrot-lab server user set-permission)")
+    if "API request to" in str(exc) and "failed with exception" in str(exc):
+        return StoreUnavailable(f"the tracking server stopped answering ({_reason(exc)}); "
                                 "see `bedrot-lab server status` on its host")
     return None
 
