@@ -39,6 +39,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "system_metrics_after": (int, float),
         "system_metrics_interval": (int, float),
         "store_wait": (int, float),
+        "credentials": str,
     },
     "plugins": {"disabled": list, "paths": list, "prefer": str},
     "experiments": {"specs": str},
@@ -80,6 +81,8 @@ class Settings:
     system_metrics_after: float = 10.0
     system_metrics_interval: float = 10.0
     store_wait: float = 120.0
+    #: a netrc-style file with the tracking server's login (``[tracking] credentials``), see credentials.py
+    credentials_file: Path | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT  # "4GB", "512MiB" or "50%" (of RAM)
     threads: int = 0  # 0: one per core
     user: str = field(default_factory=lambda: current_user())
@@ -252,6 +255,7 @@ def settings_from(
         system_metrics_after=float(tracking.get("system_metrics_after", 10.0)),
         system_metrics_interval=float(tracking.get("system_metrics_interval", 10.0)),
         store_wait=float(tracking.get("store_wait", 120.0)),
+        credentials_file=_under(root, tracking["credentials"]) if tracking.get("credentials") else None,
         memory_limit=data.get("compute", {}).get("memory_limit", DEFAULT_MEMORY_LIMIT),
         threads=data.get("compute", {}).get("threads", 0),
         name=data.get("lake", {}).get("name", root.name),
