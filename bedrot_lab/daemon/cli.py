@@ -36,14 +36,20 @@ def start(state, foreground: bool) -> None:
 
     A second daemon for the same lake is refused, naming the one that runs.
     """
-    from .runtime import Daemon, configure_logging, current_holder
+    from .runtime import Daemon, LeaderLockLost, configure_logging, current_holder
 
     lab = state.lab
     runner = Daemon(lab)  # a mistake in [daemon] or an unknown job is named before anything starts
     state_dir = lab.settings.state_dir
     if foreground:
         configure_logging(state_dir, runner.settings.log_max_bytes, to_stderr=True)
-        if not runner.serve():
+        try:
+            served = runner.serve()
+        except LeaderLockLost as lost:
+            click.echo(f"Error: {lost}", err=True)
+            logging_shutdown()
+            os._exit(1)  # a job runs on in a thread without the lock: end it with the process (systemd restarts us)
+        if not served:
             logging_shutdown()
             os._exit(0)  # a job ignored the stop deadline: end without waiting for it
         return
@@ -59,8 +65,9 @@ def start(state, foreground: bool) -> None:
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         holder = current_holder(state_dir)
-        if holder is not None and holder.pid == process.pid and _serving(state_dir, process.pid):
-            click.echo(f"daemon started: {holder.describe()}")
+        serving = holder is not None and holder.pid == process.pid and _serving(state_dir, process.pid)
+        if serving:
+            click.echo(f"daemon started: {holder.describe()}" + _role_text(serving))
             click.echo(f"log: {state_dir / 'daemon.log'}; stop it with: bedrot-lab daemon stop")
             return
         if process.poll() is not None:
@@ -71,13 +78,20 @@ def start(state, foreground: bool) -> None:
                    f"see {state_dir / 'daemon.log'}")
 
 
-def _serving(state_dir, pid: int) -> bool:
-    """True once the daemon ``pid`` has scheduled its jobs (its status says running)."""
+def _serving(state_dir, pid: int) -> dict:
+    """The status of daemon ``pid`` once it has scheduled its jobs (or become a standby), else {}."""
     from .history import JobHistory
 
     with JobHistory.for_state(state_dir) as history:
         recorded = history.status()
-    return recorded.get("state") == "running" and recorded.get("pid") == pid
+    return recorded if recorded.get("state") == "running" and recorded.get("pid") == pid else {}
+
+
+def _role_text(recorded: dict) -> str:
+    """``; standby, leader: ...`` or ``; leader`` with a leader lock, else ""."""
+    if recorded.get("role") == "standby":
+        return f"; standby (runs no job), leader: {recorded.get('leader')}"
+    return "; leader (holds the leader lock)" if recorded.get("role") == "leader" else ""
 
 
 def logging_shutdown() -> None:
@@ -138,6 +152,8 @@ def status(state, as_json: bool) -> None:
         "pid": holder.pid if holder else None,
         "host": holder.host if holder else None,
         "since": holder.since if holder else None,
+        "role": recorded.get("role") if holder else None,
+        "leader": recorded.get("leader") if holder else None,
         "uptime_seconds": round(holder.uptime, 1) if holder and holder.uptime is not None else None,
         "last_stopped": recorded.get("stopped"),
         "log": str(state_dir / LOG_NAME),
@@ -148,7 +164,7 @@ def status(state, as_json: bool) -> None:
         echo_json(report)
         return
     if holder:
-        click.echo(f"running: {holder.describe()} (up {_duration(holder.uptime)})")
+        click.echo(f"running: {holder.describe()} (up {_duration(holder.uptime)}){_role_text(report)}")
     else:
         stopped = recorded.get("stopped")
         click.echo("not running" + (f" (stopped {_when(stopped)})" if stopped else "")

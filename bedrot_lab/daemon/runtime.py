@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..plugins import describe
 from ..secrets import scrub
 from . import child
 from .history import JobHistory
+from .leader import LeaderLock
 from .settings import DaemonSettings, Schedule
 
 if TYPE_CHECKING:
@@ -38,11 +40,17 @@ LOG_NAME = "daemon.log"
 STATUS_SECONDS = 2.0
 #: seconds after which a service job (the watcher) that ended or failed is started again
 SERVICE_RESTART_SECONDS = 30.0
+#: seconds a new leader waits beyond its stop_timeout before its first job (the old leader's last job has ended)
+HANDOVER_MARGIN = 1.0
 _HOLDER = re.compile(r"pid (\d+) of (\S+) since (\S+)")
 
 
 class DaemonRunning(BedrotLabError):
     """Another daemon holds this lake's lock."""
+
+
+class LeaderLockLost(BedrotLabError):
+    """The leader lock was lost while a job ignored the stop: the process must end at once."""
 
 
 class UnknownJob(BedrotLabError):
@@ -120,6 +128,10 @@ class Daemon:
         self._children: dict[str, Any] | None = None  # job -> its process, while the daemon serves
         self._overran: set[str] = set()  # jobs still running at their next time (logged once)
         self._history: JobHistory | None = None
+        self._starting = threading.Lock()  # a job starts, or its term's halt is set: not both at once
+        self._said = ""  # the standby's last words (logged again only when they change)
+        self._halt: threading.Event | None = None  # the current term's stop, while leading
+        self._lost = ""  # why the leader lock was lost during this term
 
     # -- one job now ----------------------------------------------------------------------
 
@@ -138,9 +150,11 @@ class Daemon:
     # -- the daemon ----------------------------------------------------------------------
 
     def serve(self) -> bool:
-        """Run the jobs until SIGTERM or SIGINT, holding the lake's daemon lock. Returns
-        False when a job was still running at the stop deadline (the caller should then
-        end the process without waiting for it)."""
+        """Run the jobs until SIGTERM or SIGINT, holding the lake's daemon lock (and, with
+        ``[daemon] leader_lock``, only while holding the leader lock; a standby otherwise).
+        Returns False when a job was still running at the stop deadline (the caller should
+        then end the process without waiting for it); raises :class:`LeaderLockLost` when
+        that happened because the leader lock was lost (end the process at once, too)."""
         since = datetime.now().astimezone().isoformat(timespec="seconds")
         try:
             with owned_lock(self.state_dir / LOCK_NAME, f"{socket.gethostname()} since {since}"):
@@ -150,37 +164,34 @@ class Daemon:
                                 "status`, stop it with `bedrot-lab daemon stop`") from None
 
     def _serve(self, since: str) -> bool:
-        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
-
         enabled = [name for name, schedule in self.schedules.items() if schedule.enabled]
-        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max(4, len(enabled) + 1))})
-        scheduler.add_listener(lambda event: self._on_event(scheduler, event),
-                               EVENT_JOB_ERROR | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        leader = self._leader_lock()
         with self._stop_on_signals(), JobHistory.for_state(self.state_dir) as history:
             self._history = history
             self._children = {}
-            for name in enabled:
-                self._add(scheduler, name, history)
+            leading = leader is None or leader.acquire()
             history.set_status(state="running", pid=os.getpid(), host=socket.gethostname(), since=since,
-                               started=time.time(), stopped=None, jobs=enabled)
-            scheduler.start()
-            self._record_status(scheduler, history)
-            log.info("daemon started (pid %d): %s", os.getpid(), ", ".join(
-                f"{name} {self.schedules[name].describe()}" for name in enabled) or "no jobs enabled")
+                               started=time.time(), stopped=None, jobs=enabled, next_runs={}, running=[],
+                               **self._role(leader, leading))
+            if leader is not None:
+                log.info("daemon started (pid %d); leader lock: %s, key %d, every %g s", os.getpid(), leader.where,
+                         leader.key, leader.poll)
+            late: list[str] = []
             try:
-                while not self.stop.wait(STATUS_SECONDS):
-                    self._record_status(scheduler, history)
+                while not self.stop.is_set():
+                    if leading:
+                        late = self._lead(history, enabled, leader)
+                        if late and not self.stop.is_set():
+                            raise LeaderLockLost(f"lost the leader lock while {', '.join(late)} ran on past the "
+                                                 "stop deadline: the daemon ends so that it cannot run on without it")
+                    else:
+                        self._stand_by(history, leader)
+                    leading = not self.stop.is_set() and (leader is None or leader.acquire())
             finally:
-                log.info("stopping: %s", ", ".join(self._running) or "no job running")
-                scheduler.shutdown(wait=False)
-                self._signal_children(signal.SIGTERM)
-                late = [] if self._join(self.settings.stop_timeout) else sorted(self._running)
-                if late:  # a job in a child is killed; a job in a thread ends with the process
-                    self._signal_children(signal.SIGKILL)
-                    self._join(2.0)
-                history.set_status(state="stopped", stopped=time.time(), next_runs={}, running=late)
+                if leader is not None:
+                    leader.close()
+                history.set_status(state="stopped", stopped=time.time(), next_runs={}, running=late, role=None,
+                                   leader=None)
                 self._history = None
         if late:
             log.warning("daemon stopped; %s still running at the deadline: ended with the process", ", ".join(late))
@@ -188,7 +199,108 @@ class Daemon:
             log.info("daemon stopped")
         return not self._running
 
-    def _add(self, scheduler: Any, name: str, history: JobHistory, delay: float = 0.0) -> None:
+    def _leader_lock(self) -> LeaderLock | None:
+        """The leader lock of ``[daemon] leader_lock``, connected (or None without one)."""
+        if self.settings.leader_lock is None:
+            return None
+        leader = LeaderLock(self.settings.leader_lock, self.lab.settings.name, self.settings.leader_poll,
+                            grace=self.settings.stop_timeout)
+        leader.connect()
+        return leader
+
+    def _role(self, leader: LeaderLock | None, leading: bool) -> dict[str, Any]:
+        """The status's ``role`` and ``leader``: None without a leader lock."""
+        if leader is None:
+            return {"role": None, "leader": None}
+        return {"role": "leader" if leading else "standby", "leader": leader.name if leading else self._leader(leader)}
+
+    def _leader(self, leader: LeaderLock) -> str:
+        return f"unknown ({leader.problem})" if leader.problem else leader.holder()
+
+    def _lead(self, history: JobHistory, enabled: list[str], leader: LeaderLock | None) -> list[str]:
+        """Run the jobs until the daemon stops or, with a leader lock, loses it; returns the
+        jobs still running at the stop deadline."""
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        halt = self._halt = threading.Event()  # this term's stop: the jobs see it as ctx.stopping
+        if self.stop.is_set():
+            halt.set()
+        self._lost = ""
+        history.set_status(**self._role(leader, True))
+        jobs = ", ".join(f"{name} {self.schedules[name].describe()}" for name in enabled) or "no jobs enabled"
+        if leader is None:
+            log.info("daemon started (pid %d): %s", os.getpid(), jobs)
+        else:
+            self._said = ""
+            leader.watch(self._lose)
+            # a leader that lost the lock a moment ago may still be stopping its jobs: give it its stop deadline
+            handover = self.settings.stop_timeout + HANDOVER_MARGIN
+            log.info("leader now (%s); the jobs start in %g s: %s", leader.name, handover, jobs)
+            if halt.wait(handover):
+                leader.unwatch()
+                if self._lost:
+                    log.error("lost the leader lock (%s) before any job started; standby", self._lost)
+                return []
+        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max(4, len(enabled) + 1))})
+        scheduler.add_listener(lambda event: self._on_event(scheduler, event, halt),
+                               EVENT_JOB_ERROR | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        for name in enabled:
+            self._add(scheduler, name, history, halt)
+        scheduler.start()
+        self._record_status(scheduler, history)
+        try:
+            while not halt.wait(STATUS_SECONDS):
+                self._record_status(scheduler, history)
+        finally:
+            with self._starting:  # set already (a signal, the lock lost); under the lock, no job starts after this
+                halt.set()
+            if self._lost:
+                log.error("lost the leader lock (%s): stopping the jobs (%s), then standby", self._lost,
+                          ", ".join(self._running) or "none running")
+            else:
+                log.info("stopping: %s", ", ".join(self._running) or "no job running")
+            scheduler.shutdown(wait=False)
+            self._signal_children(signal.SIGTERM)
+            late = [] if self._join(self.settings.stop_timeout) else sorted(self._running)
+            if late:  # a job in a child is killed; a job in a thread ends with the process
+                self._signal_children(signal.SIGKILL)
+                self._join(2.0)
+            if leader is not None:
+                leader.unwatch()
+            history.set_status(next_runs={}, running=late)
+            self._halt = None
+        return late
+
+    def _lose(self, why: str) -> None:
+        """The leader lock is gone (called by its watching thread): halt the term's jobs now."""
+        self._lost = why
+        halt = self._halt
+        if halt is not None:
+            halt.set()
+
+    def _stop_now(self) -> None:
+        """SIGTERM or SIGINT: the daemon stops, and with it the jobs of the term."""
+        self.stop.set()
+        halt = self._halt
+        if halt is not None:
+            halt.set()
+
+    def _stand_by(self, history: JobHistory, leader: LeaderLock) -> None:
+        """Wait one poll (or until the daemon stops) running nothing; say who leads when that changes."""
+        holder = self._leader(leader)
+        history.set_status(role="standby", leader=holder, next_runs={}, running=[], heartbeat=time.time())
+        said = (f"the leader lock's database does not answer ({leader.problem})" if leader.problem
+                else f"leader is {holder}")
+        if said != self._said:
+            log.info("standby: %s; trying again every %g s", said, leader.poll)
+            self._said = said
+        deadline = time.monotonic() + leader.poll
+        while (left := deadline - time.monotonic()) > 0 and not self.stop.wait(min(STATUS_SECONDS, left)):
+            history.set_status(heartbeat=time.time())
+
+    def _add(self, scheduler: Any, name: str, history: JobHistory, halt: threading.Event, delay: float = 0.0) -> None:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.date import DateTrigger
         from apscheduler.triggers.interval import IntervalTrigger
@@ -211,17 +323,29 @@ class Daemon:
                                    "coalesce": True, "max_instances": 1}
         if first is not None:
             options["next_run_time"] = first
-        scheduler.add_job(self._run, trigger, args=[name], **options)
+        scheduler.add_job(self._run, trigger, args=[name], kwargs={"halt": halt}, **options)
 
-    def _run(self, name: str, raise_errors: bool = True) -> tuple[bool, str]:
-        job: HousekeepingJob = self.lab.jobs[name]
+    def _run(self, name: str, raise_errors: bool = True, halt: threading.Event | None = None) -> tuple[bool, str]:
+        """Run job ``name`` (in this thread or its own process) unless ``halt`` (its term's
+        stop; the daemon's by default) is set."""
+        halt = halt or self.stop
+        with self._starting:  # a term that ends sets its halt under this lock: no job starts after that
+            if halt.is_set():
+                return False, "not started: the daemon was stopping"
+            self._running[name] = threading.current_thread()
         self._overran.discard(name)
-        if job.own_process and self._children is not None:
-            return self._run_child(name)
+        try:
+            if self.lab.jobs[name].own_process and self._children is not None:
+                return self._run_child(name, halt)
+            return self._run_here(name, halt, raise_errors)
+        finally:
+            self._running.pop(name, None)
+
+    def _run_here(self, name: str, halt: threading.Event, raise_errors: bool) -> tuple[bool, str]:
+        job: HousekeepingJob = self.lab.jobs[name]
         history = self._history
         assert history is not None
-        self._running[name] = threading.current_thread()
-        ctx = JobContext(self.lab, self.stop, self.schedules[name].options, logging.getLogger(f"bedrot_lab.daemon.{name}"),
+        ctx = JobContext(self.lab, halt, self.schedules[name].options, logging.getLogger(f"bedrot_lab.daemon.{name}"),
                          notes=lambda values: history.note(name, values))
         run = history.started(name)
         try:
@@ -237,35 +361,31 @@ class Daemon:
                 raise  # the scheduler's error listener logs it with its traceback
             log.error("%s failed: %s", name, error, exc_info=exc)
             return False, error
-        finally:
-            self._running.pop(name, None)
         history.ended(run, True, result)
         log.info("%s: %s", name, result)
         return True, result
 
-    def _run_child(self, name: str) -> tuple[bool, str]:
+    def _run_child(self, name: str, halt: threading.Event) -> tuple[bool, str]:
         """Run job ``name`` in a child process, which records its run and logs through this one."""
         history = self._history
         assert history is not None and self._children is not None
-        self._running[name] = threading.current_thread()
         started = time.time()
         try:
             process = child.start(self.lab.settings.root, name)
             self._children[name] = process
-            if self.stop.is_set():  # the stop came while it was starting
+            if halt.is_set():  # the stop came while it was starting
                 process.terminate()
             assert process.stderr is not None
             last_line = child.forward(process.stderr, name)
             code = process.wait()
         finally:
             self._children.pop(name, None)
-            self._running.pop(name, None)
         run = history.run_by(name, process.pid)
         if run is not None and run["ended"] is not None:
             return bool(run["ok"]), run["result"] or ""
         how = f"signal {-code}" if code < 0 else f"exit {code}"
         result = f"its process ended ({how}) before the job did" + (f": {last_line}" if last_line else "")
-        ok = None if self.stop.is_set() else False
+        ok = None if halt.is_set() else False
         history.ended(run["id"] if run else history.started(name, at=started), ok, result)
         (log.info if ok is None else log.error)("%s: %s", name, result)
         return False, result
@@ -277,13 +397,13 @@ class Daemon:
             except ProcessLookupError:
                 pass
 
-    def _on_event(self, scheduler: Any, event: Any) -> None:
+    def _on_event(self, scheduler: Any, event: Any, halt: threading.Event) -> None:
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
 
         service = self.lab.jobs[event.job_id].service
-        if service and event.code in (EVENT_JOB_ERROR, EVENT_JOB_EXECUTED) and not self.stop.is_set():
+        if service and event.code in (EVENT_JOB_ERROR, EVENT_JOB_EXECUTED) and not halt.is_set():
             assert self._history is not None
-            self._add(scheduler, event.job_id, self._history, delay=SERVICE_RESTART_SECONDS)
+            self._add(scheduler, event.job_id, self._history, halt, delay=SERVICE_RESTART_SECONDS)
         if event.code == EVENT_JOB_EXECUTED:
             return
         if event.code == EVENT_JOB_ERROR:
@@ -307,14 +427,14 @@ class Daemon:
         return not self._running
 
     def _stop_on_signals(self) -> Any:
-        return _SignalStop(self.stop)
+        return _SignalStop(self._stop_now)
 
 
 class _SignalStop:
-    """SIGTERM and SIGINT set ``stop`` for the block (in the main thread), then the old
+    """SIGTERM and SIGINT call ``stop`` for the block (in the main thread), then the old
     handlers come back."""
 
-    def __init__(self, stop: threading.Event):
+    def __init__(self, stop: Callable[[], None]):
         self.stop = stop
         self.previous: dict[int, Any] = {}
 
@@ -322,7 +442,7 @@ class _SignalStop:
         if threading.current_thread() is not threading.main_thread():
             return
         for number in (signal.SIGTERM, signal.SIGINT):
-            self.previous[number] = signal.signal(number, lambda *_: self.stop.set())
+            self.previous[number] = signal.signal(number, lambda *_: self.stop())
 
     def __exit__(self, *exc: object) -> None:
         for number, handler in self.previous.items():

@@ -1,4 +1,4 @@
-"""The ``[daemon]`` table of ``bedrot-lab.toml``: job schedules and options, alerts, stop deadline."""
+"""The ``[daemon]`` table of ``bedrot-lab.toml``: job schedules and options, alerts, stop deadline, leader lock."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
 from ..jobs import parse_duration
+from ..secrets import scrub
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..jobs import HousekeepingJob
 
-DAEMON_KEYS = ("jobs", "alerts", "stop_timeout", "log_max_bytes")
+DAEMON_KEYS = ("jobs", "alerts", "stop_timeout", "log_max_bytes", "leader_lock", "leader_poll")
 SCHEDULE_KEYS = ("every", "cron", "enabled")
 ALERT_KEYS = ("webhook", "timeout")
 DEFAULT_STOP_TIMEOUT = 5.0
 DEFAULT_LOG_MAX_BYTES = 5 << 20
+DEFAULT_LEADER_POLL = 10.0
+#: how a leader lock's URI may start; the psycopg driver's SQLAlchemy form is read as plain libpq
+LEADER_LOCK_SCHEMES = ("postgresql+psycopg://", "postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class DaemonSettings:
     webhook_timeout: float = 5.0
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    #: a libpq URI (``postgresql://...``): daemons of this lake on several hosts take turns by it
+    leader_lock: str | None = None
+    leader_poll: float = DEFAULT_LEADER_POLL
     path: Path | None = None
 
     @classmethod
@@ -76,6 +83,8 @@ class DaemonSettings:
             stop_timeout=_positive(table.get("stop_timeout", DEFAULT_STOP_TIMEOUT), "daemon.stop_timeout", path),
             log_max_bytes=int(_positive(table.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES), "daemon.log_max_bytes",
                                         path)),
+            leader_lock=_leader_lock(table.get("leader_lock"), path),
+            leader_poll=_at_least_a_second(table.get("leader_poll", DEFAULT_LEADER_POLL), "daemon.leader_poll", path),
             path=path,
         )
 
@@ -149,6 +158,24 @@ def _positive(value: object, key: str, path: Path | None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(f"expected a positive number, got {value!r}", path, key)
     return float(value)
+
+
+def _leader_lock(value: object, path: Path | None) -> str | None:
+    """The leader lock's URI as libpq reads it (``postgresql+psycopg://`` becomes ``postgresql://``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(LEADER_LOCK_SCHEMES):
+        shown = scrub(value)[0] if isinstance(value, str) else repr(value)
+        raise ConfigError(f"expected a PostgreSQL URI such as 'postgresql+psycopg://USER@HOST:5432/DATABASE', "
+                          f"got {shown!r}", path, "daemon.leader_lock")
+    return value.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _at_least_a_second(value: object, key: str, path: Path | None) -> float:
+    seconds = _positive(value, key, path)
+    if seconds < 1:
+        raise ConfigError(f"expected 1 (second) or more, got {value!r}", path, key)
+    return seconds
 
 
 def _same_type(value: object, default: object) -> bool:
