@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -39,9 +40,16 @@ def stamp(ctx):
     write("end")
     return "stamped"
 
+def linger(ctx):
+    for _ in range(1200):
+        ctx.check_stop()
+        time.sleep(0.1)
+    return "lingered"
+
 @hookimpl
 def housekeeping_jobs(register):
     register(HousekeepingJob("stamp", stamp, every="1s", options={"file": ""}))
+    register(HousekeepingJob("linger", linger, every="1h", own_process=True, enabled=False))
 """
 
 #: the built-in jobs stay off: only `stamp` runs
@@ -168,10 +176,13 @@ def test_only_the_leader_runs_jobs_and_a_standby_takes_over(tmp_path, postgres_d
     assert lines(stamps)[-1][0] == "end"  # the survivor's SIGTERM let its last round finish
 
 
+PASSWORD = "pw-" + secrets.token_hex(8)  # fake, made here
+
+
 @pytest.mark.parametrize(("uri", "code", "says"), [
-    ("postgresql+psycopg://nobody@127.0.0.1:1/nothing", 1,
-     "cannot reach the leader lock's database postgresql://nobody@127.0.0.1:1/nothing: "),
-    ("mysql://nobody@127.0.0.1/nothing", 2, "daemon.leader_lock: expected a PostgreSQL URI"),
+    (f"postgresql+psycopg://nobody:{PASSWORD}@127.0.0.1:1/nothing", 1,
+     "cannot reach the leader lock's database postgresql://nobody:****@127.0.0.1:1/nothing: "),
+    (f"mysql://nobody:{PASSWORD}@127.0.0.1/nothing", 2, "daemon.leader_lock: expected a PostgreSQL URI"),
 ])
 def test_a_leader_lock_that_cannot_be_used_is_one_line_at_start(tmp_path, uri, code, says):
     pytest.importorskip("psycopg")
@@ -182,4 +193,35 @@ def test_a_leader_lock_that_cannot_be_used_is_one_line_at_start(tmp_path, uri, c
         assert result.returncode == code, result.stderr
         assert says in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert PASSWORD not in result.stderr + result.stdout
     assert not (tmp_path / "stamps.txt").exists()
+    for path in (lake / ".bedrot-lab").glob("daemon.*"):
+        assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_a_job_in_its_own_process_ends_when_its_daemon_is_killed(tmp_path):
+    """Else a killed leader's job would run on beside the next leader's."""
+    from bedrot_lab.daemon.history import JobHistory
+
+    lake = two_hosts(tmp_path, "postgresql://unused@127.0.0.1/unused", tmp_path / "stamps.txt")[0]
+    config = lake / "bedrot-lab.toml"
+    config.write_text(config.read_text().replace("leader_lock =", "# leader_lock =")
+                      .replace("[daemon.jobs.stamp]\n", "[daemon.jobs.stamp]\nenabled = false\n")
+                      + "[daemon.jobs.linger]\nenabled = true\n")
+
+    def lingering() -> list[dict]:
+        with JobHistory.for_state(lake / ".bedrot-lab") as history:
+            return history.runs("linger")
+
+    daemon = start_daemon(lake)
+    try:
+        job = wait_for(lingering)[0]
+        assert job["ended"] is None
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=10)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    ended = wait_for(lambda: (run := lingering()[0])["ended"] and run, timeout=30)
+    assert ended["result"] == "stopped half way: the daemon was stopping"
+    wait_for(lambda: not Path(f"/proc/{job['pid']}").exists(), timeout=10)
