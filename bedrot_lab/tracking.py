@@ -154,6 +154,9 @@ def open_store(settings: Settings) -> MlflowClient:
     at once, so creation happens under a lock beside the database file.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # through a server, MLflow prints each run's link to stdout as the run ends (amid a command's
+    # own output, --json included), reading the whole run back for it: one more round trip per run
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow import MlflowClient
 
     # MLflow announces creating and migrating a store at INFO, amid a command's own output
@@ -354,6 +357,8 @@ class RunRecorder:
         self.client = client
         self.run_id = run_id
         self.masker = masker or Masker()
+        #: the run as the store created it (set by :func:`start_run`), for :func:`make_active`
+        self.run: Any = None
         self._metrics: list[Any] = []
         self._metric_keys: dict[str, str] = {}
         self._last_flush = time.monotonic()
@@ -526,9 +531,27 @@ def start_run(
         extra = {MLFLOW_RUN_NOTE: description or None, MLFLOW_PARENT_RUN_ID: parent_run_id}
         clean_tags.update({key: value for key, value in extra.items() if value})
         run = client.create_run(experiment, start_time=start_time, tags=resolve_tags(clean_tags), run_name=run_name)
+    _remember_artifact_location(client, run)
     recorder = RunRecorder(client, run.info.run_id, masker)
+    recorder.run = run
     recorder.heartbeat = Heartbeat(client, recorder.run_id)
     return recorder
+
+
+def _remember_artifact_location(client: MlflowClient, run: Any) -> None:
+    """Give MLflow's client the artifact store of the new ``run``, which it would otherwise ask
+    the tracking store for at the run's first artifact (a ``get_run`` round trip per run)."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.tracking._tracking_service import utils
+
+        repositories = utils._artifact_repos_cache  # MLflow's own cache, keyed by run id
+        if len(repositories) > 1024:  # MLflow's bound for it
+            repositories.popitem(last=False)
+        repositories[run.info.run_id] = get_artifact_repository(run.info.artifact_uri,
+                                                                tracking_uri=client.tracking_uri)
+    except Exception as exc:  # only a saved round trip: MLflow asks the store itself
+        log.debug("artifact location of run %s not remembered: %s", run.info.run_id, exc)
 
 
 def make_active(recorder: RunRecorder) -> None:
@@ -537,6 +560,17 @@ def make_active(recorder: RunRecorder) -> None:
     import mlflow
 
     use_tracking_uri(recorder.client.tracking_uri)
+    try:
+        from mlflow.tracking.fluent import ActiveRun, _active_run_stack
+
+        stack = _active_run_stack.get()
+    except (ImportError, AttributeError):
+        stack = None
+    if recorder.run is not None and stack == []:
+        # what mlflow.start_run(run_id=...) ends with, without its three round trips to the
+        # store before it (read the run, mark it RUNNING, which it is, read it again)
+        stack.append(ActiveRun(recorder.run))
+        return
     retry_store(mlflow.start_run, run_id=recorder.run_id, log_system_metrics=False,
                 wait=getattr(recorder.client, "store_wait", 0.0))
 
