@@ -234,7 +234,9 @@ def server_command(settings: ServerSettings) -> list[str]:
     URIs travel in the environment (:func:`server_environment`)."""
     command = [sys.executable, "-m", "mlflow", "server",
                "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
-               "--serve-artifacts", "--artifacts-destination", settings.artifacts_destination]
+               "--serve-artifacts", "--artifacts-destination", settings.artifacts_destination,
+               # TCP_NODELAY on the workers' shared socket: 40 ms less per REST call (see the module)
+               "--uvicorn-opts", "--loop bedrot_lab.server.nodelay:NoDelayLoop"]
     if settings.allowed_hosts:
         command += ["--allowed-hosts", ",".join(settings.allowed_hosts)]
     if settings.cors_allowed_origins:
