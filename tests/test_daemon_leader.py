@@ -128,7 +128,7 @@ def assert_never_overlapping(stamps: Path) -> None:
 
 
 @pytest.mark.server
-def test_only_the_leader_runs_jobs_and_a_standby_takes_over(tmp_path, postgres_database):
+def test_only_the_leader_runs_jobs_and_a_standby_takes_over(tmp_path, postgres, postgres_database):
     stamps = tmp_path / "stamps.txt"
     lake_a, lake_b = two_hosts(tmp_path, postgres_database, stamps)
     first = start_daemon(lake_a)
@@ -143,16 +143,24 @@ def test_only_the_leader_runs_jobs_and_a_standby_takes_over(tmp_path, postgres_d
         assert starts_by(stamps, second.pid) == 0
         assert "standby: leader is bedrot-lab daemon" in (lake_b / ".bedrot-lab" / "daemon.log").read_text()
 
-        # the leader's session ends under it (a database restart, a network cut): it stops, the lock is free again
+        # the database goes away under both (a restart, a network cut): the leader stops its jobs, both wait
         import psycopg
 
-        with psycopg.connect(postgres_database.replace("+psycopg", ""), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                          (status(lake_a)["leader"],))
+        database = postgres_database.rsplit("/", 1)[1]
+        with psycopg.connect(postgres.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
         wait_for(lambda: "lost the leader lock" in (lake_a / ".bedrot-lab" / "daemon.log").read_text())
-        leader = wait_for(lambda: lock_holder_pid(postgres_database))
+        for lake in (lake_a, lake_b):
+            wait_for(lambda lake=lake: "the leader lock's database does not answer" in (
+                lake / ".bedrot-lab" / "daemon.log").read_text() and status(lake)["role"] == "standby")
         stamped = len(lines(stamps))
-        wait_for(lambda: len(lines(stamps)) >= stamped + 4)  # jobs run on, by whichever took it
+        time.sleep(2 * POLL)
+        assert len(lines(stamps)) == stamped  # nobody holds the lock: no job runs
+        with psycopg.connect(postgres.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        leader = wait_for(lambda: lock_holder_pid(postgres_database))
+        wait_for(lambda: len(lines(stamps)) >= stamped + 4)  # jobs run again, by whichever took it
 
         # SIGKILL of the leader: PostgreSQL ends its session, the standby takes the lock at its next try
         killed, survivor = (first, second) if leader == first.pid else (second, first)

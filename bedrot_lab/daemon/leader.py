@@ -49,10 +49,11 @@ class LeaderLock:
 
     ``uri`` is a libpq URI (``postgresql://...``). ``poll`` sets the timers: the standby
     tries every ``poll`` seconds; the leader checks its session every ``poll`` seconds, a
-    check given up after ``max(poll, 5)`` seconds without an answer (``tcp_user_timeout``);
-    the server drops a leader that went silent (its host gone) only after ``grace`` seconds
-    plus three probes ``poll`` seconds apart, so that by then the leader, if it still runs,
-    has noticed and stopped its jobs.
+    check given up after ``max(poll, 5)`` seconds without an answer (``tcp_user_timeout``).
+    The server drops a leader that went silent (its host gone) only after ``grace`` (the
+    daemon's stop_timeout) + ``poll`` + ``max(poll, 5)`` seconds and three unanswered
+    keepalive probes ``poll`` seconds apart: by then a leader that still runs has noticed
+    and stopped its jobs.
     """
 
     def __init__(self, uri: str, lake_name: str, poll: float, grace: float):
@@ -79,19 +80,24 @@ class LeaderLock:
             import psycopg
         except ImportError:
             raise LeaderLockError("[daemon] leader_lock needs psycopg: pip install 'bedrot-lab[server]'") from None
+        try:
+            self._open()
+        except psycopg.Error as exc:
+            raise LeaderLockError(f"cannot reach the leader lock's database {self.where}: {_first_line(exc)}; "
+                                  "check [daemon] leader_lock and that the database answers") from None
+
+    def _open(self) -> None:
+        import psycopg
+
         self.close()
         server_side = {"tcp_keepalives_idle": round(self.server_silence), "tcp_keepalives_interval": round(self.poll),
                        "tcp_keepalives_count": PROBES,
                        "tcp_user_timeout": round((self.server_silence + PROBES * self.poll) * 1000)}
-        options = " ".join(f"-c {name}={value}" for name, value in server_side.items())
-        try:
-            self._connection = psycopg.connect(
-                self.uri, autocommit=True, application_name=self.name, connect_timeout=round(self.answer_timeout),
-                keepalives=1, keepalives_idle=max(1, round(self.poll)), keepalives_interval=max(1, round(self.poll)),
-                keepalives_count=PROBES, tcp_user_timeout=round(self.answer_timeout * 1000), options=options)
-        except psycopg.Error as exc:
-            raise LeaderLockError(f"cannot reach the leader lock's database {self.where}: {_first_line(exc)}; "
-                                  "check [daemon] leader_lock and that the database answers") from None
+        self._connection = psycopg.connect(
+            self.uri, autocommit=True, application_name=self.name, connect_timeout=round(self.answer_timeout),
+            keepalives=1, keepalives_idle=round(self.poll), keepalives_interval=round(self.poll),
+            keepalives_count=PROBES, tcp_user_timeout=round(self.answer_timeout * 1000),
+            options=" ".join(f"-c {name}={value}" for name, value in server_side.items()))
 
     def acquire(self) -> bool:
         """Take the lock if nobody holds it (connecting first if needed); False when another
@@ -101,9 +107,9 @@ class LeaderLock:
         self.problem = ""
         try:
             if self._connection is None or self._connection.closed:
-                self.connect()
+                self._open()
             row = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-        except (LeaderLockError, psycopg.Error) as exc:
+        except psycopg.Error as exc:
             self.problem = _first_line(exc)
             self.close()
             return False
