@@ -110,7 +110,7 @@ def lock_holder_pid(database: str) -> int | None:
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::bigint::oid "
             "AND l.objid = %s::bigint::oid AND l.objsubid = 1", (unsigned >> 32, unsigned & 0xFFFF_FFFF)).fetchone()
-    return int(row[0].rsplit(" ", 1)[1]) if row else None
+    return int(row[0].split()[3]) if row else None  # "bedrot-lab daemon pid PID on HOST"
 
 
 def assert_never_overlapping(stamps: Path) -> None:
@@ -233,3 +233,21 @@ def test_a_job_in_its_own_process_ends_when_its_daemon_is_killed(tmp_path):
     ended = wait_for(lambda: (run := lingering()[0])["ended"] and run, timeout=30)
     assert ended["result"] == "stopped half way: the daemon was stopping"
     wait_for(lambda: not Path(f"/proc/{job['pid']}").exists(), timeout=10)
+
+
+def test_the_leader_lock_settings_and_key():
+    from bedrot_lab.config import ConfigError
+    from bedrot_lab.daemon.leader import lock_key
+    from bedrot_lab.daemon.settings import DaemonSettings
+
+    assert DaemonSettings.from_table({}).leader_lock is None
+    settings = DaemonSettings.from_table({"leader_lock": "postgresql+psycopg://lab@db:5432/locks", "leader_poll": 3})
+    assert (settings.leader_lock, settings.leader_poll) == ("postgresql://lab@db:5432/locks", 3.0)
+    assert DaemonSettings.from_table({"leader_lock": "postgres://lab@db/locks"}).leader_poll == 10.0
+    for table, key in [({"leader_lock": "sqlite:///x.db"}, "daemon.leader_lock"), ({"leader_lock": 5}, "daemon.leader_lock"),
+                       ({"leader_poll": 0.5}, "daemon.leader_poll"), ({"leader_poll": "10s"}, "daemon.leader_poll")]:
+        with pytest.raises(ConfigError, match=key):
+            DaemonSettings.from_table(table)
+    assert lock_key(LAKE_NAME) == int.from_bytes(hashlib.sha256(b"bedrot-lab daemon shared-lake").digest()[:8], "big",
+                                                 signed=True)
+    assert lock_key(LAKE_NAME) != lock_key("another-lake") and -(2**63) <= lock_key("another-lake") < 2**63

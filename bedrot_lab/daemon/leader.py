@@ -40,8 +40,9 @@ def lock_key(lake_name: str) -> int:
 
 
 def identity() -> str:
-    """This daemon as the other daemons see it (the leader session's ``application_name``)."""
-    return f"bedrot-lab daemon {socket.gethostname()} pid {os.getpid()}"[:63]
+    """This daemon as the other daemons see it (the leader session's ``application_name``;
+    PostgreSQL keeps 63 bytes of it, so a long host name is cut, never the pid)."""
+    return f"bedrot-lab daemon pid {os.getpid()} on {socket.gethostname()}"[:63]
 
 
 class LeaderLock:
@@ -161,8 +162,8 @@ class LeaderLock:
         return "" if row and row[0] else "this session no longer holds the lock"
 
     def holder(self) -> str:
-        """Who holds the lock: its session's application name (``bedrot-lab daemon HOST pid
-        PID``) and address, "nobody" or "unknown" (the database does not answer)."""
+        """Who holds the lock: its session's application name (``bedrot-lab daemon pid PID
+        on HOST``) and address, "nobody" or "unknown" (the database does not answer)."""
         import psycopg
 
         if self._connection is None:
