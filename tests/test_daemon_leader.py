@@ -46,9 +46,14 @@ def linger(ctx):
         time.sleep(0.1)
     return "lingered"
 
+def stubborn(ctx):
+    time.sleep(60)  # ignores the stop
+    return "finished"
+
 @hookimpl
 def housekeeping_jobs(register):
     register(HousekeepingJob("stamp", stamp, every="1s", options={"file": ""}))
+    register(HousekeepingJob("stubborn", stubborn, every="1h", enabled=False))
     register(HousekeepingJob("linger", linger, every="1h", own_process=True, enabled=False))
 """
 
@@ -182,6 +187,33 @@ def test_only_the_leader_runs_jobs_and_a_standby_takes_over(tmp_path, postgres, 
                 process.wait()
     assert_never_overlapping(stamps)
     assert lines(stamps)[-1][0] == "end"  # the survivor's SIGTERM let its last round finish
+
+
+@pytest.mark.server
+def test_a_leader_that_loses_the_lock_while_a_job_ignores_the_stop_ends(tmp_path, postgres_database):
+    """A job in a thread cannot be ended but with the process: the daemon exits 1 rather than
+    let it run on without the lock (systemd's Restart=on-failure brings it back as a standby)."""
+    import psycopg
+
+    lake = two_hosts(tmp_path, postgres_database, tmp_path / "stamps.txt")[0]
+    config = lake / "bedrot-lab.toml"
+    config.write_text(config.read_text().replace("[daemon.jobs.stamp]\n", "[daemon.jobs.stamp]\nenabled = false\n")
+                      + "[daemon.jobs.stubborn]\nenabled = true\n")
+    env = {**os.environ, "BEDROT_LAKE": str(lake), "BEDROT_USER": "tester"}
+    daemon = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "daemon", "start", "--foreground"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(job["name"] == "stubborn" and job["running"] for job in status(lake)["jobs"]))
+        with psycopg.connect(postgres_database.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
+                          (f"bedrot-lab daemon pid {daemon.pid} %",))
+        _, stderr = daemon.communicate(timeout=30)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert daemon.returncode == 1, stderr
+    assert stderr.splitlines()[-1] == ("Error: lost the leader lock while stubborn ran on past the stop deadline: the "
+                                       "daemon ends so that it cannot run on without it")
 
 
 PASSWORD = "pw-" + secrets.token_hex(8)  # fake, made here

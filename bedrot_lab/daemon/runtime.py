@@ -240,6 +240,7 @@ class Daemon:
             log.info("leader now (%s); the jobs start in %g s: %s", leader.name, handover, jobs)
             if halt.wait(handover):
                 leader.unwatch()
+                self._halt = None
                 if self._lost:
                     log.error("lost the leader lock (%s) before any job started; standby", self._lost)
                 return []
