@@ -72,18 +72,22 @@ def running_server(lake: Path, backend_uri: str, *, auth: bool = False, workers:
         url = f"http://127.0.0.1:{port}"
         yield url, {**base, "MLFLOW_TRACKING_URI": url, "BEDROT_LAKE": str(lake), **admin}
     finally:
-        stop_server(lake, env=base)
+        stop_server(lake, env=base, port=port)
 
 
-def stop_server(lake: Path, env: Mapping[str, str] | None = None) -> None:
-    """``bedrot-lab server stop`` for ``lake``; if the server's processes outlive it, SIGKILL them."""
+def stop_server(lake: Path, env: Mapping[str, str] | None = None, port: int | None = None) -> None:
+    """``bedrot-lab server stop`` for ``lake``; if the server's processes outlive it, SIGKILL them.
+    With ``port``, only a server recorded on that port is stopped (not one that another test
+    started for the same lake, which made this one's start fail)."""
     state = Path(lake) / ".bedrot-lab" / "server" / "server.json"
     try:
-        pid = json.loads(state.read_text())["pid"]
+        record = json.loads(state.read_text())
+        pid = record["pid"]
     except (OSError, ValueError, KeyError):
-        pid = None
+        return
+    if port is not None and record.get("port") != port:
+        return
     with contextlib.suppress(subprocess.TimeoutExpired):
         server_cli(lake, "stop", "--timeout", "10", env=env, timeout=60)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
