@@ -4,7 +4,6 @@ only the one holding a session-level advisory lock in it runs the jobs (docs/dae
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import select
 import socket
@@ -15,8 +14,6 @@ from typing import Any
 
 from ..errors import BedrotLabError
 from ..secrets import scrub
-
-log = logging.getLogger("bedrot_lab.daemon")
 
 #: what the lock key is the hash of, before the lake's name
 KEY_PREFIX = "bedrot-lab daemon "
@@ -180,9 +177,10 @@ class LeaderLock:
             return f"unknown ({_first_line(exc)})"
         if row is None:
             return "nobody"
-        name, address, since = row
+        name, address, since = row  # of another role's session, only superusers and pg_read_all_stats see these
         where = f" from {address}" if address else ""
-        return f"{name or 'an unnamed session'}{where} since {since.astimezone().isoformat(timespec='seconds')}"
+        when = f" since {since.astimezone().isoformat(timespec='seconds')}" if since else ""
+        return f"{name or 'an unnamed session'}{where}{when}"
 
     def close(self) -> None:
         """Close the connection, which releases the lock if it was held."""
