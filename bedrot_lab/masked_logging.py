@@ -1,5 +1,6 @@
-"""Log lines with every credential-shaped value masked, tracebacks included (an error's
-message may quote one): the command line's and the daemon's log handlers use it."""
+"""Log lines with every credential-shaped value masked, and every value of the environment's
+credentials (the tracking server's password), tracebacks included (an error's message may
+quote one): the command line's and the daemon's log handlers use it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ class MaskingFormatter(logging.Formatter):
     are imported with the first line logged, not when a command starts."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from .secrets import scrub
+        from .secrets import MASK, environment_credentials, scrub
 
-        return scrub(super().format(record))[0]
+        line = super().format(record)
+        for value in sorted(environment_credentials(), key=len, reverse=True):
+            line = line.replace(value, MASK)
+        return scrub(line)[0]

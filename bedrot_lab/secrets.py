@@ -8,6 +8,7 @@ rule, which adds a few shapes that only make sense in whole files.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ def is_secret_name(name: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
+def environment_credentials(env: Mapping[str, str] = os.environ) -> set[str]:
+    """The values of the environment variables whose names say credential
+    (``MLFLOW_TRACKING_PASSWORD``, ``AWS_SECRET_ACCESS_KEY``): a password has no shape to be
+    recognised by, so these are masked wherever they appear."""
+    return {value for name, value in env.items() if len(value) >= MIN_KNOWN_LENGTH and is_secret_name(name)}
+
+
 def secret_kind(value: str) -> str | None:
     """The kind of credential ``value`` contains (see :data:`DETECTORS`), or None."""
     lower = value.lower()
@@ -102,13 +110,14 @@ class Masker:
     """Masks credentials in everything bound for the tracking store, and remembers what it masked.
 
     A value masked because of its name (``-P api_key=...``) is also masked
-    wherever it reappears later, in an error message or a table. :attr:`notes`
+    wherever it reappears later, in an error message or a table; so are the values of
+    the environment's credentials (:func:`environment_credentials`) from the start. :attr:`notes`
     accumulate (``"param api_key (name)"``), never holding a credential; the
     run's ``bedrot.internal.masked`` tag is written from them.
     """
 
     def __init__(self) -> None:
-        self._known: set[str] = set()
+        self._known: set[str] = environment_credentials()
         self._notes: dict[str, None] = {}
         self._written = 0
 
