@@ -58,7 +58,7 @@ def reap(ctx: JobContext) -> str:
     here = Here.now()
     # all pages first: the store pages by offset, and each run reaped leaves the result
     found_runs = list(running_runs(client))
-    reaped, stopped = 0, ""
+    reaped, refused, stopped = 0, [], ""
     for found in found_runs:
         if ctx.stopping:
             stopped = "; stopped before the end"
@@ -70,11 +70,23 @@ def reap(ctx: JobContext) -> str:
         reason = why_gone(run, here, time.time(), heartbeat_ttl, untracked_ttl)
         if run.info.status != "RUNNING" or reason is None:
             continue
-        end_reaped(client, run.info.run_id, reason)
+        try:
+            end_reaped(client, run.info.run_id, reason)
+        except Exception as exc:  # a tracking server's account may end only the runs it may edit
+            if getattr(exc, "error_code", None) != "PERMISSION_DENIED":
+                raise
+            refused.append(run.info.run_id)
+            continue
         ctx.log.warning("run %s (%s) ended KILLED: %s", run.info.run_id,
                         run.data.tags.get("bedrot.experiment") or run.info.experiment_id, reason)
         reaped += 1
-    return f"{len(found_runs)} RUNNING, {reaped} reaped{stopped}"
+    summary = f"{len(found_runs)} RUNNING, {reaped} reaped{stopped}"
+    if refused:
+        account = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this account"
+        raise BedrotLabError(f"{summary}; {len(refused)} gone but not ended ({', '.join(refused[:5])}): the tracking "
+                             f"server refused {account!r} permission to end them; give the reaper's account EDIT "
+                             "on their experiments (bedrot-lab server user set-permission) or make it an admin")
+    return summary
 
 
 def why_gone(run: Run, here: Here, now: float, heartbeat_ttl: float, untracked_ttl: float | None) -> str | None:
