@@ -265,3 +265,13 @@ def test_settings_default_to_the_lakes_store_and_name_the_psycopg_driver(tmp_pat
     assert (settings.host, settings.port, settings.url) == ("127.0.0.1", 5000, "http://127.0.0.1:5000")
     flagged = settings.overridden(backend_store_uri="postgresql://ana@db.example.com/mlflow", port=None)
     assert flagged.backend_store_uri == "postgresql+psycopg://ana@db.example.com/mlflow" and flagged.port == 5000
+
+
+def test_a_database_server_that_cannot_be_reached_is_one_line_without_its_password(tmp_path):
+    lake = lake_with(tmp_path / "lake", "")
+    port, password = free_port(), "dbpw-" + secrets.token_hex(8)
+    done = server_cli(lake, "start", "--port", str(free_port()),
+                      "--backend-store-uri", f"postgresql://ana:{password}@127.0.0.1:{port}/mlflow", env=clean_env())
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"Error: cannot connect to the backend store database at 127.0.0.1:{port}: ")
+    assert len(done.stderr.strip().splitlines()) == 1 and password not in done.stderr + done.stdout

@@ -48,6 +48,7 @@ def start(state, host, port, workers, backend_store_uri, artifacts_destination, 
     refused. With accounts on, MLFLOW_AUTH_ADMIN_PASSWORD and MLFLOW_FLASK_SERVER_SECRET_KEY
     come from the environment or [server] secrets_file.
     """
+    from ..locks import file_lock
     from . import process
     from .settings import ServerSettings
 
@@ -56,7 +57,43 @@ def start(state, host, port, workers, backend_store_uri, artifacts_destination, 
         host=host, port=port, workers=workers, backend_store_uri=backend_store_uri,
         artifacts_destination=artifacts_destination, auth=auth)
     folder = process.state_folder(lake.state_dir)
-    running, _ = process.recorded_server(lake.state_dir)
+    with file_lock(folder / "start.lock"):  # two starts at once: the second finds the first's record
+        child = _launch(settings, lake.state_dir, foreground)
+    log = folder / process.LOG_NAME
+    click.echo(f"starting MLflow's tracking server (pid {child.pid}, {settings.workers} worker"
+               f"{'s' if settings.workers != 1 else ''}) at {settings.url} ...")
+    started = time.monotonic()
+    healthy = process.wait_healthy(settings.url, lambda: child.poll() is None, settings.start_timeout,
+                                   progress=lambda waited: click.echo(f"  still waiting ({waited:.0f} s)"))
+    if not healthy:
+        if child.poll() is None:
+            process.stop_server(child.pid, 5)
+            why = f"did not answer {settings.url}/health within {settings.start_timeout:g} s"
+        else:
+            why = f"exited with code {child.returncode}"
+        process.forget(lake.state_dir)
+        tail = process.log_tail(log)
+        raise CliError(f"the server {why}; the end of {log}:\n{tail}" if tail else f"the server {why}")
+    click.echo(f"server healthy after {time.monotonic() - started:.1f} s: {settings.url}")
+    click.echo(f"  backend: {_masked(settings.backend_store_uri)}")
+    click.echo(f"  artifacts: {settings.artifacts_destination} (proxied: clients see mlflow-artifacts:/ URIs)")
+    if not settings.backend_store_uri.startswith("sqlite"):
+        click.echo(f"  database connections: up to {settings.max_connections} ({settings.workers} x "
+                   f"{settings.engines_per_worker} pools of {settings.pool_size}+{settings.max_overflow}, "
+                   f"and the parent's; see docs/server.md)")
+    if settings.auth:
+        click.echo(f"  accounts: on (admin {settings.admin_username!r}, default permission "
+                   f"{settings.default_permission})")
+    click.echo(f"clients: [tracking] uri = \"{settings.url}\" in bedrot-lab.toml, or "
+               f"export MLFLOW_TRACKING_URI={settings.url}")
+    click.echo(f"log: {log}; stop it with: bedrot-lab server stop")
+
+
+def _launch(settings, state_dir: Path, foreground: bool) -> subprocess.Popen:
+    """Check, prepare and start the server in the background (``foreground``: become it)."""
+    from . import process
+
+    running, _ = process.recorded_server(state_dir)
     if running is not None:
         raise CliError(f"a server already runs for this lake: {running.describe()}; "
                        "stop it with: bedrot-lab server stop")
@@ -67,7 +104,7 @@ def start(state, host, port, workers, backend_store_uri, artifacts_destination, 
             click.echo(f"created the {what}: {_masked(uri)}")
     if "://" not in settings.artifacts_destination:
         Path(settings.artifacts_destination).mkdir(parents=True, exist_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = process.state_folder(state_dir)
     auth_ini = process.write_auth_ini(folder, settings, process.auth_database_uri(settings)) if settings.auth else None
     command = process.server_command(settings)
     env = process.server_environment(settings, os.environ, secrets, auth_ini)
@@ -82,29 +119,7 @@ def start(state, host, port, workers, backend_store_uri, artifacts_destination, 
         child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                  stderr=subprocess.STDOUT, start_new_session=True)
     _write_state(folder, child.pid, settings, log=log)
-    click.echo(f"starting MLflow's tracking server (pid {child.pid}, {settings.workers} worker"
-               f"{'s' if settings.workers != 1 else ''}) at {settings.url} ...")
-    started = time.monotonic()
-    healthy = process.wait_healthy(settings.url, lambda: child.poll() is None, settings.start_timeout,
-                                   progress=lambda waited: click.echo(f"  still waiting ({waited:.0f} s)"))
-    if not healthy:
-        if child.poll() is None:
-            process.stop_group(child.pid, 5)
-            why = f"did not answer {settings.url}/health within {settings.start_timeout:g} s"
-        else:
-            why = f"exited with code {child.returncode}"
-        process.forget(lake.state_dir)
-        tail = process.log_tail(log)
-        raise CliError(f"the server {why}; the end of {log}:\n{tail}" if tail else f"the server {why}")
-    click.echo(f"server healthy after {time.monotonic() - started:.1f} s: {settings.url}")
-    click.echo(f"  backend: {_masked(settings.backend_store_uri)}")
-    click.echo(f"  artifacts: {settings.artifacts_destination} (proxied: clients see mlflow-artifacts:/ URIs)")
-    if settings.auth:
-        click.echo(f"  accounts: on (admin {settings.admin_username!r}, default permission "
-                   f"{settings.default_permission})")
-    click.echo(f"clients: [tracking] uri = \"{settings.url}\" in bedrot-lab.toml, or "
-               f"export MLFLOW_TRACKING_URI={settings.url}")
-    click.echo(f"log: {log}; stop it with: bedrot-lab server stop")
+    return child
 
 
 def _databases(settings) -> list[tuple[str, str]]:
@@ -152,7 +167,7 @@ def stop(state, timeout: float) -> None:
         click.echo(f"no server runs for this lake{stale}")
         return
     started = time.monotonic()
-    gentle = process.stop_group(running.pid, timeout)
+    gentle = process.stop_server(running.pid, timeout)
     process.forget(state_dir)
     how = "" if gentle else f" (killed: it ignored SIGTERM for {timeout:g} s)"
     click.echo(f"server stopped (pid {running.pid}) in {time.monotonic() - started:.1f} s{how}")

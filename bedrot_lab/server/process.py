@@ -217,7 +217,8 @@ def write_auth_ini(folder: Path, settings: ServerSettings, database_uri: str) ->
             f"default_permission = {settings.default_permission}\n"
             f"database_uri = {database_uri.replace('%', '%%')}\n"
             f"admin_username = {settings.admin_username}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {settings.auth_cache_seconds}\n")
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(descriptor, 0o600)
@@ -325,24 +326,35 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def stop_group(pgid: int, timeout: float) -> bool:
-    """SIGTERM to the process group, then SIGKILL if it has not ended within ``timeout``:
-    True when SIGTERM sufficed."""
+def stop_server(pid: int, timeout: float) -> bool:
+    """SIGTERM to the server's process group (to ``pid`` alone when it leads none: a
+    ``--foreground`` server started from a script), SIGKILL if it has not ended within
+    ``timeout``; True when SIGTERM sufficed."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        leader = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return True
+    if leader:
+        return _signal_and_wait(lambda sig: os.killpg(pid, sig), lambda: group_alive(pid), timeout)
+    return _signal_and_wait(lambda sig: os.kill(pid, sig), lambda: _is_mlflow_server(pid), timeout)
+
+
+def _signal_and_wait(send: Callable[[int], None], alive: Callable[[], bool], timeout: float) -> bool:
+    try:
+        send(signal.SIGTERM)
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
+        if not alive():
             return True
         time.sleep(0.1)
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        send(signal.SIGKILL)
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + 5
-    while group_alive(pgid) and time.monotonic() < deadline:
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     return False
 

@@ -28,8 +28,8 @@ DEFAULTS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "allowed_hosts": (list, None),
     "cors_allowed_origins": (list, None),
     "x_frame_options": (str, None),
-    "pool_size": (int, 2),
-    "max_overflow": (int, 3),
+    "pool_size": (int, 5),
+    "max_overflow": (int, 5),
     "pool_recycle": (int, 1800),
     "job_execution": (bool, False),
     "start_timeout": ((int, float), 90),
@@ -37,6 +37,7 @@ DEFAULTS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "default_permission": (str, "READ"),
     "admin_username": (str, "admin"),
     "auth_database_uri": (str, None),
+    "auth_cache_seconds": (int, 0),
     "secrets_file": (str, None),
 }
 
@@ -53,8 +54,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     cors_allowed_origins: tuple[str, ...] = ()
     x_frame_options: str | None = None
-    pool_size: int = 2
-    max_overflow: int = 3
+    pool_size: int = 5
+    max_overflow: int = 5
     pool_recycle: int = 1800
     job_execution: bool = False
     start_timeout: float = 90.0
@@ -62,6 +63,7 @@ class ServerSettings:
     default_permission: str = "READ"
     admin_username: str = "admin"
     auth_database_uri: str | None = None
+    auth_cache_seconds: int = 0
     secrets_file: Path | None = None
     path: Path | None = field(default=None, compare=False)
 
@@ -106,6 +108,7 @@ class ServerSettings:
             job_execution=values["job_execution"], start_timeout=float(values["start_timeout"]),
             auth=values["auth"], default_permission=values["default_permission"],
             admin_username=values["admin_username"], auth_database_uri=values["auth_database_uri"],
+            auth_cache_seconds=values["auth_cache_seconds"],
             secrets_file=_under(root, secrets) if secrets else None, path=path,
         )
 
@@ -127,15 +130,17 @@ class ServerSettings:
 
     @property
     def engines_per_worker(self) -> int:
-        """SQLAlchemy engines one worker opens on the backend's server: tracking, model
-        registry, the job store when jobs run, and the account store with auth on."""
+        """SQLAlchemy engines (each its own pool) one worker opens: tracking, model registry,
+        the job store when jobs run, and the account store with auth on."""
         return 2 + self.job_execution + self.auth
 
     @property
     def max_connections(self) -> int:
-        """The most connections this server may open to its database server(s): every
-        worker's every engine with its pool full, plus the parent's engines, which stay open."""
-        return (self.workers + 1) * self.engines_per_worker * (self.pool_size + self.max_overflow)
+        """The most connections this server may hold to its database server: every worker's
+        every engine with its pool full, plus those the ``mlflow server`` parent process keeps
+        open while it waits on its workers (measured: 3, and 1 more with auth)."""
+        parent = 3 + self.auth
+        return self.workers * self.engines_per_worker * (self.pool_size + self.max_overflow) + parent
 
 
 def database_uri(uri: str, path: Path | None, key: str) -> str:
@@ -170,6 +175,9 @@ def _check_numbers(values: dict[str, Any], path: Path | None) -> None:
     for key in ("workers", "pool_size", "pool_recycle", "start_timeout"):
         if values[key] <= 0:
             raise ConfigError(f"expected a positive number, got {values[key]!r}", path, f"server.{key}")
+    if values["auth_cache_seconds"] < 0:
+        raise ConfigError(f"expected 0 (no cache) or more seconds, got {values['auth_cache_seconds']!r}", path,
+                          "server.auth_cache_seconds")
     if values["max_overflow"] < 1:
         # MLflow passes MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW on only when it is truthy: a 0 would
         # silently become SQLAlchemy's default of 10
