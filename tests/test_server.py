@@ -275,3 +275,32 @@ def test_a_database_server_that_cannot_be_reached_is_one_line_without_its_passwo
     assert done.returncode == 1
     assert done.stderr.startswith(f"Error: cannot connect to the backend store database at 127.0.0.1:{port}: ")
     assert len(done.stderr.strip().splitlines()) == 1 and password not in done.stderr + done.stdout
+
+
+def test_foreground_becomes_the_server_with_the_lakes_own_store_and_stops_by_pid(tmp_path):
+    """What systemd runs: the command's own pid turns into MLflow's server (no process group of
+    its own here, so stop signals that pid alone), on the embedded store by default."""
+    import time
+
+    from bedrot_lab.server.process import health
+
+    lake = lake_with(tmp_path / "lake", "workers = 1\n")
+    port = free_port()
+    command = [sys.executable, "-m", "bedrot_lab", "--lake", str(lake), "server", "start", "--foreground",
+               "--port", str(port)]
+    process = subprocess.Popen(command, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while health(f"http://127.0.0.1:{port}") != "ok" and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        report = json.loads(server_cli(lake, "status", "--json", env=clean_env()).stdout)
+        assert report["running"] and report["pid"] == process.pid and report["health"] == "ok", report
+        assert report["backend_store_uri"] == f"sqlite:///{lake / 'mlruns' / 'mlflow.db'}"
+        done = server_cli(lake, "stop", env=clean_env())
+        assert done.returncode == 0 and done.stdout.startswith(f"server stopped (pid {process.pid})"), done.stderr
+        assert process.wait(timeout=60) is not None
+    finally:
+        if process.poll() is None:  # MLflow passes SIGTERM on to uvicorn and its workers
+            server_cli(lake, "stop", "--timeout", "10", env=clean_env())
+            process.kill()
+            process.wait()
