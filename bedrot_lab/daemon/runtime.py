@@ -360,7 +360,8 @@ class Daemon:
             history.ended(run, False, error)
             if raise_errors:
                 raise  # the scheduler's error listener logs it with its traceback
-            log.error("%s failed: %s", name, error, exc_info=exc)
+            # a refusal the user can act on is one line; anything else keeps its traceback
+            log.error("%s failed: %s", name, error, exc_info=None if isinstance(exc, BedrotLabError) else exc)
             return False, error
         history.ended(run, True, result)
         log.info("%s: %s", name, result)
@@ -409,8 +410,9 @@ class Daemon:
             return
         if event.code == EVENT_JOB_ERROR:
             again = f"it starts again in {SERVICE_RESTART_SECONDS:g} s" if service else "it runs again at its next time"
-            log.error("%s failed: %s; %s", event.job_id, describe(event.exception), again,
-                      exc_info=(type(event.exception), event.exception, event.exception.__traceback__))
+            error = event.exception
+            log.error("%s failed: %s; %s", event.job_id, describe(error), again, exc_info=None if isinstance(
+                error, BedrotLabError) else (type(error), error, error.__traceback__))
         elif event.code == EVENT_JOB_MISSED:
             log.warning("%s missed its time (%s); it runs at its next one", event.job_id, event.scheduled_run_time)
         elif event.job_id not in self._overran:  # once per run, not at every time it outlasts
