@@ -31,11 +31,13 @@ def test_each_bedrot_plugin_module_is_an_entry_point_of_its_own():
     assert entry_points == {name: f"bedrot_plugins.{name}" for name in modules}
 
 
-def test_scikit_learn_is_an_extra_of_the_analyses_and_of_dev():
+def test_the_analyses_and_the_server_are_extras_and_dev_has_both():
     project = PYPROJECT["project"]
-    assert not [d for d in project["dependencies"] if d.startswith("scikit-learn")]
-    assert project["optional-dependencies"]["analyses"] == ["scikit-learn>=1.4"]
-    assert "bedrot-lab[analyses]" in project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    assert not [d for d in project["dependencies"] if d.startswith(("scikit-learn", "psycopg", "mlflow[auth]"))]
+    assert extras["analyses"] == ["scikit-learn>=1.4"]
+    assert {d.split(">")[0] for d in extras["server"]} == {"mlflow[auth]", "psycopg[binary]"}
+    assert "bedrot-lab[analyses,server]" in extras["dev"]
 
 
 def test_the_specs_come_with_the_package(installed_plugins, bedrot_lake):
