@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.daemon import alerts
 from bedrot_lab.lab import Lab

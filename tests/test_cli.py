@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_PLUGINS, bedrot
+from conftest import REPO_PLUGINS
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.builtin.datasets import DK_BANK_COLUMNS
 from bedrot_lab.config import ZONES, default_tracking_uri

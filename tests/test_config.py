@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.config import (
     CONFIG_NAME,

@@ -4,7 +4,7 @@ exists, and the end of every run."""
 from __future__ import annotations
 
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 from mlflow import MlflowClient
 
 from bedrot_lab.config import ConfigError

@@ -13,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import STATEMENT_HEADER, bedrot
+from conftest import STATEMENT_HEADER
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.cli import CliError
 from bedrot_lab.cli.run import _spec_path

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.config import ConfigError, load_settings
 from bedrot_lab.lab import Lab

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.sandbox.credentials import find_secrets

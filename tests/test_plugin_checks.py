@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, bedrot
+from conftest import REPO
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab import Param, ParamError, experiment
 from bedrot_lab.config import load_settings

@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 from bedrot_lab.lab import Lab
 from bedrot_lab.plugins import PluginError

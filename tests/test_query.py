@@ -339,7 +339,7 @@ def test_a_bad_value_met_by_a_query_names_file_column_and_row(sql_lab):
 
 
 def test_the_cli_shows_a_bad_query_as_one_line_without_a_traceback(sql_lab, cli_env):
-    from conftest import bedrot
+    from conftest import bedrot_forked as bedrot  # what the command does, not how it starts
 
     done = bedrot("run", "sql-probe", "-P", "query=SELECT nope FROM dk_bank_details", env=cli_env)
     assert done.returncode == 1

@@ -459,7 +459,7 @@ def test_an_experiment_that_uses_mlflow_itself_gets_its_run_active_before_it_sta
 
 
 def test_a_store_that_cannot_be_opened_is_one_line_even_when_opened_beside(bedrot_lake, write_plugin, cli_env):
-    from conftest import bedrot
+    from conftest import bedrot_forked as bedrot  # what the command does, not how it starts
 
     write_plugin("beside_probe", BESIDE)
     env = {**cli_env, "MLFLOW_TRACKING_URI": f"sqlite:///{bedrot_lake}/bedrot-lab.toml/mlflow.db"}

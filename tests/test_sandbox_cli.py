@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import bedrot
+from tests.conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 QUOTAS = """
 [sandbox.quotas]

@@ -14,7 +14,7 @@ from bedrot_lab.runner import RunRefused, prepare, run
 from bedrot_lab.sandbox.index import UsageIndex
 from bedrot_lab.sandbox.runs import quota_gate
 from bedrot_lab.testing import read_run
-from tests.conftest import bedrot
+from tests.conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 SCRATCH = """
     import os

@@ -25,7 +25,7 @@ from bedrot_lab.statedb import (
     migrate,
     schema_version,
 )
-from tests.conftest import bedrot
+from tests.conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 
 
 def connect(path: Path) -> sqlite3.Connection:

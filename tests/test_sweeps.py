@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, REPO_PLUGINS, bedrot
+from conftest import REPO, REPO_PLUGINS
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 from mlflow import MlflowClient
 
 from bedrot_lab.lab import Lab

@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import bedrot
+from conftest import bedrot_forked as bedrot  # what the commands do, not how they start
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
