@@ -48,9 +48,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     new virtual environment: the package's folder, the environment's python, and an environment
     for its commands (installed plugins load, as they do for an author)."""
     work = tmp_path_factory.mktemp("scaffold")
-    done = run(sys.executable, "-m", "bedrot_lab", "new-plugin", "royalty-forecast", "--json", cwd=work,
-               env={**os.environ, "BEDROT_LAKE": str(work / "no-lake")})
-    package = Path(json.loads(done.stdout)["root"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        patch.setenv("BEDROT_LAKE", str(work / "no-lake"))
+        code, output = new_plugin("royalty-forecast", "--json")
+    assert code == 0, output
+    package = Path(json.loads(output)["root"])
 
     venv = work / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
