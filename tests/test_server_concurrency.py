@@ -143,3 +143,38 @@ def test_four_clients_on_the_embedded_store_lose_nothing(bedrot_lake: Path) -> N
     from bedrot_lab.config import default_tracking_uri
 
     assert_all_recorded(default_tracking_uri(bedrot_lake), processes=4)
+
+
+def test_server_workers_send_without_waiting_for_acks() -> None:
+    """A socket bound as uvicorn binds it for several workers (protocol 0) gets TCP_NODELAY on
+    its accepted connections from the loop ``bedrot-lab server start`` gives the workers; asyncio's
+    own loop leaves Nagle on there, and each reused connection waited 40 ms per call."""
+    import asyncio
+    import socket
+
+    from bedrot_lab.server.nodelay import NoDelayLoop
+
+    async def accepted_nodelay(loop: asyncio.AbstractEventLoop) -> int:
+        listener = socket.socket(socket.AF_INET)  # proto 0, as uvicorn's Config.bind_socket
+        listener.bind(("127.0.0.1", 0))
+        accepted: asyncio.Future[int] = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await loop.create_server(Probe, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        try:
+            return await asyncio.wait_for(accepted, 30)
+        finally:
+            writer.close()
+            server.close()
+
+    loop = NoDelayLoop()
+    try:
+        assert loop.run_until_complete(accepted_nodelay(loop))
+    finally:
+        loop.close()
