@@ -153,8 +153,11 @@ def bedrot_forked(*args: str, env: dict[str, str] | None = None, cwd: Path | Non
     """Run ``bedrot-lab`` as :func:`bedrot` does, in a real, separate process that skips the ~2 s of
     importing MLflow and pandas: a child forked from :data:`FORK_LAUNCHER`. For tests about what a command
     does and prints, not about how its process starts (imports, start-up time, detaching); a command
-    whose ``PYTHON*`` variables differ from this process's runs as :func:`bedrot` runs it."""
+    whose ``PYTHON*`` variables differ from this process's runs as :func:`bedrot` runs it, and so does
+    every command when ``BEDROT_TESTS_COLD`` is set (to see whether a failure depends on the forking)."""
     env = dict(os.environ if env is None else env)
+    if os.environ.get("BEDROT_TESTS_COLD"):
+        return bedrot(*args, env=env, cwd=cwd, timeout=timeout)
     launcher = _ForkLauncher.get()
     if {k: v for k, v in env.items() if k.startswith("PYTHON")} != {
             k: v for k, v in _ForkLauncher.environment.items() if k.startswith("PYTHON")}:
