@@ -304,3 +304,13 @@ def test_foreground_becomes_the_server_with_the_lakes_own_store_and_stops_by_pid
             server_cli(lake, "stop", "--timeout", "10", env=clean_env())
             process.kill()
             process.wait()
+
+
+def test_mlflows_empty_default_experiment_is_deleted_at_start_as_in_the_embedded_store(served):
+    # started with accounts on: deleting it takes the admin's login, read from the secrets file
+    import psycopg
+
+    base = os.environ["BEDROT_TEST_POSTGRES"].replace("+psycopg", "").rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/{served['database']}") as connection:
+        found = connection.execute("SELECT name, lifecycle_stage FROM experiments WHERE experiment_id = 0").fetchone()
+    assert found == ("Default", "deleted")

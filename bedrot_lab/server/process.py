@@ -302,6 +302,34 @@ def wait_healthy(url: str, alive: Callable[[], bool], timeout: float,
     return False
 
 
+def delete_empty_default(url: str, admin: tuple[str, str] | None = None) -> bool:
+    """Delete MLflow's ``Default`` experiment (id 0) on the server while it holds no run, as the
+    lab does in its embedded store: the lab never records there, and the UI would list it first,
+    empty. ``admin``: the login to do it with when accounts are on. True when it was deleted."""
+    import base64
+
+    headers = {"Content-Type": "application/json"}
+    if admin:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(admin).encode()).decode()
+
+    def call(endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None  # None: a GET
+        request = urllib.request.Request(f"{url}/api/2.0/mlflow/{endpoint}", data, headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    try:
+        default = call("experiments/get?experiment_id=0").get("experiment", {})
+        if default.get("lifecycle_stage") != "active":
+            return False
+        if call("runs/search", {"experiment_ids": ["0"], "max_results": 1, "run_view_type": "ALL"}).get("runs"):
+            return False
+        call("experiments/delete", {"experiment_id": "0"})
+        return True
+    except (OSError, ValueError):  # refused or gone: the UI shows an empty Default, nothing worse
+        return False
+
+
 def group_alive(pgid: int) -> bool:
     """True while a process of group ``pgid`` lives (a zombie, which nobody may reap where
     the init process does not, does not count)."""
