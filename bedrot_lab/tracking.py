@@ -88,12 +88,15 @@ def use_tracking_uri(uri: str) -> None:
 
 #: store errors after which the same call can simply be made again: SQLite's lock
 #: (nothing was committed), and a row that a concurrent writer inserted first in a
-#: get-or-create (a data set) or an upsert (a tag, an alias): the second attempt
-#: finds the row and links or updates it
+#: get-or-create (a data set) or an upsert (a tag, an alias), as SQLite and as PostgreSQL
+#: (through a server) word it: the second attempt finds the row and links or updates it
 RETRYABLE_ERRORS = ("database is locked", "database table is locked", *(
     f"UNIQUE constraint failed: {table}." for table in (
         "datasets", "tags", "experiment_tags", "registered_model_tags", "model_version_tags",
-        "registered_model_aliases")))
+        "registered_model_aliases")), *(
+    f'duplicate key value violates unique constraint "{key}"' for key in (
+        "dataset_pk", "tag_pk", "experiment_tag_pk", "registered_model_tag_pk", "model_version_tag_pk",
+        "registered_model_alias_pk")))
 
 
 class StoreUnavailable(BedrotLabError):
