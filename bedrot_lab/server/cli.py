@@ -75,8 +75,10 @@ def start(state, host, port, workers, backend_store_uri, artifacts_destination, 
         tail = process.log_tail(log)
         raise CliError(f"the server {why}; the end of {log}:\n{tail}" if tail else f"the server {why}")
     click.echo(f"server healthy after {time.monotonic() - started:.1f} s: {settings.url}")
-    admin = settings.admin_username, process.read_secrets(settings, os.environ)["MLFLOW_AUTH_ADMIN_PASSWORD"]
-    process.delete_empty_default(settings.url, admin if settings.auth else None)
+    admin = None
+    if settings.auth:
+        admin = settings.admin_username, process.read_secrets(settings, os.environ)["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    process.delete_empty_default(settings.url, admin)
     click.echo(f"  backend: {_masked(settings.backend_store_uri)}")
     click.echo(f"  artifacts: {settings.artifacts_destination} (proxied: clients see mlflow-artifacts:/ URIs)")
     if not settings.backend_store_uri.startswith("sqlite"):
