@@ -9,7 +9,9 @@ import json
 import multiprocessing
 import os
 import textwrap
-from collections.abc import Mapping
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -123,17 +125,70 @@ def assert_all_recorded(tracking_uri: str, processes: int) -> None:
     assert sum(len(files) for _, files in found) == processes * RUNS * 2
 
 
+#: PostgreSQL's max_connections of the issue's small server, less its 3 superuser_reserved_connections
+CONNECTIONS_ALLOWED = 50 - 3
+
+
+@pytest.fixture
+def limited_role(postgres: str, postgres_database: str) -> Iterator[tuple[str, str]]:
+    """``postgres_database`` owned by a new role that may hold only :data:`CONNECTIONS_ALLOWED`
+    connections, as a PostgreSQL with ``max_connections = 50`` would allow: (its URI, the role)."""
+    import psycopg
+
+    role, database = f"lab_{uuid.uuid4().hex[:10]}", postgres_database.rsplit("/", 1)[1]
+    admin = postgres.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {CONNECTIONS_ALLOWED}')
+        connection.execute(f'ALTER DATABASE "{database}" OWNER TO "{role}"')
+    yield postgres_database.replace("://mlflow@", f"://{role}@"), role
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        connection.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+class ConnectionPeak:
+    """The most connections ``role`` held at once, sampled every 50 ms while the block runs."""
+
+    def __init__(self, admin_uri: str, role: str):
+        self.admin_uri, self.role, self.peak = admin_uri.replace("+psycopg", ""), role, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_uri, autocommit=True) as connection:
+            while not self.done.wait(0.05):
+                (count,) = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
+                                              (self.role,)).fetchone()
+                self.peak = max(self.peak, count)
+
+    def __enter__(self) -> ConnectionPeak:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
 @pytest.mark.server
-def test_eight_clients_through_the_server_lose_nothing(bedrot_lake: Path, postgres_database: str) -> None:
-    """8 processes x 25 runs through ``bedrot-lab server start`` (its default 2 workers) on
-    PostgreSQL; then ``bedrot-lab run --json`` through it prints JSON only."""
-    with running_server(bedrot_lake, postgres_database, workers=2) as (url, env):
+def test_eight_clients_through_the_server_lose_nothing(bedrot_lake: Path, postgres: str,
+                                                        limited_role: tuple[str, str]) -> None:
+    """8 processes x 25 runs through ``bedrot-lab server start`` (its defaults) on a PostgreSQL
+    that allows the server 47 connections, as one with ``max_connections = 50`` would; then
+    ``bedrot-lab run --json`` through it prints JSON only."""
+    uri, role = limited_role
+    with running_server(bedrot_lake, uri, workers=2) as (url, env), ConnectionPeak(postgres, role) as connections:
         record_at_once(bedrot_lake, env, processes=8)
         assert_all_recorded(url, processes=8)
 
         done = bedrot("run", "load", "-P", "worker=9", "--json", env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["status"] == "FINISHED"  # no MLflow link amid it
+    log = (bedrot_lake / ".bedrot-lab" / "server" / "server.log").read_text()
+    assert "too many connections" not in log
+    assert 0 < connections.peak <= CONNECTIONS_ALLOWED
 
 
 def test_four_clients_on_the_embedded_store_lose_nothing(bedrot_lake: Path) -> None:
