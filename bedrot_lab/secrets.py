@@ -74,7 +74,12 @@ def environment_credentials(env: Mapping[str, str] = os.environ) -> set[str]:
     """The values of the environment variables whose names say credential
     (``MLFLOW_TRACKING_PASSWORD``, ``AWS_SECRET_ACCESS_KEY``): a password has no shape to be
     recognised by, so these are masked wherever they appear."""
-    return {value for name, value in env.items() if len(value) >= MIN_KNOWN_LENGTH and is_secret_name(name)}
+    return {value for name, value in env.items()
+            if len(value) >= MIN_KNOWN_LENGTH and is_secret_name(name) and name not in NOT_CREDENTIALS}
+
+
+#: variables whose names read like a credential ("pwd") but are not: the shell's working folders
+NOT_CREDENTIALS = frozenset({"PWD", "OLDPWD"})
 
 
 def secret_kind(value: str) -> str | None:

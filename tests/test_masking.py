@@ -172,3 +172,12 @@ def test_a_large_table_is_masked_cell_by_cell_at_its_edges():
     clean = Masker().frame(frame)
     assert clean["isrc"].iloc[[0, 5_000, -1]].tolist() == [MASK] * 3
     assert (clean["isrc"] != frame["isrc"]).sum() == 3
+
+
+def test_the_environments_credentials_are_masked_but_not_the_working_folder(tmp_path: Path) -> None:
+    from bedrot_lab.secrets import environment_credentials
+
+    password = "pw-" + random_tokens.token_hex(8)
+    env = {"MLFLOW_TRACKING_PASSWORD": password, "DB_PASSWORD": password + "x", "PWD": str(tmp_path),
+           "OLDPWD": str(tmp_path.parent), "HOME": str(tmp_path)}
+    assert environment_credentials(env) == {password, password + "x"}
