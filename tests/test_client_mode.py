@@ -55,7 +55,8 @@ def test_every_command_works_the_same_through_a_server_on_postgresql(
         curated = lake / "4_curated" / "dk_bank_details.csv"
         (output,) = artifacts.rglob("outputs/dk_bank_details.csv")
         assert curated.read_bytes() == output.read_bytes()
-        assert "dk_bank_details.csv" in cli("promotions", "list")
+        promoted = json.loads(cli("promotions", "list", "--json"))
+        assert [p["model"] for p in promoted] == ["curated.dk_bank_details"], promoted
 
         assert "total:" in cli("sandbox", "usage", "--by", "run")
         for job in ("report", "reap"):
