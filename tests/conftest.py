@@ -4,6 +4,7 @@ come from bedrot_lab.testing, the pytest plugin shipped for plugin authors."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -204,15 +205,26 @@ def postgres() -> str:
     return uri
 
 
-@pytest.fixture
-def postgres_database(postgres: str) -> Iterator[str]:
-    """A new, empty database in the test cluster, dropped after the test: its URI."""
+@contextlib.contextmanager
+def new_database(postgres: str, beside: tuple[str, ...] = ()) -> Iterator[str]:
+    """A new, empty database in the test cluster for the block: its URI. Afterwards it is dropped,
+    with the databases named like it plus each suffix of ``beside`` (``"_auth"``: its accounts')."""
     import psycopg
 
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = postgres.replace("+psycopg", "")
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    yield postgres.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield postgres.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            for database in (name, *(name + suffix for suffix in beside)):
+                connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_database(postgres: str) -> Iterator[str]:
+    """A new, empty database in the test cluster, dropped after the test: its URI."""
+    with new_database(postgres) as uri:
+        yield uri

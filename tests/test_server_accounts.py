@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import new_database
 from servers import running_server
 
 from bedrot_lab.testing import make_lake
@@ -68,16 +68,8 @@ def register_experiments(register):
 @pytest.fixture(scope="module")
 def backend(postgres: str) -> Iterator[str]:
     """A database for the module's server (and, beside it, the one its accounts go to), dropped after."""
-    import psycopg
-
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = postgres.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield postgres.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        for database in (name, f"{name}_auth"):
-            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with new_database(postgres, beside=("_auth",)) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="module")
