@@ -223,7 +223,7 @@ PASSWORD = "pw-" + secrets.token_hex(8)  # fake, made here
     (f"postgresql+psycopg://nobody:{PASSWORD}@127.0.0.1:1/nothing", 1,
      "cannot reach the leader lock's database postgresql://nobody:****@127.0.0.1:1/nothing: "),
     (f"mysql://nobody:{PASSWORD}@127.0.0.1/nothing", 2, "daemon.leader_lock: expected a PostgreSQL URI"),
-])
+], ids=["unreachable", "not-postgresql"])  # ids without the password: each test process makes its own
 def test_a_leader_lock_that_cannot_be_used_is_one_line_at_start(tmp_path, uri, code, says):
     pytest.importorskip("psycopg")
     lake = two_hosts(tmp_path, uri, tmp_path / "stamps.txt")[0]
