@@ -43,8 +43,13 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "plugins": {"disabled": list, "paths": list, "prefer": str},
     "experiments": {"specs": str},
-    "compute": {"memory_limit": str, "threads": int},
+    "compute": {"memory_limit": str, "threads": int, "limits": dict},
 }
+#: the keys of ``[compute.limits]`` and of its per-user and per-experiment tables: what each
+#: bounds per run (see docs/compute.md) and whether it takes a size or seconds; 0 switches it off
+RUN_LIMIT_KEYS = {"memory": "size", "cpu_seconds": "seconds", "wall_seconds": "seconds", "workdir": "size"}
+#: the sub-tables of ``[compute.limits]`` that override its keys for one user or one experiment
+LIMIT_OVERRIDES = ("users", "experiments")
 #: ``[compute] memory_limit`` when the file sets none: the share of RAM a query may hold before it spills
 DEFAULT_MEMORY_LIMIT = "50%"
 _MEMORY_LIMIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]i?B)\s*", re.IGNORECASE)
@@ -62,6 +67,20 @@ class ConfigError(UsageError):
 
 class LakeNotFound(ConfigError):
     """No lake root could be found from the arguments, the environment or the folders."""
+
+
+@dataclass(frozen=True)
+class LimitTables:
+    """``[compute.limits]`` as the file sets it: the limits of every run (key -> value as written,
+    a size string or seconds; 0 switches a limit off), and the tables overriding them for one user
+    (``[compute.limits.users.<user>]``) or one experiment (``[compute.limits.experiments.<name>]``)."""
+
+    every_run: Mapping[str, str | float] = field(default_factory=dict)
+    users: Mapping[str, Mapping[str, str | float]] = field(default_factory=dict)
+    experiments: Mapping[str, Mapping[str, str | float]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.every_run or self.users or self.experiments)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,8 @@ class Settings:
     credentials_file: Path | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT  # "4GB", "512MiB" or "50%" (of RAM)
     threads: int = 0  # 0: one per core
+    #: ``[compute.limits]``, checked: the limits of every run and their overrides (see limits.py)
+    run_limits: LimitTables = field(default_factory=LimitTables)
     user: str = field(default_factory=lambda: current_user())
     name: str = "bedrot"
     #: the other tables of the file, raw: each is claimed and checked by the feature that
@@ -182,7 +203,56 @@ def read_config_file(path: Path) -> dict[str, Any]:
                                   path, name)
             if name == "compute.threads" and value < 0:
                 raise ConfigError(f"expected 0 (one per core) or more, got {value!r}", path, name)
+            if name == "compute.limits":
+                limit_tables(value, path)
     return data
+
+
+def limit_tables(table: Mapping[str, Any], path: Path | None = None) -> LimitTables:
+    """``[compute.limits]`` checked: a mistake is a :class:`ConfigError` naming ``path`` and the key."""
+    every_run = _limit_values(table, path, "compute.limits", overrides=True)
+    found: dict[str, dict[str, Mapping[str, str | float]]] = {}
+    for kind in LIMIT_OVERRIDES:
+        tables = table.get(kind, {})
+        if not isinstance(tables, dict):
+            raise ConfigError(f"expected tables such as [compute.limits.{kind}.NAME], got {tables!r}", path,
+                              f"compute.limits.{kind}")
+        found[kind] = {}
+        for who, values in tables.items():
+            key = f"compute.limits.{kind}.{who}"
+            if not isinstance(values, dict):
+                raise ConfigError(f"expected a table of limits ({', '.join(RUN_LIMIT_KEYS)}), got {values!r}",
+                                  path, key)
+            found[kind][who] = _limit_values(values, path, key)
+    return LimitTables(every_run, found["users"], found["experiments"])
+
+
+def _limit_values(table: Mapping[str, Any], path: Path | None, where: str,
+                  overrides: bool = False) -> dict[str, str | float]:
+    values: dict[str, str | float] = {}
+    for key, value in table.items():
+        name = f"{where}.{key}"
+        if overrides and key in LIMIT_OVERRIDES:
+            continue
+        kind = RUN_LIMIT_KEYS.get(key)
+        if kind is None:
+            known = [*RUN_LIMIT_KEYS, *(f"[{where}.{sub}.NAME]" for sub in LIMIT_OVERRIDES if overrides)]
+            raise ConfigError(f"unknown key; [{where}] takes {', '.join(known)}", path, name)
+        if value == 0 and not isinstance(value, bool):
+            values[key] = 0  # no limit (an override switching off a limit set for every run)
+        elif kind == "seconds":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"expected seconds (a positive number, or 0 for no limit), got {value!r}",
+                                  path, name)
+            values[key] = value
+        else:
+            percent = key == "memory"  # a share of RAM is a memory size, never a disk size
+            if not isinstance(value, str) or memory_limit_bytes(value) is None or (
+                    not percent and value.strip().endswith("%")):
+                shapes = '"4GB", "512MiB"' + (' or "25%" (of RAM)' if percent else "")
+                raise ConfigError(f"expected a size such as {shapes}, or 0 for no limit; got {value!r}", path, name)
+            values[key] = value.strip()
+    return values
 
 
 def memory_limit_bytes(limit: str) -> int | None:
@@ -202,7 +272,8 @@ def memory_limit_bytes(limit: str) -> int | None:
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
     types = expected if isinstance(expected, tuple) else (expected,)
-    names = {str: "a string", bool: "true or false", list: "a list", int: "a number", float: "a number"}
+    names = {str: "a string", bool: "true or false", list: "a list", int: "a number", float: "a number",
+             dict: "a table"}
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
@@ -258,6 +329,7 @@ def settings_from(
         credentials_file=_under(root, tracking["credentials"]) if tracking.get("credentials") else None,
         memory_limit=data.get("compute", {}).get("memory_limit", DEFAULT_MEMORY_LIMIT),
         threads=data.get("compute", {}).get("threads", 0),
+        run_limits=limit_tables(data.get("compute", {}).get("limits", {})),
         name=data.get("lake", {}).get("name", root.name),
         tables={table: values for table, values in data.items() if table not in SCHEMA},
     )
