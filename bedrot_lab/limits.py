@@ -97,9 +97,10 @@ class ChildStopped(BedrotLabError):
     """A run's child process ended without recording its own end: stopped at a limit, after an
     interrupt, or dead of something else. The parent records it: ``status`` and the one-line message."""
 
-    def __init__(self, message: str, status: str, interrupted_by: str = ""):
+    def __init__(self, message: str, status: str, usage: ChildUsage, interrupted_by: str = ""):
         super().__init__(message)
         self.status = status
+        self.usage = usage
         self.interrupted_by = interrupted_by
 
 
@@ -161,7 +162,7 @@ def run_in_child(limits: RunLimits, work: Callable[[], None], outcome: Any, reco
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        _child(work, outcome, write_end, after_fork)
+        _child(work, outcome, recorder, write_end, after_fork)
     os.close(write_end)
     try:
         watch = _Watch(pid, limits, workdir)
@@ -177,22 +178,24 @@ def run_in_child(limits: RunLimits, work: Callable[[], None], outcome: Any, reco
         recorder.set_tags({LIMIT_TAG: breach.key, LIMIT_VALUE_TAG: breach.value, "error": breach.line}, by_name=False)
         status = "KILLED" if breach.key == "wall_seconds" else "FAILED"
         if report is None:
-            raise ChildStopped(breach.line, status)
+            raise ChildStopped(breach.line, status, usage)
         outcome.status, outcome.error, outcome.interrupted_by = status, breach.line, ""
     elif report is None:
         if interrupted:
-            raise ChildStopped(f"interrupted by {interrupted}", "KILLED", interrupted)
-        raise ChildStopped(watch.death(), "FAILED")
+            raise ChildStopped(f"interrupted by {interrupted}", "KILLED", usage, interrupted)
+        raise ChildStopped(watch.death(), "FAILED", usage)
     return usage
 
 
-def _child(work: Callable[[], None], outcome: Any, report_to: int, after_fork: Callable[[], None]) -> None:
+def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int,
+           after_fork: Callable[[], None]) -> None:
     """The child's whole life: fresh connections, the work, its outcome reported, ``os._exit``
     (never the parent's atexit handlers, never the end of the run, which is the parent's)."""
     code = 1
     try:
         after_fork()
         work()
+        recorder.flush()  # the metrics it logged last: the parent ends the run, but from its own buffer
         with os.fdopen(report_to, "w") as pipe:
             pipe.write(json.dumps({"status": outcome.status, "error": outcome.error[:ERROR_CHARS],
                                    "interrupted_by": outcome.interrupted_by}))

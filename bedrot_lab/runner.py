@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .context import InputDigests
     from .experiments import Experiment
     from .lab import Lab
+    from .limits import RunLimits
     from .tracking import RunRecorder
 
 log = logging.getLogger(__name__)
@@ -98,16 +99,21 @@ def prepare(lab: Lab, name: str, raw_params: Mapping[str, Any] | None = None, **
 def run(lab: Lab, request: RunRequest, *, parent_run_id: str | None = None) -> RunResult:
     """Run ``request`` as one MLflow run and return how it ended. Never raises for
     a failure of the experiment itself: that is recorded and returned."""
+    from .limits import limits_for
+
     def body(ctx: Any) -> None:
         lab.plugins.hook.before_run(ctx=ctx)
         request.experiment.func(ctx)
         lab.plugins.hook.after_run(ctx=ctx)
 
-    return _tracked(lab, request, body, parent_run_id=parent_run_id)
+    limits = limits_for(lab.settings, lab.settings.user, request.experiment.name)
+    return _tracked(lab, request, body, parent_run_id=parent_run_id, limits=limits)
 
 
 def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
-             parent_run_id: str | None = None, result: RunResult | None = None) -> RunResult:
+             parent_run_id: str | None = None, result: RunResult | None = None,
+             limits: RunLimits | None = None) -> RunResult:
+    """Run ``body`` as one MLflow run; with ``limits``, in a child process stopped at them (limits.py)."""
     from .context import RunContext
     from .tracking import OpeningRun, SystemMetrics
 
@@ -118,6 +124,12 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
     if reasons:
         raise RunRefused("not starting the run: " + "; ".join(reasons))
     tags = _run_tags(lab, request)
+    if limits:
+        from .limits import LIMITS_TAG
+
+        tags[LIMITS_TAG] = limits.describe()
+        log.warning("compute limits apply to this run: %s; it runs in a process of its own, stopped when it "
+                    "goes past one ([compute.limits] in bedrot-lab.toml)", limits.describe())
     masker = Masker()
     # params first: a value masked by its name is then masked wherever it reappears
     masked = masker.mapping(request.params, "param")
@@ -146,16 +158,29 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
         usage = _Usage()
         system = SystemMetrics(recorder, lab.settings)
         ctx = RunContext(lab, experiment, request.params, recorder, digests)
-        try:
-            body(ctx)
-        except (KeyboardInterrupt, RunTerminated) as exc:
-            outcome.status, outcome.interrupted_by = KILLED, "SIGTERM" if isinstance(exc, RunTerminated) else "SIGINT"
-            outcome.error = f"interrupted by {outcome.interrupted_by}"
-            _record_failure(lab, ctx, recorder, exc, outcome.error)
-        except Exception as exc:
-            outcome.status, outcome.error = FAILED, masker.text(describe(exc), "error")
-            if not (isinstance(recorder, OpeningRun) and recorder.failure()):
+
+        def run_body() -> None:
+            """The body, its failure and its end recorded: what a limited run's child process does."""
+            try:
+                body(ctx)
+            except (KeyboardInterrupt, RunTerminated) as exc:
+                outcome.status = KILLED
+                outcome.interrupted_by = "SIGTERM" if isinstance(exc, RunTerminated) else "SIGINT"
+                outcome.error = f"interrupted by {outcome.interrupted_by}"
                 _record_failure(lab, ctx, recorder, exc, outcome.error)
+            except Exception as exc:
+                outcome.status, outcome.error = FAILED, masker.text(describe(exc), "error")
+                if not (isinstance(recorder, OpeningRun) and recorder.failure()):
+                    _record_failure(lab, ctx, recorder, exc, outcome.error)
+            if not (isinstance(recorder, OpeningRun) and recorder.failure()):
+                lab.plugins.call_isolated("on_run_end", ctx=ctx, status=outcome.status)
+                ctx.close()
+
+        try:
+            if limits:
+                usage = _limited(lab, limits, ctx, recorder, run_body, outcome)
+            else:
+                run_body()
         finally:
             system.stop()
             unopened = recorder.failure() if isinstance(recorder, OpeningRun) else None
@@ -163,13 +188,34 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
                 ctx.release()
                 raise unopened
             try:
-                lab.plugins.call_isolated("on_run_end", ctx=ctx, status=outcome.status)
-                ctx.close()
                 recorder.log_metrics(usage.metrics())
             finally:
                 recorder.end(outcome.status)
                 outcome.run_id = recorder.run_id
     return outcome
+
+
+def _limited(lab: Lab, limits: RunLimits, ctx: Any, recorder: Any, run_body: Callable[[], None],
+             outcome: RunResult) -> Any:
+    """Run ``run_body`` in a child process under ``limits`` (see :func:`~bedrot_lab.limits.run_in_child`)
+    and return what it used; a child that could not record its own end is recorded here."""
+    from .context import InputDigests
+    from .limits import ChildStopped, run_in_child
+
+    _ = ctx.run_id  # the run is open before the fork (a failure to open it is raised here)
+
+    def in_child() -> None:
+        ctx.digests = InputDigests(ctx.digests.cache_file)  # its thread pool stayed in the parent
+        run_body()
+
+    try:
+        return run_in_child(limits, in_child, outcome, recorder, ctx.workdir_path)
+    except ChildStopped as stopped:
+        outcome.status, outcome.error, outcome.interrupted_by = stopped.status, str(stopped), stopped.interrupted_by
+        _record_failure(lab, ctx, recorder, stopped, outcome.error)
+        lab.plugins.call_isolated("on_run_end", ctx=ctx, status=outcome.status)
+        ctx.close()
+        return stopped.usage
 
 
 def default_run_name(experiment: Experiment, params: Mapping[str, Any],
