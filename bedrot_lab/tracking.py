@@ -9,6 +9,7 @@ import math
 import os
 import random
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -802,3 +803,34 @@ def is_finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+# -- a run's body in a forked process (bedrot_lab.limits) -----------------------------------
+
+#: the connection pools a forked process inherited: kept referenced, so that they are never
+#: garbage-collected (and their connections, which are the parent's, never closed) in it
+_INHERITED_POOLS: list[Any] = []
+#: MLflow's store classes that keep one SQLAlchemy engine per database for the whole process
+_ENGINE_CACHES = {"mlflow.store.tracking.sqlalchemy_store": "SqlAlchemyStore",
+                  "mlflow.store.model_registry.sqlalchemy_store": "SqlAlchemyStore",
+                  "mlflow.store.jobs.sqlalchemy_store": "SqlAlchemyJobStore"}
+
+
+def after_fork() -> None:
+    """Make MLflow open connections of its own in a process just forked from one that used it:
+    the database connections (SQLite, PostgreSQL) and HTTP sessions it inherited are the
+    parent's, and two processes talking on one connection corrupt both conversations. Also
+    gives the process an alarm thread of its own (threads do not survive a fork)."""
+    global _ALARM
+    _ALARM = _Alarm()
+    for module_name, class_name in _ENGINE_CACHES.items():
+        store = getattr(sys.modules.get(module_name), class_name, None)
+        if store is None:  # never imported: nothing inherited
+            continue
+        store._engine_map_lock = threading.Lock()  # another thread may have held it at the fork
+        for engine in list(store._engine_map.values()):
+            _INHERITED_POOLS.append(engine.pool)
+            engine.dispose(close=False)
+    request_utils = sys.modules.get("mlflow.utils.request_utils")
+    if request_utils is not None:
+        request_utils._cached_get_request_session.cache_clear()
