@@ -44,6 +44,7 @@ COMMANDS = {
     "sandbox": "bedrot_lab.sandbox.cli:sandbox",
     "daemon": "bedrot_lab.daemon.cli:daemon",
     "server": "bedrot_lab.server.cli:server",
+    "convert": "bedrot_lab.notebooks.cli:convert",
 }
 #: where an invocation keeps its :class:`PluginCommands` (in ``click.Context.meta``)
 PLUGIN_COMMANDS = "bedrot_lab.plugin_commands"
