@@ -558,6 +558,77 @@ def _remember_artifact_location(client: MlflowClient, run: Any) -> None:
         log.debug("artifact location of run %s not remembered: %s", run.info.run_id, exc)
 
 
+#: a run's outcome as a person judged it (``runs annotate --outcome``), searchable in MLflow
+OUTCOME_TAG = "bedrot.outcome"
+OUTCOMES = ("success", "failure", "inconclusive")
+#: one tag per finding written back to a run, named to sort by time; the description holds them all
+FINDING_TAG = INTERNAL + "finding."
+RUN_NOTE_CHARS = 8000  # MLflow's longest run tag value: a longer description would be cut
+#: rounds of appending to a description that other annotations keep changing (each round appends all)
+ANNOTATE_ROUNDS = 50
+
+
+def annotate_run(client: MlflowClient, run_id: str, *, user: str, finding: str | None = None,
+                 outcome: str | None = None, masker: Masker | None = None) -> dict[str, Any]:
+    """Write what a person learned from run ``run_id`` back to it, in any state: ``finding``
+    (Markdown, masked) appended to its description as a section ``**Finding (date, user).** ...``,
+    ``outcome`` (one of :data:`OUTCOMES`) as tag :data:`OUTCOME_TAG`, and who annotated it
+    when. Returns what was set. What the masker masks is added to :data:`MASKED_TAG`.
+
+    Concurrent annotations of one run all keep their finding: each is stored first in a tag
+    of its own (:data:`FINDING_TAG`), then every finding tag that the description lacks is
+    appended to it, and read back, until a read shows them all there. Whoever writes the
+    description last reads it back after that, so a write made from an older read never stays."""
+    from datetime import datetime
+
+    from mlflow.entities import RunTag
+
+    from .secrets import Masker
+
+    masker = masker or Masker()
+    now = datetime.now().astimezone()
+    done: dict[str, Any] = {"run_id": run_id, "outcome": outcome, "finding": None,
+                            "annotated_by": user, "annotated_at": now.isoformat(timespec="seconds")}
+    tags = {"bedrot.annotated_by": user, "bedrot.annotated_at": done["annotated_at"]}
+    if outcome is not None:
+        tags[OUTCOME_TAG] = outcome
+    if finding is not None:
+        done["finding"] = masker.text(f"**Finding ({now:%Y-%m-%d}, {user}).** {finding.strip()}", "finding")
+        description = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
+        if len(description) + 2 + len(done["finding"]) > RUN_NOTE_CHARS:
+            from .errors import UsageError
+
+            raise UsageError(f"the finding does not fit: run {run_id}'s description would be over MLflow's "
+                             f"{RUN_NOTE_CHARS} characters ({len(description)} already); shorten the finding")
+        tags[f"{FINDING_TAG}{time.time_ns()}.{os.urandom(3).hex()}"] = done["finding"]
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()], synchronous=True)
+    for _ in range(ANNOTATE_ROUNDS):
+        if _append_findings(client, run_id, masker.notes):
+            return done
+    raise StoreBusy(f"run {run_id}'s description kept changing while the finding was appended to it; "
+                    "the finding is kept in its tag: annotate the run again to append it")
+
+
+def _append_findings(client: MlflowClient, run_id: str, notes: list[str]) -> bool:
+    """True when the run's description holds every finding of its tags and :data:`MASKED_TAG` every
+    one of ``notes``; else append what is missing (it is read back in the next round)."""
+    from mlflow.entities import RunTag
+
+    tags = client.get_run(run_id).data.tags
+    description = tags.get(NOTE_TAG, "")
+    missing = [text for key, text in sorted(tags.items()) if key.startswith(FINDING_TAG) and text not in description]
+    masked = tags.get(MASKED_TAG) or ""
+    known = masked.split("; ") if masked else []
+    merged = "; ".join([*known, *(note for note in notes if note not in known)])[:5000]  # as Masker.summary
+    update = {NOTE_TAG: "\n\n".join([description, *missing]).strip()} if missing else {}
+    if merged != masked:
+        update[MASKED_TAG] = merged
+    if not update:
+        return True
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in update.items()], synchronous=True)
+    return False
+
+
 def make_active(recorder: RunRecorder) -> None:
     """Make the run of ``recorder``, opened with ``active=False`` (on another thread), the
     calling thread's active MLflow run."""

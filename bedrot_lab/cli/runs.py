@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..tracking import FINDING_TAG, NOTE_TAG, OUTCOME_TAG, OUTCOMES
 from . import CliError
 from .output import SHORT_ID, duration, echo_json, echo_table, number, run_seconds, terminal_width
 
@@ -25,6 +26,8 @@ MAX_CANDIDATES = 5
 _HEX = re.compile(r"[0-9a-f]+")
 #: bookkeeping tags (process, host, heartbeat) that `runs show` leaves to --json
 INTERNAL_TAGS = "bedrot.internal."
+#: `runs list --outcome none`: the runs never given an outcome
+NO_OUTCOME = "none"
 
 
 @click.group()
@@ -35,16 +38,20 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--experiment", "experiment", help="Only runs of this experiment.")
 @click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs with this status.")
+@click.option("--outcome", metavar="[" + "|".join((*OUTCOMES, NO_OUTCOME)) + "]",
+              help="Only runs given this outcome by `runs annotate` (none: never given one).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="At most this many runs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def runs_list(state, experiment: str | None, status: str | None, limit: int, as_json: bool) -> None:
+def runs_list(state, experiment: str | None, status: str | None, outcome: str | None, limit: int,
+              as_json: bool) -> None:
     """List runs, newest first, a sweep's runs under their parent.
 
     Run ids are shown by their first 8 characters; `runs show` takes any unique
-    prefix of 6 or more.
+    prefix of 6 or more. An OUTCOME column appears when a listed run has one.
     """
+    outcome = _outcome_option(outcome, (*OUTCOMES, NO_OUTCOME))
     client = state.lab.store.client
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if experiment:
@@ -53,20 +60,33 @@ def runs_list(state, experiment: str | None, status: str | None, limit: int, as_
             raise CliError(f"no runs recorded for experiment {experiment!r}; known: {', '.join(experiments.values())}", 2)
     else:
         ids = list(experiments)
+    conditions = [f"attributes.status = '{status.upper()}'"] if status else []
+    if outcome:
+        conditions.append(f"tags.`{OUTCOME_TAG}` " + ("IS NULL" if outcome == NO_OUTCOME else f"= '{outcome}'"))
     found = client.search_runs(
-        ids, filter_string=f"attributes.status = '{status.upper()}'" if status else "",
-        max_results=limit, order_by=["attributes.start_time DESC"],
+        ids, filter_string=" AND ".join(conditions), max_results=limit, order_by=["attributes.start_time DESC"],
     ) if ids else []
     if as_json:
         echo_json([_summary(r, experiments) for r in found])
         return
-    if not (experiment or status):  # a sweep's parent is shown above its children, even if older
+    if not (experiment or status or outcome):  # a sweep's parent is shown above its children, even if older
         found = [*found, *_missing_parents(client, found)]
     rows = [{**_summary(r, experiments), "run": ("  " * depth) + r.info.run_id[:SHORT_ID],
              "started": _started(r.info.start_time, "%Y-%m-%d %H:%M"), "duration": duration(run_seconds(r.info))}
             for depth, r in nested(found)[:limit]]
-    echo_table(rows, ["run", "experiment", "status", "started", "duration", "name"], empty="no runs yet",
-               right={"duration"}, shrink=("name", "experiment"))
+    columns = ["run", "experiment", "status", *(["outcome"] if any(row["outcome"] for row in rows) else []),
+               "started", "duration", "name"]
+    echo_table(rows, columns, empty="no runs yet", right={"duration"}, shrink=("name", "experiment"))
+
+
+def _outcome_option(value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """``value`` of an --outcome option, lower-cased, or one clear line (click's own error for a
+    choice is three)."""
+    if value is None:
+        return None
+    if value.strip().lower() not in allowed:
+        raise CliError(f"--outcome {value!r} is not an outcome: give one of {', '.join(allowed)}", exit_code=2)
+    return value.strip().lower()
 
 
 def nested(found: list) -> list[tuple[int, Any]]:
@@ -121,7 +141,8 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     experiments = {found.info.experiment_id: client.get_experiment(found.info.experiment_id).name}
     data = {
         **_summary(found, experiments),
-        "description": found.data.tags.get("mlflow.note.content", ""),
+        "description": found.data.tags.get(NOTE_TAG, ""),
+        "findings": [text for key, text in sorted(found.data.tags.items()) if key.startswith(FINDING_TAG)],
         "params": found.data.params,
         "metrics": found.data.metrics,
         "tags": {k: v for k, v in sorted(found.data.tags.items()) if not k.startswith("mlflow.")},
@@ -142,12 +163,20 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     took = duration(run_seconds(found.info))
     head = {"run": run_id, "experiment": data["experiment"], "name": data["name"], "status": data["status"],
             "started": f"{data['started']}, " + (f"took {took}" if took else "still running"), "user": data["user"],
-            "sweep": f"child of run {data['parent_run_id']}" if data["parent_run_id"] else ""}
+            "sweep": f"child of run {data['parent_run_id']}" if data["parent_run_id"] else "",
+            "outcome": data["outcome"]}
     _echo_pairs("", {key: value for key, value in head.items() if value}, sort=False)
     if data["error"]:
         click.echo(textwrap.fill(data["error"], width, initial_indent="error       ", subsequent_indent=" " * 12))
-    if data["description"]:
-        click.echo("\n" + to_terminal(data["description"], width))
+    description = data["description"]
+    for finding in data["findings"]:  # shown under their own heading below
+        description = description.replace(finding, "")
+    if description.strip():
+        click.echo("\n" + to_terminal(re.sub(r"\n{3,}", "\n\n", description).strip(), width))
+    if data["findings"]:
+        click.echo("\nFindings:\n")
+        click.echo(textwrap.indent(to_terminal("\n\n".join(data["findings"]), width - 2), "  ",
+                                   lambda line: bool(line.strip())))
     _echo_pairs("Params", data["params"])
     _echo_pairs("Metrics", {key: number(value, 6) for key, value in data["metrics"].items()})
     _echo_pairs("Tags", {key: value for key, value in data["tags"].items() if not key.startswith(INTERNAL_TAGS)})
@@ -164,6 +193,44 @@ def runs_show(state, run_id: str, as_json: bool) -> None:
     click.echo("\nArtifacts:")
     for path in data["artifacts"]:
         click.echo(f"  {path}")
+
+
+@runs.command("annotate")
+@click.argument("run_id")
+@click.option("--finding", metavar="TEXT", help="What the run taught, in Markdown; - reads it from stdin.")
+@click.option("--outcome", metavar="[" + "|".join(OUTCOMES) + "]", help="How the experiment came out.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was set as JSON.")
+@click.pass_obj
+def runs_annotate(state, run_id: str, finding: str | None, outcome: str | None, as_json: bool) -> None:
+    """Write a finding and an outcome back to a run, whatever its state.
+
+    The finding is appended to the run's description (which the MLflow UI shows on the
+    run's page) as a section "Finding (date, user)", after what is there; the outcome
+    is the run's tag bedrot.outcome, by which `runs list --outcome` and MLflow's search
+    (tags.bedrot.outcome = 'failure') find runs. Credentials in the finding are masked.
+    RUN_ID may be any unique prefix of a run id, of 6 characters or more.
+    """
+    from ..tracking import annotate_run
+
+    outcome = _outcome_option(outcome, OUTCOMES)
+    if finding == "-":
+        finding = click.get_text_stream("stdin").read()
+    if finding is not None and not finding.strip():
+        raise CliError("the finding is empty: give its text with --finding TEXT (or --finding - to read it "
+                       "from stdin)", exit_code=2)
+    if finding is None and outcome is None:
+        raise CliError(f"nothing to write to run {run_id!r}: give --finding TEXT, --outcome "
+                       f"{'|'.join(OUTCOMES)}, or both", exit_code=2)
+    client = state.lab.store.client
+    found = find_run(client, run_id, state.lab.settings.tracking_uri_shown)
+    done = annotate_run(client, found.info.run_id, user=state.lab.settings.user, finding=finding, outcome=outcome)
+    if as_json:
+        echo_json(done)
+        return
+    wrote = [f"outcome {outcome}"] if outcome else []
+    if finding is not None:
+        wrote.insert(0, "finding appended to its description")
+    click.echo(f"annotated run {found.info.run_id} ({found.info.status}): {', '.join(wrote)}")
 
 
 def find_run(client, run_id: str, store: str):
@@ -267,6 +334,7 @@ def _summary(found, experiments: dict[str, str]) -> dict:
         "user": found.data.tags.get("bedrot.user", ""),
         "error": found.data.tags.get("error", ""),
         "parent_run_id": found.data.tags.get(PARENT_TAG, ""),
+        "outcome": found.data.tags.get(OUTCOME_TAG, ""),
     }
 
 
