@@ -18,17 +18,19 @@ from .lake import Dataset, DatasetError
 if TYPE_CHECKING:
     from .context import RunContext
     from .lab import Lab
+    from .notebooks.session import notebook_context
     from .sandbox.violation import Violation
 
 __version__ = "0.1.0"
 
 #: names loaded on first use, so that ``import bedrot_lab`` stays light
-_LAZY = {"Lab": "lab", "RunContext": "context", "Violation": "sandbox.violation"}
+_LAZY = {"Lab": "lab", "RunContext": "context", "Violation": "sandbox.violation",
+         "notebook_context": "notebooks.session"}
 
 __all__ = [
     "BedrotLabError", "ConfigError", "Dataset", "DatasetError", "Experiment", "HousekeepingJob", "JobContext", "Lab",
     "Param", "ParamError", "RunContext", "Settings", "UsageError", "Violation", "__version__", "experiment",
-    "hookimpl",
+    "hookimpl", "notebook_context",
 ]
 
 

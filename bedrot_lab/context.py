@@ -77,6 +77,7 @@ class RunContext:
         self.skipped: dict[str, str] = {}
         self._metric_kinds: dict[str, tuple[str, str]] = {}  # metric -> its first value's kind, and where
         self.report_parts: list[str] = []
+        self._reported = 0  # report parts already written to report.md
 
     @property
     def settings(self):
@@ -333,14 +334,24 @@ class RunContext:
 
         return Path(tempfile.mkdtemp(prefix=f"bedrot-{self.run_id[:8]}-"))
 
+    def flush(self) -> None:
+        """Send the metrics logged so far, and the report if it grew (a notebook's context
+        does it after every cell; the runner when the run ends)."""
+        self.recorder.flush()
+        self._write_report()
+
     def close(self) -> None:
         """Write the report, then :meth:`release` (called by the runner)."""
         try:
-            if self.report_parts:
-                title = f"# {self.experiment.name}\n\n"
-                self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")
+            self._write_report()
         finally:
             self.release()
+
+    def _write_report(self) -> None:
+        if self.report_parts and len(self.report_parts) != self._reported:
+            title = f"# {self.experiment.name}\n\n"
+            self.recorder.log_text(title + "\n\n".join(self.report_parts) + "\n", "report.md")
+            self._reported = len(self.report_parts)
 
     def release(self) -> None:
         """Close the query engine, drop the digests not started and remove scratch files."""

@@ -156,6 +156,31 @@ def register_commands(cli):
 
 
 @hookspec
+def experiment_from_file(path, settings):
+    """Make a file an experiment: ``bedrot-lab run path/to/FILE`` and a spec's ``notebook =``
+    or ``script =`` key run what a plugin returns for it.
+
+    Args:
+        path: the file, an absolute :class:`pathlib.Path` that exists.
+        settings: the lake's :class:`bedrot_lab.Settings`.
+
+    Return an :class:`bedrot_lab.Experiment` whose function runs the file (its ``params``
+    are what ``-P`` may set; its ``name`` names the MLflow experiment), or None for a file
+    the plugin does not run. The first plugin to return one wins. The built-in
+    ``notebooks`` plugin runs notebooks (``.ipynb``, with papermill) and Python scripts
+    (``.py``).
+
+    Example::
+
+        @hookimpl
+        def experiment_from_file(path):
+            if path.suffix == ".sql":
+                return experiment(path.name, description=f"runs {path.name}")(
+                    lambda ctx: ctx.log_table(ctx.sql(path.read_text()), path.stem))
+    """
+
+
+@hookspec
 def validate_run(experiment, params, settings, lab):
     """Check a run before it is created: nothing exists in MLflow yet.
 

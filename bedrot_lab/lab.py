@@ -14,7 +14,16 @@ from .errors import UsageError
 from .experiments import Experiment
 from .jobs import HousekeepingJob
 from .lake import Dataset, DatasetError
-from .plugins import PluginError, PluginHost, PluginInfo, close_names, duplicate_dataset, make_plugin_host
+from .plugins import (
+    PluginError,
+    PluginHost,
+    PluginInfo,
+    call_each,
+    close_names,
+    describe,
+    duplicate_dataset,
+    make_plugin_host,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -149,6 +158,31 @@ class Lab:
         if runnable and found.unavailable:
             raise PluginError(f"experiment {name!r} cannot run here: {found.unavailable}")
         return found
+
+    def runnable(self, target: str | Path) -> Experiment:
+        """What ``bedrot-lab run TARGET`` runs: the experiment named ``target``, else the file
+        ``target`` (a notebook, a script) as the experiment a plugin makes of it
+        (``experiment_from_file``). A path that is no file, or a file no plugin runs, is a
+        :class:`UsageError` naming it."""
+        if isinstance(target, str) and target in self.experiments:
+            return self.experiment(target)
+        path = Path(target).expanduser()
+        if not path.is_file():
+            if isinstance(target, str) and "/" not in target and not path.suffix:
+                return self.experiment(target)  # a name: the catalog's error lists the known ones
+            raise UsageError(f"{target}: no such file (and no experiment of that name)")
+        path = path.resolve()
+        for call in call_each(self.plugins.hook.experiment_from_file, path=path, settings=self.settings):
+            if call.error is not None:
+                raise PluginError(f"plugin {call.plugin!r} could not make an experiment of {path}: "
+                                  f"{describe(call.error)}")
+            if call.result is not None:
+                if not isinstance(call.result, Experiment):
+                    raise PluginError(f"plugin {call.plugin!r} returned {call.result!r} for {path}; "
+                                      "experiment_from_file returns what @experiment returns, or None")
+                return Experiment(**{**call.result.__dict__, "plugin": call.plugin})
+        raise UsageError(f"{path}: no plugin runs {path.suffix or 'such'} files; bedrot-lab runs notebooks "
+                         "(.ipynb) and Python scripts (.py), and experiments by name")
 
     def dataset(self, name: str) -> Dataset:
         try:

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "violation_sinks": "bedrot_lab.sandbox.violation_sinks",
     "daemon": "bedrot_lab.daemon.hooks",
     "server": "bedrot_lab.server.hooks",
+    "notebooks": "bedrot_lab.notebooks.hooks",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import click
 from . import CliError, set_verbosity
 from .output import SHORT_ID, duration, echo_json, echo_table, number, run_seconds, terminal_width
 
+#: the param that holds a script's command-line arguments (see bedrot_lab.notebooks.script)
+ARGS = "args"
 #: the tag in which a sweep's parent run states its best child and why
 BEST_TAG = "bedrot.sweep.best"
 #: metrics the runner logs on every run: never a sweep table's columns
@@ -49,6 +52,7 @@ def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
 
 @click.command()
 @click.argument("target")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-P", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="Set a param (repeatable).")
 @click.option("--note", default="", help="A note for the run's description.")
 @click.option("--run-name", default=None, help="Name of the run in MLflow.")
@@ -57,11 +61,14 @@ def _spec_path(target: str, specs_dir: Path | None) -> Path | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run id and status as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show INFO logging, MLflow's included.")
 @click.pass_obj
-def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | None,
+def run(state, target: str, args: tuple[str, ...], pairs: tuple[str, ...], note: str, run_name: str | None,
         registrations: tuple[str, ...], as_json: bool, verbose: bool) -> None:
-    """Run an experiment, or the runs of a spec file.
+    """Run an experiment, a notebook, a script, or the runs of a spec file.
 
-    TARGET is an experiment's name, or a spec file (experiments/NAME.toml).
+    TARGET is an experiment's name, a spec file (experiments/NAME.toml), a
+    notebook (path/to/NOTEBOOK.ipynb: -P sets the params of its cell tagged
+    "parameters") or a Python script (path/to/SCRIPT.py; its arguments follow
+    --, as in: bedrot-lab run analysis/report.py -- --year 2025).
 
     A spec is looked for as a path, then in the lake's experiments/, then among
     the specs that come with bedrot-lab (by its file name).
@@ -71,7 +78,7 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
     0 when the run finished, 1 when it failed, 130/143 when interrupted.
     """
     from ..query import terminal_progress
-    from ..runner import prepare
+    from ..runner import RunRequest
     from ..runner import run as run_one
 
     if verbose:
@@ -79,6 +86,8 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
     lab = state.lab
     lab.progress = None if as_json else terminal_progress()
     params = parse_params(pairs)
+    if args:
+        params = {**params, ARGS: shlex.join(args)} if ARGS not in params else _both_args()
     to_register = parse_registrations(registrations)
     if to_register:
         from ..promotion import curated_target
@@ -99,8 +108,11 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
         _announce(experiment.name, len(children), as_json)
         result = run_sweep(lab, main, children, spec) if children else run_one(lab, main)
     else:
-        request = prepare(lab, target, params, run_name=run_name, note=note)
-        experiment = request.experiment
+        experiment = lab.runnable(target)
+        if args and ARGS not in experiment.params:
+            raise CliError(f"{experiment.name} takes no arguments after TARGET (a script does); set its params "
+                           "with -P KEY=VALUE", exit_code=2)
+        request = RunRequest(experiment, experiment.validate(params), run_name=run_name, note=note)
         _announce(experiment.name, 0, as_json)
         result = run_one(lab, request)
     client = lab.store.client
@@ -123,6 +135,10 @@ def run(state, target: str, pairs: tuple[str, ...], note: str, run_name: str | N
                        f"{lake_path(lab, version['curated_path'])}; next: bedrot-lab promote {version['name']}")
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+def _both_args() -> dict[str, str]:
+    raise CliError(f"give a script's arguments after -- or as -P {ARGS}=..., not both", exit_code=2)
 
 
 def parse_registrations(pairs: tuple[str, ...]) -> dict[str, str]:
