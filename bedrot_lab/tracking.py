@@ -579,6 +579,7 @@ def annotate_run(client: MlflowClient, run_id: str, *, user: str, finding: str |
     of its own (:data:`FINDING_TAG`), then every finding tag that the description lacks is
     appended to it, and read back, until a read shows them all there. Whoever writes the
     description last reads it back after that, so a write made from an older read never stays."""
+    import re
     from datetime import datetime
 
     from mlflow.entities import RunTag
@@ -593,7 +594,10 @@ def annotate_run(client: MlflowClient, run_id: str, *, user: str, finding: str |
     if outcome is not None:
         tags[OUTCOME_TAG] = outcome
     if finding is not None:
-        done["finding"] = masker.text(f"**Finding ({now:%Y-%m-%d}, {user}).** {finding.strip()}", "finding")
+        text = finding.strip()
+        # a list, heading, quote, table or code block would not be one after the bold title
+        after = "\n\n" if re.match(r"([-*+]\s|\d+[.)]\s|#|>|\||```)", text) else " "
+        done["finding"] = masker.text(f"**Finding ({now:%Y-%m-%d}, {user}).**{after}{text}", "finding")
         description = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
         if len(description) + 2 + len(done["finding"]) > RUN_NOTE_CHARS:
             from .errors import UsageError

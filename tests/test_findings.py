@@ -134,13 +134,13 @@ def test_annotations_append_in_order_and_show_lists_them(lab, bedrot_lake):
     description = read_run(run_id, lab).data.tags["mlflow.note.content"]
     annotated(bedrot_lake, run_id, "--finding", "first lesson", "--outcome", "inconclusive")
     annotated(bedrot_lake, run_id, "--outcome", "success")  # an outcome alone leaves the description
-    markdown = "second lesson:\n\n- the **second** point\n- more\n"
+    markdown = "- second lesson\n- the **second** point\n"
     piped = invoke(bedrot_lake, "runs", "annotate", run_id[:6], "--finding", "-", stdin=markdown)
     assert piped.exit_code == 0, piped.output
     assert piped.stdout.strip() == (f"annotated run {run_id} (FINISHED): finding appended to its description")
 
     stamp = f"**Finding ({date.today():%Y-%m-%d}, tester).**"
-    findings = [f"{stamp} first lesson", f"{stamp} {markdown.strip()}"]
+    findings = [f"{stamp} first lesson", f"{stamp}\n\n{markdown.strip()}"]  # a list starts on a line of its own
     tags = read_run(run_id, lab).data.tags
     assert tags["mlflow.note.content"] == "\n\n".join([description, *findings])
     assert tags["bedrot.outcome"] == "success"
