@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
+from .errors import UsageError
 from .experiments import ParamError
 from .runner import FAILED, FINISHED, KILLED, RunRequest, RunResult, RunTerminated, _tracked, run
 
@@ -20,7 +21,10 @@ if TYPE_CHECKING:
     from .experiments import Experiment
     from .lab import Lab
 
-SPEC_KEYS = {"experiment", "name", "purpose", "methodology", "note", "params", "sweep", "best", "metrics"}
+SPEC_KEYS = {"experiment", "notebook", "script", "name", "purpose", "methodology", "note", "params", "sweep", "best",
+             "metrics"}
+#: the keys naming what a spec runs: an experiment by name, or a file (relative to the lake's root)
+TARGET_KEYS = ("experiment", "notebook", "script")
 #: the package whose ``*.toml`` files are the specs that come with bedrot-lab (the repo's experiments/)
 PACKAGED_SPECS = "bedrot_plugins.experiments"
 #: a sweep's parent draws at most this many metrics, one panel each, to stay legible
@@ -55,7 +59,8 @@ class Spec:
 
     Example ``experiments/rps-spotify.toml``::
 
-        experiment = "revenue-per-stream"
+        experiment = "revenue-per-stream"   # or notebook = "sandbox/verified/x.ipynb",
+                                            # or script = "sandbox/analysis/x.py"
         name = "rps weekly"
         purpose = "Which platform pays best per stream?"
         methodology = "Sum earnings and quantity by store."
@@ -68,6 +73,7 @@ class Spec:
     """
 
     path: Path
+    #: the experiment's name, or the notebook's or script's path (relative to the lake's root)
     experiment: str
     params: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
@@ -106,8 +112,13 @@ def load_spec(path: Path) -> Spec:
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown:
         raise SpecError(f"unknown key; a spec takes {', '.join(sorted(SPEC_KEYS))}", path, unknown[0])
-    if not isinstance(data.get("experiment"), str):
-        raise SpecError("required: the name of the experiment to run", path, "experiment")
+    targets = [key for key in TARGET_KEYS if key in data]
+    if len(targets) != 1:
+        problem = "required" if not targets else f"give one of {', '.join(targets)}, not {len(targets)}"
+        raise SpecError(f"{problem}: what the spec runs: experiment = \"NAME\", notebook = \"PATH.ipynb\" or "
+                        "script = \"PATH.py\"", path, targets[-1] if targets else "experiment")
+    if not isinstance(data[targets[0]], str) or not data[targets[0]].strip():
+        raise SpecError("must be a non-empty string", path, targets[0])
     for key in ("params", "sweep"):
         if not isinstance(data.get(key, {}), dict):
             raise SpecError("must be a table", path, key)
@@ -122,7 +133,7 @@ def load_spec(path: Path) -> Spec:
             raise SpecError("ranks and compares a sweep's child runs; this spec has no [sweep]", path, key)
     return Spec(
         path=path,
-        experiment=data["experiment"],
+        experiment=data[targets[0]],
         params=dict(data.get("params", {})),
         name=data.get("name"),
         purpose=data.get("purpose", ""),
@@ -165,7 +176,7 @@ def spec_requests(lab: Lab, spec: Spec, overrides: Mapping[str, Any], note: str 
                   run_name: str | None = None) -> tuple[RunRequest, list[RunRequest]]:
     """The request for the spec's run and one per sweep combination, all validated
     before anything is created. ``overrides`` (from ``-P``) win over the spec."""
-    experiment = lab.experiment(spec.experiment)
+    experiment = _experiment(lab, spec)
     spec.ranking(experiment)  # a `best` the experiment cannot answer fails before any run
     base = {**spec.params, **overrides}
     fields = dict(run_name=run_name or spec.name, note=note or spec.note, purpose=spec.purpose,
@@ -184,6 +195,18 @@ def spec_requests(lab: Lab, spec: Spec, overrides: Mapping[str, Any], note: str 
     except ParamError as exc:
         raise SpecError(str(exc), spec.path, "params") from None
     return main, children
+
+
+def _experiment(lab: Lab, spec: Spec) -> Experiment:
+    """The experiment ``spec`` runs: by name, or the notebook or script it names (a path relative
+    to the lake's root)."""
+    if not spec.experiment.endswith((".ipynb", ".py")):
+        return lab.experiment(spec.experiment)
+    path = Path(spec.experiment).expanduser()
+    try:
+        return lab.runnable(path if path.is_absolute() else lab.settings.root / path)
+    except UsageError as exc:
+        raise SpecError(str(exc), spec.path, "notebook" if path.suffix == ".ipynb" else "script") from None
 
 
 def run_sweep(lab: Lab, parent: RunRequest, children: list[RunRequest], spec: Spec | None = None) -> RunResult:

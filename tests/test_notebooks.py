@@ -217,3 +217,34 @@ def test_opened_by_hand_the_context_records_to_a_throwaway_run_or_none(lake: Pat
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["bedrot.interactive"] == "true"
     assert runs[0].data.metrics["k"] == 2.0 and runs[0].data.params == {"k": "2"}
+
+
+def test_a_spec_names_a_notebook_with_a_sweep_and_its_output_registers(lake: Path):
+    write_notebook(lake / "sandbox" / "verified" / "plays_check.ipynb", REVENUE, parameters=1)
+    spec = lake / "experiments" / "plays.toml"
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text('notebook = "sandbox/verified/plays_check.ipynb"\npurpose = "Do the top plays hold?"\n'
+                    'methodology = "Sum plays per track."\n[params]\nrate = 2.0\n[sweep]\ntop_n = [1, 3]\n')
+    broken = lake / "experiments" / "broken.toml"
+    broken.write_text('notebook = "sandbox/verified/missing.ipynb"\n')
+
+    swept = bedrot_forked("run", "plays.toml", "--json", cwd=lake)
+    registered = bedrot_forked("run", "sandbox/verified/plays_check.ipynb", "-P", "top_n=1",
+                               "--register", "top_plays=plays/top.parquet", "--json", cwd=lake)
+    missing = bedrot_forked("run", "broken.toml", cwd=lake)
+
+    assert swept.returncode == 0, swept.stderr
+    sweep = json.loads(swept.stdout)
+    assert [child["params"]["top_n"] for child in sweep["children"]] == [1, 3]
+    assert [child["status"] for child in sweep["children"]] == ["FINISHED", "FINISHED"]
+    from bedrot_lab.lab import Lab
+
+    lab = Lab.open(lake)
+    parent = read_run(sweep["run_id"], lab)
+    assert "Do the top plays hold?" in parent.data.tags["mlflow.note.content"]
+    scores = sorted(read_run(child["run_id"], lab).data.metrics["score"] for child in sweep["children"])
+    assert scores == [2.0, 6.0]
+    assert registered.returncode == 0, registered.stderr
+    version = json.loads(registered.stdout)["registered"][0]
+    assert version["curated_path"].endswith("plays/top.parquet")
+    assert missing.returncode == 2 and "broken.toml: notebook:" in missing.stderr and "no such file" in missing.stderr
