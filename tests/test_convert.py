@@ -12,32 +12,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import STATEMENT_HEADER
-from notebooks import write_notebook
+from notebooks import HEADER, STATEMENT, STREAMS_NOTEBOOK, write_notebook
 
 from bedrot_lab.cli import cli
 from bedrot_lab.lab import Lab
 from bedrot_lab.notebooks.convert import comment_ipython
 from bedrot_lab.testing import read_run, run_experiment
-
-#: a DistroKid statement of 1,600 streams
-STATEMENT = STATEMENT_HEADER + (
-    "2025-06-01,2025-04,Spotify,Zone A,First Light,QZ0000000001,000000000001,1000,100,Song,US,0,4.00\n"
-    "2025-06-01,2025-04,Apple Music,Zone A,First Light,QZ0000000001,000000000001,600,100,Song,DE,0,2.50\n"
-)
-#: what the notebook's triple-quoted string holds: converted, its lines must not gain the function's indent
-HEADER = "\nstreams\n  scaled\n"
-#: a notebook whose metrics come from its params (so a -P changes them) and from the statement it loads
-STREAMS_NOTEBOOK = [
-    "md: # Streams, scaled\n\nThe statement's streams, counted `scale` times.",
-    "%matplotlib inline\nimport math\nimport pandas as pd\nfrom bedrot_lab import notebook_context\n\n"
-    "ctx = notebook_context()",
-    'scale = 2  # times each stream is counted\nlabel = "all"  # what the run is about\nratio = 0.25\nexact = False',
-    "md: The numbers.",
-    '!echo counting\nstatement = ctx.load("dk_bank_details")\nstreams = int(statement["Quantity"].sum())\n'
-    'ctx.log_metric("streams_scaled", streams * scale)\nctx.log_metric("ratio_root", math.sqrt(ratio))\n'
-    f'header = """{HEADER}"""\nctx.log_metric("header_chars", len(header))\nframe = pd.DataFrame({{"x": [1]}})',
-]
 
 
 def convert(*args: str) -> tuple[int, str]:
