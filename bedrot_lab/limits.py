@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ POLL_SECONDS = 0.2
 WORKDIR_POLL_SECONDS = 1.0
 #: seconds a run past its wall time (or an interrupted one) gets to record its own end before SIGKILL
 GRACE_SECONDS = 5.0
+#: seconds between two sends of the metrics a limited run logged (a killed child loses what it holds)
+FLUSH_SECONDS = 0.5
 #: the longest error a child reports (the pipe to the parent holds 64 KiB before the child would block)
 ERROR_CHARS = 5000
 
@@ -194,6 +197,7 @@ def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int
     code = 1
     try:
         after_fork()
+        threading.Thread(target=_send_metrics, args=(recorder,), name="bedrot-limited-flush", daemon=True).start()
         work()
         recorder.flush()  # the metrics it logged last: the parent ends the run, but from its own buffer
         with os.fdopen(report_to, "w") as pipe:
@@ -211,6 +215,18 @@ def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int
             except Exception:
                 pass
         os._exit(code)
+
+
+def _send_metrics(recorder: Any) -> None:
+    """Send the metrics the run queued every :data:`FLUSH_SECONDS`, so that a child stopped by
+    SIGKILL loses at most that much of what it logged."""
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        try:
+            if recorder.pending:
+                recorder.flush()
+        except Exception as exc:  # the next log or the end sends them again
+            log.debug("metrics not sent yet: %s", exc)
 
 
 def _read_report(read_end: int) -> dict[str, str] | None:

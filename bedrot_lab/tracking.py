@@ -393,6 +393,11 @@ class RunRecorder:
             self._metric_keys[key] = self.masker.key(key, "metric name")
         return self._metric_keys[key]
 
+    @property
+    def pending(self) -> int:
+        """How many metrics are queued, not sent yet."""
+        return len(self._metrics)
+
     def flush(self) -> None:
         with self._lock:
             pending, self._metrics = self._metrics, []

@@ -122,6 +122,48 @@ class Point:
     files: int
 
 
+@dataclass(frozen=True)
+class LimitedRun:
+    """A run stopped by a compute limit (``[compute.limits]``, see bedrot_lab/limits.py)."""
+
+    run_id: str
+    experiment: str
+    user: str
+    limit: str
+    value: str
+    ended: float | None  # epoch seconds
+    error: str
+
+
+def limited_runs(client: MlflowClient, since: float | None, most: int = 1000) -> list[LimitedRun]:
+    """The runs of every experiment stopped by a compute limit that ended since ``since`` (epoch
+    seconds; ever, when None), newest first, at most ``most``."""
+    from mlflow.entities import ViewType
+
+    from ..limits import LIMIT_TAG, LIMIT_VALUE_TAG
+
+    names: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        names.update((experiment.experiment_id, experiment.name) for experiment in page)
+        token = page.token
+        if not token:
+            break
+    if not names:
+        return []
+    query = f"tags.`{LIMIT_TAG}` IS NOT NULL"
+    if since is not None:
+        query += f" and attributes.end_time >= {int(since * 1000)}"
+    found = client.search_runs(list(names), filter_string=query, run_view_type=ViewType.ALL,
+                               order_by=["attributes.end_time DESC"], max_results=most)
+    return [LimitedRun(run.info.run_id, names.get(run.info.experiment_id, run.info.experiment_id),
+                       run.data.tags.get("bedrot.user", ""), run.data.tags[LIMIT_TAG],
+                       run.data.tags.get(LIMIT_VALUE_TAG, ""),
+                       run.info.end_time / 1000 if run.info.end_time else None, run.data.tags.get("error", ""))
+            for run in found]
+
+
 def usage_rows(index: Any, quotas: Quotas | None) -> list[UsageRow]:
     """Every user, project, shared area and the whole sandbox in ``index``, with the limits
     of ``quotas`` (none when None or empty: nothing is looked up)."""
@@ -326,7 +368,8 @@ def _cell(text: str) -> str:
 
 
 def markdown_sections(rows: Sequence[UsageRow], has_quotas: bool, counts: Mapping[tuple[str, str], int],
-                      reclaimed: Reclaimed, info: Mapping[str, Any], now: float) -> list[str]:
+                      reclaimed: Reclaimed, info: Mapping[str, Any], now: float,
+                      limited: Sequence[LimitedRun] = ()) -> list[str]:
     """The report in markdown, one string per section (the first ones are the run's description)."""
     total = next((row for row in rows if row.scope == "total"), UsageRow("total", "", 0, 0))
     fresh = freshness(info, now)
@@ -379,6 +422,15 @@ def markdown_sections(rows: Sequence[UsageRow], has_quotas: bool, counts: Mappin
         lines = ["## Areas", "", "| area | usage | files | soft | hard | status |", "|---|---|---|---|---|---|"]
         lines += [f"| {_cell(row.name or '(root)')} | {format_size(row.bytes)} | {row.files:,} | {_limit(row.soft)} | "
                   f"{_limit(row.hard)} | {row.describe()} |" for row in areas[:SHOWN]]
+        sections.append("\n".join(lines))
+    if limited:
+        since = f"since the last report ({_when(reclaimed.since)})" if reclaimed.since else "so far"
+        lines = ["## Runs stopped by compute limits", "", f"{len(limited)} {since} (`[compute.limits]`)", "",
+                 "| run | experiment | user | limit | value | ended |", "|---|---|---|---|---|---|"]
+        lines += [f"| {run.run_id[:8]} | {_cell(run.experiment)} | {_cell(run.user)} | {run.limit} | "
+                  f"{_cell(run.value)} | {_when(run.ended) if run.ended else '-'} |" for run in limited[:SHOWN]]
+        if len(limited) > SHOWN:
+            lines.append(f"\n... and {len(limited) - SHOWN} more (tables/limited_runs.json)")
         sections.append("\n".join(lines))
     if reclaimed.unreadable:
         sections.append("## Manifests left out\n\n" + "\n".join(f"- `{path}`" for path in reclaimed.unreadable))
@@ -533,10 +585,26 @@ def history_frame(points: Sequence[Point]) -> Any:
     })
 
 
+def limited_frame(limited: Sequence[LimitedRun]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({
+        "run_id": [run.run_id for run in limited],
+        "experiment": [run.experiment for run in limited],
+        "user": [run.user for run in limited],
+        "limit": [run.limit for run in limited],
+        "value": [run.value for run in limited],
+        "ended": [datetime.fromtimestamp(run.ended).astimezone().isoformat(timespec="seconds") if run.ended
+                  else None for run in limited],
+        "error": [run.error for run in limited],
+    })
+
+
 def report(ctx: JobContext) -> str:
     """Log the sandbox's usage as one run of experiment ``housekeeping``: usage per user, project,
     area and in total against the quotas, the open violations, what cleans reclaimed since the
-    last report, the index's freshness, a usage table, two charts and a markdown report."""
+    last report, the runs stopped by compute limits since then, the index's freshness, a usage
+    table, two charts and a markdown report."""
     from .index import UsageIndex
 
     settings = ctx.lab.settings
@@ -562,11 +630,13 @@ def report(ctx: JobContext) -> str:
     last = previous[0] if previous else None
     reclaimed = reclaimed_since(settings, report_time(last) if last else None,
                                 counted_before(client, last) if last else {}, now)
+    limited = limited_runs(client, reclaimed.since)
     ctx.check_stop()
 
     total = next((row for row in rows if row.scope == "total"), None)
-    sections = markdown_sections(rows, bool(quotas), counts, reclaimed, info, now)
-    metrics = {**violation_metrics(counts), **reclaimed_metrics(reclaimed), **freshness(info, now)}
+    sections = markdown_sections(rows, bool(quotas), counts, reclaimed, info, now, limited)
+    metrics = {**violation_metrics(counts), **reclaimed_metrics(reclaimed), **freshness(info, now),
+               "limits.stopped_runs": len(limited)}
     if total is not None:
         metrics.update(usage_metrics(rows))
     day = datetime.fromtimestamp(now).astimezone()
@@ -575,6 +645,10 @@ def report(ctx: JobContext) -> str:
         tags={JOB_TAG: "report", UNTIL_TAG: f"{now:.3f}", "bedrot.report.quotas": "yes" if quotas else "no"})
     try:
         _log_report(ctx, recorder, rows, metrics, previous, reclaimed, sections, total, day)
+        if limited:
+            from ..context import log_table
+
+            log_table(recorder, limited_frame(limited), "limited_runs")
     except BaseException as exc:
         from ..jobs import JobStopped
 
@@ -586,7 +660,8 @@ def report(ctx: JobContext) -> str:
     usage = f"{format_size(total.bytes)} in {files_count(total.files)}" if total else "no usage"
     hard = sum(1 for row in over if row.status == "hard")
     return (f"run {recorder.run_id[:8]}: {usage}, {len(over)} over quota ({hard} hard), "
-            f"{sum(counts.values())} open violations, {format_size(reclaimed.bytes)} reclaimed")
+            f"{sum(counts.values())} open violations, {format_size(reclaimed.bytes)} reclaimed"
+            + (f", {len(limited)} runs stopped by compute limits" if limited else ""))
 
 
 def _log_report(ctx: JobContext, recorder: RunRecorder, rows: Sequence[UsageRow], metrics: Mapping[str, float],
