@@ -310,7 +310,7 @@ class _Body:
 
     def add_code(self, cell: CodeCell) -> None:
         """A code cell: its imports hoisted, its context creation dropped, its params read from ctx."""
-        lines = cell.source.splitlines()
+        lines = _lines(cell.source)
         edits: dict[int, tuple[int, list[str]]] = {}  # first line (0-based) -> (last line + 1, new lines)
         for statement in _whole_line_statements(cell.tree):
             new = self._edit(statement, lines, cell.parameters)
@@ -418,7 +418,7 @@ def comment_ipython(source: str) -> tuple[str, int]:
     from IPython.core.inputtransformer2 import TransformerManager
 
     python = TransformerManager().transform_cell(source)
-    original, transformed = source.splitlines(), python.splitlines()
+    original, transformed = _lines(source), _lines(python)
     if original == transformed:
         return source, 0
     if python.lstrip().startswith("get_ipython().run_cell_magic("):
@@ -504,7 +504,7 @@ def _creates_context(statement: ast.stmt) -> bool:
 def _indented(text: str) -> list[str]:
     """``text`` indented into the function body, leaving alone the lines that continue a string
     (indenting them would change the string)."""
-    lines = text.splitlines()
+    lines = _lines(text)
     inside: set[int] = set()
     try:
         for token in tokenize.generate_tokens(io.StringIO(text + "\n").readline):
@@ -513,6 +513,13 @@ def _indented(text: str) -> list[str]:
     except (tokenize.TokenError, SyntaxError):
         pass  # the compile of the whole module reports what is wrong
     return [line if number in inside else (INDENT + line).rstrip() for number, line in enumerate(lines, 1)]
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of ``text`` as Python counts them (``str.splitlines`` also breaks at characters that
+    Python keeps inside a line, such as a form feed)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _summary(markdown: str) -> tuple[str, str]:
