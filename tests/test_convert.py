@@ -176,6 +176,22 @@ def test_a_cell_that_is_not_python_is_named_and_nothing_is_written(cells, proble
     assert not (lake / "experiments" / "broken.toml").exists()
 
 
+def test_papermill_s_injected_cell_is_neither_converted_nor_counted(lake):
+    import nbformat
+
+    notebook = write_notebook(lake / "executed.ipynb", ["scale = 2", 'ctx.log_metric("rows_total", scale)'],
+                              parameters=0)
+    executed = nbformat.read(notebook, as_version=4)
+    injected = nbformat.v4.new_code_cell("# Parameters\nscale = 5\n", metadata={"tags": ["injected-parameters"]})
+    executed.cells.insert(1, injected)
+    nbformat.write(executed, notebook)
+    code, output = convert(str(notebook), "--to-plugin")
+    assert code == 0, output
+    source = (lake / "plugins" / "executed.py").read_text()
+    assert "scale = 5" not in source
+    assert '    # -- cell 2\n    ctx.log_metric("rows_total", scale)\n' in source
+
+
 def test_nothing_is_overwritten_without_force(lake):
     notebook = write_notebook(lake / "twice.ipynb", ['ctx.log_metric("rows_total", 1)'])
     spec = lake / "experiments" / "twice.toml"

@@ -130,7 +130,7 @@ def _check_experiment_free(lab: Lab, names: PluginNames, plugin: Path, force: bo
 class CodeCell:
     """A code cell of the notebook, its IPython lines commented out."""
 
-    #: the cell's position in the notebook, counted from 1, markdown cells included
+    #: the cell's position in the notebook, counted from 1, markdown cells included (as run failures count)
     number: int
     source: str
     tree: ast.Module
@@ -165,7 +165,9 @@ class NotebookSource:
         commented = 0
         parameters_found = False
         about = ""
-        for number, cell in enumerate(notebook.cells, 1):
+        # papermill's own cell, in a notebook it executed, is not the analyst's: neither converted nor counted
+        written = [cell for cell in notebook.cells if "injected-parameters" not in cell.get("metadata", {}).get("tags", [])]
+        for number, cell in enumerate(written, 1):
             tags = cell.get("metadata", {}).get("tags", [])
             if cell.cell_type != "code":
                 if cell.cell_type == "markdown" and not about and cell.source.strip():
@@ -173,8 +175,8 @@ class NotebookSource:
                     continue
                 cells.append((number, cell.cell_type, cell.source))
                 continue
-            if "injected-parameters" in tags or not cell.source.strip():
-                continue  # papermill's own cell, in a notebook it executed: not the analyst's code
+            if not cell.source.strip():
+                continue
             source, count = comment_ipython(cell.source)
             commented += count
             try:
