@@ -197,6 +197,7 @@ def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int
     code = 1
     try:
         after_fork()
+        _interrupt_once()
         threading.Thread(target=_send_metrics, args=(recorder,), name="bedrot-limited-flush", daemon=True).start()
         work()
         recorder.flush()  # the metrics it logged last: the parent ends the run, but from its own buffer
@@ -215,6 +216,22 @@ def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int
             except Exception:
                 pass
         os._exit(code)
+
+
+def _interrupt_once() -> None:
+    """In the child: the first SIGINT or SIGTERM interrupts the body (KeyboardInterrupt, RunTerminated),
+    later ones are ignored while it records its end. Ctrl-C reaches the child from the terminal and
+    again from the parent, which passes on every interrupt it gets; a kill of the child alone remains
+    the parent's last word after :data:`GRACE_SECONDS`."""
+    from .runner import RunTerminated
+
+    def interrupt(signum: int, frame: Any) -> None:
+        for ignored in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(ignored, signal.SIG_IGN)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else RunTerminated()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
 
 
 def _send_metrics(recorder: Any) -> None:

@@ -4,8 +4,13 @@ read back from MLflow; overrides per user and per experiment; config mistakes; t
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -56,10 +61,12 @@ def spin(ctx):
         pass
 
 
-@experiment("sleepy", params={"seconds": 30.0})
+@experiment("sleepy", params={"seconds": 30.0, "marker": ""})
 def sleepy(ctx):
-    """Sleeps."""
+    """Sleeps (after writing its run id to the marker file, if given)."""
     ctx.log_metric("before", 1)
+    if ctx.params["marker"]:
+        Path(ctx.params["marker"]).write_text(ctx.run_id)
     time.sleep(ctx.params["seconds"])
     ctx.log_metric("after", 2)
 
@@ -127,8 +134,6 @@ def configure(lake: Path, text: str) -> None:
 
 
 def run_cli(lake: Path, *args: str, user: str = "tester"):
-    import os
-
     env = {**os.environ, "BEDROT_LAKE": str(lake), "BEDROT_USER": user}
     return bedrot_forked("run", *args, env=env, cwd=lake, timeout=120)
 
@@ -336,3 +341,44 @@ def test_the_daemons_report_lists_runs_stopped_by_limits(limited_lake: Path, tmp
 def test_sizes_are_read_as_memory_limit_reads_them():
     assert RunLimits(memory="1MiB").bytes("memory") == MIB
     assert not RunLimits()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as test_signals.py: pytest may run with SIGINT ignored
+
+
+@pytest.mark.parametrize(("how", "exit_code", "name"), [
+    ("ctrl-c", 130, "SIGINT"),  # the terminal's SIGINT reaches the lab's process and its child
+    ("kill", 143, "SIGTERM"),  # SIGTERM reaches the lab's process only
+], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_of_the_lab_reaches_the_limited_run(limited_lake: Path, tmp_path: Path, how: str,
+                                                         exit_code: int, name: str):
+    configure(limited_lake, "[compute.limits]\nwall_seconds = 600")
+    marker = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bedrot_lab", "run", "sleepy", "-P", f"marker={marker}"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint,
+        env={**os.environ, "BEDROT_LAKE": str(limited_lake), "BEDROT_USER": "tester"})
+    try:
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the run never started: {process.communicate()[1]}")
+            time.sleep(0.05)
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == exit_code, stderr
+    assert "Traceback" not in stderr
+    run = only_run(limited_lake, "sleepy")
+    assert run.info.run_id == marker.read_text()
+    assert run.info.status == "KILLED" and run.data.tags["error"] == f"interrupted by {name}"
+    assert run.data.metrics["before"] == 1 and "run.cpu_seconds" in run.data.metrics
+    # the child recorded its own end, once, however many times the interrupt reached it
+    assert ends(limited_lake, run.info.run_id) == ["KeyboardInterrupt" if name == "SIGINT" else "RunTerminated",
+                                                   "KILLED"]
