@@ -248,3 +248,36 @@ def test_a_spec_names_a_notebook_with_a_sweep_and_its_output_registers(lake: Pat
     version = json.loads(registered.stdout)["registered"][0]
     assert version["curated_path"].endswith("plays/top.parquet")
     assert missing.returncode == 2 and "broken.toml: notebook:" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_a_notebook_run_stopped_by_sigterm_ends_killed_and_leaves_no_kernel(lake: Path, cli_env):
+    import signal
+    import time
+
+    marker = lake / "kernel.pid"
+    notebook = write_notebook(lake / "sandbox" / "slow.ipynb", [
+        "from bedrot_lab import notebook_context\nctx = notebook_context()\nctx.log_metric('started', 1)",
+        f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"])
+    lab_process = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "run", str(notebook), "--json"], cwd=lake,
+                                   env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and lab_process.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), lab_process.communicate()
+    kernel_pid = int(marker.read_text())
+
+    lab_process.send_signal(signal.SIGTERM)
+    out, err = lab_process.communicate(timeout=60)
+
+    assert lab_process.returncode == 143, err
+    result = json.loads(out)
+    assert result["status"] == "KILLED" and result["error"] == "interrupted by SIGTERM"
+    import psutil
+
+    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+    from bedrot_lab.lab import Lab
+
+    lab = Lab.open(lake)
+    record = read_run(result["run_id"], lab)
+    assert record.info.status == "KILLED" and record.data.metrics["started"] == 1.0
+    assert artifact_names(lab, result["run_id"], "notebook") == ["slow.html", "slow.ipynb"]

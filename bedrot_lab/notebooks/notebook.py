@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import sys
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..experiments import Experiment, check_signature
 from ..fsutil import file_sha256
 from .errors import CellFailed, NotebookError
+from .kernel import NotebookExecution
 from .parameters import notebook_params
 from .session import hand_off_when_open, lake_relative, run_environment
 
-#: the kernel bedrot-lab runs notebooks on: ipykernel in the lab's own Python
-KERNEL_NAME = "bedrot-lab-python"
 #: what running a notebook imports (the ``notebooks`` extra)
 NEEDS = ("papermill", "ipykernel", "nbconvert")
 #: the tag papermill gives the cell it adds with the params
@@ -65,9 +60,6 @@ def _first_markdown(path: Path) -> str:
 def execute(ctx: Any, path: Path, lake: Path) -> None:
     """Execute notebook ``path`` with ``ctx.params`` injected, then record the executed notebook
     and its HTML rendering; a cell that raises fails the run naming the cell."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     relative = lake_relative(path, lake)
     with tempfile.TemporaryDirectory(prefix="bedrot-notebook-") as scratch:
         folder = Path(scratch)
@@ -75,16 +67,15 @@ def execute(ctx: Any, path: Path, lake: Path) -> None:
         handoff = folder / "run.json"
         opened = hand_off_when_open(ctx, handoff, lake)
         renderer = _Renderer()
+        execution = NotebookExecution(path, executed, _injectable(ctx.params), folder=folder,
+                                      env=run_environment(ctx, handoff, path.read_bytes()),
+                                      on_cell_start=_progress(ctx, path, renderer))
+        execution.start()
         try:
-            with _kernel_environment(folder, run_environment(ctx, handoff, path.read_bytes())):
-                papermill.execute_notebook(
-                    str(path), str(executed), parameters=_injectable(ctx.params), kernel_name=KERNEL_NAME,
-                    cwd=str(path.parent), progress_bar=False, log_output=False,
-                    on_cell_start=_progress(ctx, path), config=_over_unix_sockets(folder))
-        except PapermillExecutionError as exc:
-            failure = exc
-        else:
-            failure = None
+            failure = execution.wait()
+        except BaseException:  # stopped (Ctrl-C, SIGTERM) or broken: no kernel outlives the run
+            execution.stop()
+            raise
         finally:
             _show(ctx, None)
             opened.join()
@@ -92,6 +83,7 @@ def execute(ctx: Any, path: Path, lake: Path) -> None:
                                   by_name=False)
             if executed.is_file():
                 _record_executed(ctx, executed, renderer)
+            execution.join()  # the kernel's shut down
         if failure is not None:
             raise _cell_failed(ctx, failure, executed)
 
@@ -101,37 +93,9 @@ def _injectable(params: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
 
 
-@contextmanager
-def _kernel_environment(folder: Path, run: dict[str, str]) -> Iterator[None]:
-    """The environment the kernel starts in: the run's variables, and a kernel spec for
-    ipykernel in this Python (a ``python3`` spec of another environment must not win)."""
-    spec = folder / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        # the kernel's log says nothing the run's record does not (a cell's error comes back as a reply),
-        # but notes its own shutdown as "KeyboardInterrupt caught in kernel"
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                 "--IPKernelApp.log_level=CRITICAL"],
-        "display_name": "bedrot-lab (Python)", "language": "python",
-        "metadata": {"debugger": False},
-    }))
-    values = {**run, "JUPYTER_PATH": os.pathsep.join(
-        [str(folder), *filter(None, [os.environ.get("JUPYTER_PATH")])]),
-        "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _progress(ctx: Any, path: Path) -> Any:
+def _progress(ctx: Any, path: Path, renderer: _Renderer) -> Any:
     def on_cell_start(cell: Any, cell_index: int) -> None:
+        renderer.prepare()  # while the cells run: the kernel does the work, this process waits
         _show(ctx, f"{path.name}: cell {cell_index + 1}")
 
     return on_cell_start
@@ -156,7 +120,11 @@ class _Renderer:
     def __init__(self) -> None:
         self._exporter: Any = None
         self._ready = threading.Thread(target=self._prepare, name="bedrot-html", daemon=True)
-        self._ready.start()
+
+    def prepare(self) -> None:
+        """Start making ready, once."""
+        if self._ready.ident is None:
+            self._ready.start()
 
     def _prepare(self) -> None:
         import nbformat
@@ -169,18 +137,11 @@ class _Renderer:
     def html(self, notebook: str) -> str:
         import nbformat
 
-        self._ready.join()
+        if self._ready.ident is not None:
+            self._ready.join()
         if self._exporter is None:  # preparing failed: do it here, where its error shows
             self._prepare()
         return self._exporter.from_notebook_node(nbformat.reads(notebook, as_version=4))[0]
-
-
-def _over_unix_sockets(folder: Path) -> Any:
-    """Kernel settings: talk to the kernel over Unix sockets in ``folder`` (ipykernel warns that
-    TCP on loopback is readable by any local user)."""
-    from traitlets.config import Config
-
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(folder / "kernel")}})
 
 
 def _cell_failed(ctx: Any, failure: Any, executed: Path) -> CellFailed:
