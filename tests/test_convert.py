@@ -270,3 +270,21 @@ def test_a_mistake_is_one_line(args, problem, lake):
     assert code == 2
     assert output.splitlines()[-1] == problem
     assert not list((lake / "plugins").iterdir())
+
+
+def test_round_trip_the_notebook_run_and_its_converted_plugin_s_run_log_the_same_metrics(lake):
+    notebook = write_notebook(lake / "sandbox" / "notebooks" / "streams_scaled.ipynb", STREAMS_NOTEBOOK, parameters=2)
+    as_notebook = CliRunner().invoke(cli, ["run", str(notebook), "-P", "scale=3", "-P", "ratio=0.36", "--json"])
+    code, output = convert(str(notebook), "--to-plugin")
+    assert code == 0, output
+    as_plugin = CliRunner().invoke(cli, ["run", "streams-scaled", "-P", "scale=3", "-P", "ratio=0.36", "--json"])
+
+    assert as_notebook.exit_code == 0 and as_plugin.exit_code == 0, (as_notebook.output, as_plugin.output)
+    lab = Lab.open(lake)
+    runs = [read_run(json.loads(done.output)["run_id"], lab) for done in (as_notebook, as_plugin)]
+    own = [{name: value for name, value in run.data.metrics.items() if not name.startswith(("run.", "system/"))}
+           for run in runs]
+    assert own[0] == own[1] == {"streams_scaled": 4800.0, "ratio_root": 0.6, "header_chars": len(HEADER)}
+    assert runs[0].data.params == runs[1].data.params
+    assert [run.data.tags["bedrot.experiment"] for run in runs] == ["streams_scaled.ipynb", "streams-scaled"]
+    assert [[item.dataset.name for item in run.inputs.dataset_inputs] for run in runs] == [["dk_bank_details"]] * 2
