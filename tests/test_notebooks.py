@@ -281,3 +281,41 @@ def test_a_notebook_run_stopped_by_sigterm_ends_killed_and_leaves_no_kernel(lake
     record = read_run(result["run_id"], lab)
     assert record.info.status == "KILLED" and record.data.metrics["started"] == 1.0
     assert artifact_names(lab, result["run_id"], "notebook") == ["slow.html", "slow.ipynb"]
+
+
+SQL_PLUGIN = """
+    from bedrot_lab import experiment, hookimpl
+
+    @hookimpl
+    def experiment_from_file(path):
+        if path.suffix == ".sql":
+            @experiment(path.name, description=f"runs {path.name}")
+            def query(ctx):
+                ctx.log_metric("rows", len(ctx.sql(path.read_text())))
+            return query
+        if path.suffix == ".bad":
+            return "not an experiment"
+        if path.suffix == ".boom":
+            raise RuntimeError("cannot read it")
+"""
+
+
+def test_a_lake_plugin_makes_other_files_runnable_through_the_same_hook(lake: Path, write_plugin):
+    write_plugin("sql_files", SQL_PLUGIN)
+    (lake / "count.sql").write_text("SELECT * FROM plays")
+    (lake / "x.bad").write_text("")
+    (lake / "x.boom").write_text("")
+
+    done = bedrot_forked("run", "count.sql", "--json", cwd=lake)
+    bad = bedrot_forked("run", "x.bad", cwd=lake)
+    boom = bedrot_forked("run", "x.boom", cwd=lake)
+
+    assert done.returncode == 0, done.stderr
+    from bedrot_lab.lab import Lab
+
+    lab = Lab.open(lake)
+    record = read_run(json.loads(done.stdout)["run_id"], lab)
+    assert record.data.metrics["rows"] == 2.0 and record.data.tags["bedrot.plugin"] == "sql_files"
+    assert bad.returncode == 1 and "plugin 'sql_files' returned 'not an experiment'" in bad.stderr
+    assert boom.returncode == 1 and "plugin 'sql_files' could not make an experiment of" in boom.stderr
+    assert "RuntimeError: cannot read it" in boom.stderr and "Traceback" not in bad.stderr + boom.stderr

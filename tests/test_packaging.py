@@ -31,13 +31,15 @@ def test_each_bedrot_plugin_module_is_an_entry_point_of_its_own():
     assert entry_points == {name: f"bedrot_plugins.{name}" for name in modules}
 
 
-def test_the_analyses_and_the_server_are_extras_and_dev_has_both():
+def test_the_analyses_the_server_and_notebooks_are_extras_and_dev_has_them():
     project = PYPROJECT["project"]
     extras = project["optional-dependencies"]
-    assert not [d for d in project["dependencies"] if d.startswith(("scikit-learn", "psycopg", "mlflow[auth]"))]
+    assert not [d for d in project["dependencies"]
+                if d.startswith(("scikit-learn", "psycopg", "mlflow[auth]", "papermill", "ipykernel", "nbconvert"))]
     assert extras["analyses"] == ["scikit-learn>=1.4"]
     assert {d.split(">")[0] for d in extras["server"]} == {"mlflow[auth]", "psycopg[binary]"}
-    assert "bedrot-lab[analyses,server]" in extras["dev"]
+    assert {d.split(">")[0] for d in extras["notebooks"]} == {"papermill", "ipykernel", "nbconvert"}
+    assert "bedrot-lab[analyses,server,notebooks]" in extras["dev"]
 
 
 def test_the_specs_come_with_the_package(installed_plugins, bedrot_lake):
