@@ -103,9 +103,25 @@ def dies(ctx):
     os._exit(3)
 
 
+@experiment("spawner", params={"pidfile": ""})
+def spawner(ctx):
+    """Starts a Python process in a session of its own (as a notebook's kernel is) that holds
+    ever more memory, and waits for it."""
+    import subprocess
+    import sys
+
+    ctx.log_metric("before", 1)
+    time.sleep(1)
+    hog = ("import time; held = [b'x' * (16 << 20) for _ in range(100) if time.sleep(0.01) is None]; "
+           "time.sleep(30)")
+    process = subprocess.Popen([sys.executable, "-c", hog], start_new_session=True)
+    Path(ctx.params["pidfile"]).write_text(str(process.pid))
+    process.wait()
+
+
 @hookimpl
 def register_experiments(register):
-    for found in (hog, spin, sleepy, writer, quick, dies):
+    for found in (hog, spin, sleepy, writer, quick, dies, spawner):
         register(found)
 
 
@@ -223,6 +239,25 @@ def test_without_limits_the_body_runs_in_the_lab_process(limited_lake: Path):
     import pandas as pd
 
     assert str(int(pd.read_parquet(table)["pid"][0])) == run.data.tags["bedrot.internal.pid"]
+
+
+def test_the_memory_of_a_runs_grandchildren_counts_and_they_are_stopped_with_it(limited_lake: Path,
+                                                                                tmp_path: Path):
+    import psutil
+
+    configure(limited_lake, '[compute.limits]\nmemory = "600MiB"')
+    pidfile = tmp_path / "grandchild.pid"
+    done = run_cli(limited_lake, "spawner", "-P", f"pidfile={pidfile}")
+    assert done.returncode == 1, done.stderr
+    run = only_run(limited_lake, "spawner")
+    assert run.info.status == "FAILED" and run.data.tags[LIMIT_TAG] == "memory"
+    held = float(re.search(r"held (\d+\.\d) MiB", run.data.tags["error"]).group(1))
+    assert held > 600 and run.data.metrics["run.peak_rss_mb"] < 600  # most of it in the grandchild
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(grandchild) and psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the run's grandchild outlived it"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(("how", "said"), [
