@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -177,6 +178,8 @@ def run_in_child(limits: RunLimits, work: Callable[[], None], outcome: Any, reco
     if report is not None:
         outcome.status, outcome.error = report["status"], report["error"]
         outcome.interrupted_by = report["interrupted_by"]
+        if outcome.status == "FINISHED":
+            breach = None  # it was done before it was stopped
     if breach is not None:
         recorder.set_tags({LIMIT_TAG: breach.key, LIMIT_VALUE_TAG: breach.value, "error": breach.line}, by_name=False)
         status = "KILLED" if breach.key == "wall_seconds" else "FAILED"
@@ -277,6 +280,10 @@ class _Watch:
         self.status = 0
         self.rusage: Any = None
         self._next_workdir = self.start
+        try:  # readable once the child ends: the watch wakes at once instead of at its next look
+            self._exit_fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux
+            self._exit_fd = None
 
     def wait(self) -> tuple[Breach | None, str]:
         """Wait for the child to end, stopping it at its limits or when this process is
@@ -299,7 +306,7 @@ class _Watch:
                         kill_at = time.monotonic() + GRACE_SECONDS
                     elif breach is not None:
                         self._signal_tree(signal.SIGKILL)
-                time.sleep(POLL_SECONDS)
+                self._pause()
             except (KeyboardInterrupt, RunTerminated) as exc:
                 if interrupted:
                     continue  # a second interrupt while the first is passed on
@@ -307,7 +314,16 @@ class _Watch:
                 # Ctrl-C reached the child too (one process group), a kill of this pid did not
                 self._signal(self.pid, signal.SIGTERM if interrupted == "SIGTERM" else signal.SIGINT)
                 kill_at = time.monotonic() + GRACE_SECONDS
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
         return breach, interrupted
+
+    def _pause(self) -> None:
+        """Wait :data:`POLL_SECONDS`, or less when the child ends meanwhile."""
+        if self._exit_fd is None:
+            time.sleep(POLL_SECONDS)
+        else:
+            select.select([self._exit_fd], [], [], POLL_SECONDS)
 
     def _reaped(self) -> bool:
         pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
