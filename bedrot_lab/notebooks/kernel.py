@@ -1,18 +1,26 @@
-"""One notebook executed by papermill on a thread of its own, on a kernel started first.
+"""One notebook executed by papermill in a process of its own, which also renders it as HTML.
 
-The kernel (ipykernel in the lab's own Python, over Unix sockets) is launched before
-papermill is imported, so that the kernel's start-up and the lab's imports overlap. The
-thread is what keeps the run's signals working: nbclient takes over SIGINT and SIGTERM
-while it runs in the main thread, so there a stopped run would not end as KILLED.
+The lab's process opens and records the MLflow run; this process (``python -m
+bedrot_lab.notebooks.kernel JOB``) starts the kernel (ipykernel in the lab's own Python,
+over Unix sockets), imports papermill while the kernel starts, runs the cells and renders
+the executed notebook with nbconvert. Two processes, so that the run's bookkeeping and the
+notebook's execution use two cores instead of taking turns on one; and the lab's process
+keeps its own signal handling, which nbclient would take over (a stopped run ends KILLED).
+
+It tells the lab what it does on its stdout, one line each: ``kernel PID`` once the kernel
+runs, ``cell N`` as cell N (from 0) starts; the outcome is written to the job's ``result``
+file: ``{"cell_error": {...} or null, "error": "..." or null}``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,91 +28,175 @@ from typing import Any
 KERNEL_NAME = "bedrot-lab-python"
 #: seconds the kernel gets to start
 START_TIMEOUT = 120
+#: prctl(2)'s option for the signal a process gets when its parent dies
+PR_SET_PDEATHSIG = 1
 
 
-class NotebookExecution(threading.Thread):
-    """Executes ``notebook`` into ``executed`` with ``parameters`` injected; :meth:`wait` returns
-    papermill's error for a cell that raised (None when every cell ran), and raises any other
-    error; :meth:`stop` ends the kernel at once."""
+class NotebookProcess:
+    """The process executing one notebook: ``notebook`` into ``executed`` (and ``executed`` with
+    ``.html``), ``parameters`` injected, the kernel started with ``env`` in the notebook's folder."""
 
     def __init__(self, notebook: Path, executed: Path, parameters: Mapping[str, Any], *, folder: Path,
-                 env: Mapping[str, str], on_cell_start: Callable[..., None] | None = None):
-        super().__init__(name="bedrot-notebook", daemon=True)
-        self.notebook, self.executed, self.parameters = notebook, executed, dict(parameters)
-        self.folder, self.env, self.on_cell_start = folder, dict(env), on_cell_start
-        self.cell_error: BaseException | None = None
-        self.error: BaseException | None = None
-        self._kernel: Any = None
-        self._stopped = threading.Event()
-        self._done = threading.Event()
+                 env: Mapping[str, str]):
+        self.executed = executed
+        self.html = executed.with_suffix(".html")
+        self.log = folder / "kernel.log"
+        self._result = folder / "result.json"
+        self._job = folder / "job.json"
+        self._job.write_text(json.dumps({
+            "notebook": str(notebook), "executed": str(executed), "html": str(self.html),
+            "parameters": dict(parameters), "folder": str(folder), "env": dict(env), "result": str(self._result)}))
+        self._process: subprocess.Popen[str] | None = None
+        self._kernel_pid: int | None = None
 
-    def run(self) -> None:
-        try:
-            self._kernel = self._start_kernel()
-            import papermill
-            from papermill.exceptions import PapermillExecutionError
+    def start(self) -> None:
+        with self.log.open("w") as log:
+            # a session of its own: Ctrl-C reaches the lab only, which stops this process
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(self._job)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=log, text=True, start_new_session=True, preexec_fn=_die_with_parent)
 
-            try:
-                papermill.execute_notebook(
-                    str(self.notebook), str(self.executed), parameters=self.parameters, kernel_name=KERNEL_NAME,
-                    km=self._kernel, progress_bar=False, log_output=False, start_timeout=START_TIMEOUT,
-                    on_cell_start=self.on_cell_start)
-            except PapermillExecutionError as exc:
-                self.cell_error = exc
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self._done.set()  # the run goes on recording while the kernel shuts down
-            if self._kernel is not None and not self._stopped.is_set():
-                self._shut_down()
+    def cells(self) -> Iterator[int]:
+        """The index of each cell as it starts, until the notebook ends."""
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            what, _, number = line.strip().partition(" ")
+            if what == "kernel":
+                self._kernel_pid = int(number)
+            elif what == "cell":
+                yield int(number)
 
-    def _shut_down(self) -> None:
-        from jupyter_core.utils import run_sync
-
-        for client in self._kernel.clients:
-            client.stop_channels()
-        try:
-            run_sync(self._kernel.shutdown_kernel)(now=False)
-        except Exception as exc:  # the kernel is gone already; say so, do not hide the run's error
-            self.error = self.error or exc
-
-    def _start_kernel(self) -> Any:
-        from jupyter_client.kernelspec import KernelSpecManager
-        from jupyter_core.utils import run_sync
-
-        specs = self.folder / "kernels"
-        (specs / KERNEL_NAME).mkdir(parents=True, exist_ok=True)
-        (specs / KERNEL_NAME / "kernel.json").write_text(json.dumps({
-            # the kernel's log says nothing the run's record does not (a cell's error comes back as a
-            # reply), but notes its own shutdown as "KeyboardInterrupt caught in kernel"
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                     "--IPKernelApp.log_level=CRITICAL"],
-            "display_name": "bedrot-lab (Python)", "language": "python", "metadata": {"debugger": False},
-        }))
-        # Unix sockets in the run's own folder: over TCP on loopback any local user could connect
-        kernel = _manager_class()(kernel_name=KERNEL_NAME, transport="ipc", ip=str(self.folder / "kernel"),
-                                  kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
-        env = {**os.environ, **self.env, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-        run_sync(kernel.start_kernel)(env=env, cwd=str(self.notebook.parent))
-        return kernel
-
-    def wait(self) -> BaseException | None:
-        """Wait for the notebook's last cell (interruptible: a signal's exception reaches the caller)."""
-        while not self._done.wait(0.2):
+    def wait(self) -> dict[str, Any] | None:
+        """Wait for the process to end; papermill's account of a cell that raised, None when every
+        cell ran. Any other failure raises, naming what the process said last."""
+        assert self._process is not None
+        for _ in self.cells():
             pass
-        if self.error is not None:
-            raise self.error
-        return self.cell_error
+        code = self._process.wait()
+        try:
+            result = json.loads(self._result.read_text())
+        except (OSError, ValueError):
+            result = {"error": f"the notebook's process exited with code {code}: {_last_line(self.log)}"}
+        if result.get("error"):
+            from .errors import NotebookError
+
+            raise NotebookError(result["error"])
+        return result.get("cell_error")
 
     def stop(self) -> None:
-        """Kill the kernel (the run was stopped), and wait a little for the thread to see it."""
-        self._stopped.set()
-        kernel = self._kernel
-        process = getattr(getattr(kernel, "provisioner", None), "process", None)
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-        self.join(10)
+        """Kill the kernel and the process at once (the run was stopped)."""
+        for pid in (self._kernel_pid, self._process.pid if self._process else None):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self._process is not None:
+            self._process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the lab's process dies, so that a notebook never
+    runs on unrecorded (Linux; elsewhere the kernel still notices its parent is gone)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        pass
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else "(it said nothing)"
+
+
+# -- the notebook's process -----------------------------------------------------------------------
+
+
+def main(job_file: str) -> None:
+    """Execute the job of ``job_file`` (see :class:`NotebookProcess`)."""
+    job = json.loads(Path(job_file).read_text())
+    result: dict[str, Any] = {"cell_error": None, "error": None}
+    renderer = _Renderer()
+    kernel = None
+    try:
+        kernel = _start_kernel(Path(job["notebook"]), Path(job["folder"]), job["env"])
+        _say(f"kernel {kernel.provisioner.process.pid}")
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        try:
+            papermill.execute_notebook(
+                job["notebook"], job["executed"], parameters=job["parameters"], kernel_name=KERNEL_NAME, km=kernel,
+                progress_bar=False, log_output=False, start_timeout=START_TIMEOUT,
+                on_cell_start=_on_cell_start(renderer))
+        except PapermillExecutionError as exc:
+            result["cell_error"] = {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "source": exc.source,
+                                    "ename": exc.ename, "evalue": exc.evalue, "traceback": exc.traceback}
+    except Exception as exc:
+        result["error"] = f"the notebook could not be run: {type(exc).__name__}: {exc}"
+    finally:
+        stopping = threading.Thread(target=_shut_down, args=(kernel,)) if kernel is not None else None
+        if stopping is not None:
+            stopping.start()  # the kernel shuts down while the notebook is rendered
+        executed = Path(job["executed"])
+        if executed.is_file():
+            try:
+                Path(job["html"]).write_text(renderer.html(executed.read_text(encoding="utf-8")), encoding="utf-8")
+            except Exception as exc:
+                result["error"] = result["error"] or f"the notebook could not be rendered as HTML: {exc}"
+        if stopping is not None:
+            stopping.join()
+        Path(job["result"]).write_text(json.dumps(result))
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _start_kernel(notebook: Path, folder: Path, env: Mapping[str, str]) -> Any:
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.utils import run_sync
+
+    specs = folder / "kernels"
+    (specs / KERNEL_NAME).mkdir(parents=True, exist_ok=True)
+    (specs / KERNEL_NAME / "kernel.json").write_text(json.dumps({
+        # the kernel's log says nothing the run's record does not (a cell's error comes back as a
+        # reply), but notes its own shutdown as "KeyboardInterrupt caught in kernel"
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--IPKernelApp.log_level=CRITICAL"],
+        "display_name": "bedrot-lab (Python)", "language": "python", "metadata": {"debugger": False},
+    }))
+    # Unix sockets in the run's own folder: over TCP on loopback any local user could connect
+    kernel = _manager_class()(kernel_name=KERNEL_NAME, transport="ipc", ip=str(folder / "kernel"),
+                              kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
+    run_sync(kernel.start_kernel)(env={**os.environ, **env, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+                                  cwd=str(notebook.parent))
+    return kernel
+
+
+def _on_cell_start(renderer: _Renderer) -> Callable[..., None]:
+    def on_cell_start(cell: Any, cell_index: int) -> None:
+        renderer.prepare()  # while the cells run: the kernel does the work, this process waits
+        _say(f"cell {cell_index}")
+
+    return on_cell_start
+
+
+def _shut_down(kernel: Any) -> None:
+    from jupyter_core.utils import run_sync
+
+    for client in kernel.clients:
+        client.stop_channels()
+    try:
+        run_sync(kernel.shutdown_kernel)(now=False)
+    except Exception:  # gone already
+        pass
 
 
 def _manager_class() -> type:
@@ -123,3 +215,39 @@ def _manager_class() -> type:
             return made
 
     return KeepingClients
+
+
+class _Renderer:
+    """Renders a notebook as HTML with nbconvert, made ready (imported, templates loaded) on a
+    thread of its own while the cells run: it would take a second after them otherwise."""
+
+    def __init__(self) -> None:
+        self._exporter: Any = None
+        self._ready = threading.Thread(target=self._prepare, name="bedrot-html", daemon=True)
+
+    def prepare(self) -> None:
+        """Start making ready, once."""
+        if self._ready.ident is None:
+            self._ready.start()
+
+    def _prepare(self) -> None:
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        exporter = HTMLExporter()
+        exporter.from_notebook_node(nbformat.v4.new_notebook())
+        self._exporter = exporter
+
+    def html(self, notebook: str) -> str:
+        import nbformat
+
+        if self._ready.ident is not None:
+            self._ready.join()
+        if self._exporter is None:  # never made ready, or that failed: here its error shows
+            self._prepare()
+        return self._exporter.from_notebook_node(nbformat.reads(notebook, as_version=4))[0]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+
