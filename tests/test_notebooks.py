@@ -163,6 +163,7 @@ def test_a_script_runs_as_a_run_with_its_output_files_and_arguments(lake: Path):
     record = read_run(result["run_id"], lab)
     assert record.data.metrics["year"] == 2025.0 and record.data.metrics["script.exit_code"] == 0
     assert record.data.tags["bedrot.script"] == "sandbox/analysis/count_plays.py"
+    assert record.data.tags["mlflow.source.name"] == "bedrot-lab run sandbox/analysis/count_plays.py"
     assert "Counts the plays" in record.data.tags["mlflow.note.content"]
     assert artifact_text(lab, result["run_id"], "script/stdout.txt") == "plays counted for 2025\n"
     assert artifact_text(lab, result["run_id"], "workdir/summary.txt") == "plays in 2025: 7\n"

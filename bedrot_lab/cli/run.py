@@ -112,7 +112,9 @@ def run(state, target: str, args: tuple[str, ...], pairs: tuple[str, ...], note:
         if args and ARGS not in experiment.params:
             raise CliError(f"{experiment.name} takes no arguments after TARGET (a script does); set its params "
                            "with -P KEY=VALUE", exit_code=2)
-        request = RunRequest(experiment, experiment.validate(params), run_name=run_name, note=note)
+        source = {} if target == experiment.name else {"mlflow.source.name": f"bedrot-lab run {target}"}
+        request = RunRequest(experiment, experiment.validate(params), run_name=run_name, note=note,
+                             extra_tags=source)
         _announce(experiment.name, 0, as_json)
         result = run_one(lab, request)
     client = lab.store.client
