@@ -322,3 +322,21 @@ def test_a_lake_plugin_makes_other_files_runnable_through_the_same_hook(lake: Pa
     assert bad.returncode == 1 and "plugin 'sql_files' returned 'not an experiment'" in bad.stderr
     assert boom.returncode == 1 and "plugin 'sql_files' could not make an experiment of" in boom.stderr
     assert "RuntimeError: cannot read it" in boom.stderr and "Traceback" not in bad.stderr + boom.stderr
+
+
+def test_a_token_in_a_param_an_output_or_an_error_is_masked_in_everything_the_run_keeps(lake: Path):
+    import secrets as random_tokens
+
+    token = "ghp_" + random_tokens.token_hex(20)[:36]  # a fake GitHub token, made for this test
+    notebook = write_notebook(lake / "sandbox" / "leaky.ipynb", [
+        "api_token = ''  # the notebook's own secret", "print('using', api_token)",
+        "raise RuntimeError('refused: ' + api_token)"], parameters=0)
+
+    lab, result = run_file(lake, notebook, api_token=token)
+
+    assert result.status == "FAILED" and token not in result.error and "****" in result.error
+    record = read_run(result.run_id, lab)
+    assert token not in json.dumps({**record.data.params, **record.data.tags})
+    for artifact in ("notebook/leaky.ipynb", "notebook/leaky.html", "error/cell.txt", "error/traceback.txt"):
+        text = artifact_text(lab, result.run_id, artifact)
+        assert token not in text and "****" in text, artifact
