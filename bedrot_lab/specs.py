@@ -333,14 +333,17 @@ class SweepSummary:
         import pandas as pd
 
         best = self.best
+        # a metric named like a swept param or a column of the table's own keeps its values apart
+        taken = {*self.swept, "status", "best", "error", "run_id"}
+        named = {m: f"metric.{m}" if m in taken else m for m in self.metrics}
         rows = []
         for child in self.children:
             row = {**child.values, "status": child.status,
-                   **{m: child.metric(m) for m in self.metrics}}
+                   **{named[m]: child.metric(m) for m in self.metrics}}
             if self.ranking is not None:
                 row["best"] = child is best
             rows.append({**row, "error": child.error, "run_id": child.run_id})
-        columns = [*self.swept, "status", *self.metrics, *(["best"] if self.ranking else []), "error", "run_id"]
+        columns = [*self.swept, "status", *named.values(), *(["best"] if self.ranking else []), "error", "run_id"]
         return pd.DataFrame(rows, columns=columns)
 
     def report(self) -> str:

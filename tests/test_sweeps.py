@@ -248,3 +248,24 @@ def test_every_shipped_sweep_spec_is_valid_for_its_experiment(installed_plugins,
         experiment = lab.experiment(spec.experiment)
         ranking = spec.ranking(experiment)
         assert ranking is None or ranking.metric in experiment.headline, spec.path
+
+
+def test_a_metric_named_like_the_swept_param_gets_a_column_of_its_own(bedrot_lake, write_plugin):
+    write_plugin("echo", """
+        from bedrot_lab import Param, experiment, hookimpl
+
+        @experiment("echo", params={"n": Param(int, 1)})
+        def echo(ctx):
+            ctx.log_metric("n", ctx.params["n"] * 10)
+
+        @hookimpl
+        def register_experiments(register):
+            register(echo)
+    """)
+    lab = Lab.open(bedrot_lake)
+    result = sweep(lab, write_spec(bedrot_lake, 'experiment = "echo"\n[sweep]\nn = [1, 2]\n'))
+
+    assert result.status == "FINISHED", result.error
+    table = pd.read_parquet(artifact(lab, result.run_id, "tables/sweep.parquet"))
+    assert list(table.columns) == ["n", "status", "metric.n", "error", "run_id"]
+    assert table["n"].tolist() == [1, 2] and table["metric.n"].tolist() == [10.0, 20.0]
