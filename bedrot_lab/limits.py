@@ -156,17 +156,18 @@ def run_in_child(limits: RunLimits, work: Callable[[], None], outcome: Any, reco
     and its error is the limit's :attr:`Breach.line`. Raises :class:`ChildStopped` when the child
     could not record its end (the caller does). An interrupt of this process is passed on to the child.
     """
-    from .tracking import after_fork
-
     recorder.flush()  # nothing buffered here may be lost or sent twice
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # else what is buffered is printed by both processes
     read_end, write_end = os.pipe()
     usage = ChildUsage()
+    parent = os.getpid()
+    # held until the child handles them itself: one raised in it before then would go up the lab's stack
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _child(work, outcome, recorder, write_end, after_fork)
+        _child(work, outcome, recorder, (read_end, write_end), parent, mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(write_end)
     try:
         watch = _Watch(pid, limits, workdir)
@@ -193,19 +194,26 @@ def run_in_child(limits: RunLimits, work: Callable[[], None], outcome: Any, reco
     return usage
 
 
-def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int,
-           after_fork: Callable[[], None]) -> None:
-    """The child's whole life: fresh connections, the work, its outcome reported, ``os._exit``
-    (never the parent's atexit handlers, never the end of the run, which is the parent's)."""
+def _child(work: Callable[[], None], outcome: Any, recorder: Any, pipe: tuple[int, int], parent: int,
+           mask: Any) -> None:
+    """The child's whole life: its own signal handling and connections, the work, its outcome
+    reported, ``os._exit`` (never the parent's atexit handlers, never the end of the run, which
+    is the parent's). ``mask`` is the signal mask to restore once it handles signals itself."""
+    from .tracking import after_fork
+
     code = 1
+    read_end, report_to = pipe
     try:
-        after_fork()
+        os.close(read_end)
         _interrupt_once()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _end_with(parent)
+        after_fork()
         threading.Thread(target=_send_metrics, args=(recorder,), name="bedrot-limited-flush", daemon=True).start()
         work()
         recorder.flush()  # the metrics it logged last: the parent ends the run, but from its own buffer
-        with os.fdopen(report_to, "w") as pipe:
-            pipe.write(json.dumps({"status": outcome.status, "error": outcome.error[:ERROR_CHARS],
+        with os.fdopen(report_to, "w") as report:
+            report.write(json.dumps({"status": outcome.status, "error": outcome.error[:ERROR_CHARS],
                                    "interrupted_by": outcome.interrupted_by}))
         code = 0
     except BaseException:  # no report: the parent records the death
@@ -219,6 +227,19 @@ def _child(work: Callable[[], None], outcome: Any, recorder: Any, report_to: int
             except Exception:
                 pass
         os._exit(code)
+
+
+def _end_with(parent: int) -> None:
+    """In the child (Linux): SIGTERM when the lab's process dies (``kill -9``), so that the run's body
+    does not go on unwatched; it records its failure, and the daemon's reaper ends the run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # gone before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _interrupt_once() -> None:
@@ -293,8 +314,10 @@ class _Watch:
         breach: Breach | None = None
         interrupted = ""
         kill_at: float | None = None
-        while not self._reaped():
+        while True:
             try:
+                if self._reaped():
+                    break
                 if kill_at is not None:
                     if time.monotonic() >= kill_at:
                         self._signal_tree(signal.SIGKILL)
@@ -326,7 +349,10 @@ class _Watch:
             select.select([self._exit_fd], [], [], POLL_SECONDS)
 
     def _reaped(self) -> bool:
-        pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        try:
+            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by the call an interrupt cut short
+            return True
         if pid == 0:
             return False
         self.status, self.rusage = status, rusage

@@ -63,10 +63,10 @@ def spin(ctx):
 
 @experiment("sleepy", params={"seconds": 30.0, "marker": ""})
 def sleepy(ctx):
-    """Sleeps (after writing its run id to the marker file, if given)."""
+    """Sleeps (after writing its run id and pid to the marker file, if given)."""
     ctx.log_metric("before", 1)
     if ctx.params["marker"]:
-        Path(ctx.params["marker"]).write_text(ctx.run_id)
+        Path(ctx.params["marker"]).write_text(f"{ctx.run_id} {os.getpid()}")
     time.sleep(ctx.params["seconds"])
     ctx.log_metric("after", 2)
 
@@ -385,13 +385,16 @@ def _default_sigint() -> None:
 @pytest.mark.parametrize(("how", "exit_code", "name"), [
     ("ctrl-c", 130, "SIGINT"),  # the terminal's SIGINT reaches the lab's process and its child
     ("kill", 143, "SIGTERM"),  # SIGTERM reaches the lab's process only
-], ids=["ctrl-c", "sigterm"])
+    ("kill-9", -9, ""),  # the lab's process dies: its child must not go on unwatched
+], ids=["ctrl-c", "sigterm", "kill-9-of-the-lab"])
 def test_an_interrupt_of_the_lab_reaches_the_limited_run(limited_lake: Path, tmp_path: Path, how: str,
                                                          exit_code: int, name: str):
+    import psutil
+
     configure(limited_lake, "[compute.limits]\nwall_seconds = 600")
     marker = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-m", "bedrot_lab", "run", "sleepy", "-P", f"marker={marker}"], stdout=subprocess.PIPE,
+        [sys.executable, "-m", "bedrot_lab", "run", "sleepy", "-P", f"marker={marker}", "-P", "seconds=120"], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint,
         env={**os.environ, "BEDROT_LAKE": str(limited_lake), "BEDROT_USER": "tester"})
     try:
@@ -400,18 +403,27 @@ def test_an_interrupt_of_the_lab_reaches_the_limited_run(limited_lake: Path, tmp
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the run never started: {process.communicate()[1]}")
             time.sleep(0.05)
+        run_id, child = marker.read_text().split()
         if how == "ctrl-c":
             os.killpg(process.pid, signal.SIGINT)
         else:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM if how == "kill" else signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
+        if how == "kill-9":  # the child is told (SIGTERM) and records its failure, not its end
+            deadline = time.monotonic() + 30
+            while psutil.pid_exists(int(child)) and psutil.Process(int(child)).status() != psutil.STATUS_ZOMBIE:
+                assert time.monotonic() < deadline, "the run's process outlived the lab's"
+                time.sleep(0.1)
+            assert process.returncode == exit_code and only_run(limited_lake, "sleepy").info.status == "RUNNING"
+            assert ends(limited_lake, run_id) == ["RunTerminated", "KILLED"]
+            return
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == exit_code, stderr
     assert "Traceback" not in stderr
     run = only_run(limited_lake, "sleepy")
-    assert run.info.run_id == marker.read_text()
+    assert run.info.run_id == run_id
     assert run.info.status == "KILLED" and run.data.tags["error"] == f"interrupted by {name}"
     assert run.data.metrics["before"] == 1 and "run.cpu_seconds" in run.data.metrics
     # the child recorded its own end, once, however many times the interrupt reached it
