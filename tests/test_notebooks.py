@@ -340,3 +340,46 @@ def test_a_token_in_a_param_an_output_or_an_error_is_masked_in_everything_the_ru
     for artifact in ("notebook/leaky.ipynb", "notebook/leaky.html", "error/cell.txt", "error/traceback.txt"):
         text = artifact_text(lab, result.run_id, artifact)
         assert token not in text and "****" in text, artifact
+
+
+def limit(lake: Path, table: str) -> None:
+    config = lake / "bedrot-lab.toml"
+    config.write_text(config.read_text() + f"\n[compute.limits]\n{table}\n")
+
+
+def test_a_notebook_past_its_wall_time_ends_killed_with_its_kernel(lake: Path):
+    limit(lake, "wall_seconds = 4")
+    marker = lake / "kernel.pid"
+    notebook = write_notebook(lake / "sandbox" / "sleepy.ipynb", [
+        f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"])
+
+    done = bedrot_forked("run", str(notebook), "--json", cwd=lake)
+
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "KILLED" and "wall_seconds = 4" in result["error"]
+    import psutil
+
+    kernel = int(marker.read_text())
+    assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+    from bedrot_lab.lab import Lab
+
+    record = read_run(result["run_id"], Lab.open(lake))
+    assert record.info.status == "KILLED" and record.data.tags["bedrot.limit"] == "wall_seconds"
+
+
+def test_a_script_past_its_memory_limit_ends_failed_naming_the_limit(lake: Path):
+    limit(lake, 'memory = "700MiB"')
+    script = lake / "hungry.py"
+    script.write_text("import time\nchunks = []\nfor _ in range(40):\n    chunks.append(bytearray(64 * 2**20))\n"
+                      "    time.sleep(0.05)\nprint('never', flush=True)\n")
+
+    done = bedrot_forked("run", str(script), "--json", cwd=lake)
+
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "FAILED" and "memory = 700MiB" in result["error"]
+    from bedrot_lab.lab import Lab
+
+    record = read_run(result["run_id"], Lab.open(lake))
+    assert record.data.tags["bedrot.limit"] == "memory" and record.info.status == "FAILED"

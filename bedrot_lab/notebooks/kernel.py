@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from typing import Any
 KERNEL_NAME = "bedrot-lab-python"
 #: seconds the kernel gets to start
 START_TIMEOUT = 120
+#: seconds between two looks at the notebook's process
+POLL_SECONDS = 0.2
 #: prctl(2)'s option for the signal a process gets when its parent dies
 PR_SET_PDEATHSIG = 1
 
@@ -46,7 +49,7 @@ class NotebookProcess:
         self._job.write_text(json.dumps({
             "notebook": str(notebook), "executed": str(executed), "html": str(self.html),
             "parameters": dict(parameters), "folder": str(folder), "env": dict(env), "result": str(self._result)}))
-        self._process: subprocess.Popen[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._kernel_pid: int | None = None
 
     def start(self) -> None:
@@ -54,17 +57,33 @@ class NotebookProcess:
             # a session of its own: Ctrl-C reaches the lab only, which stops this process
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(self._job)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log, text=True, start_new_session=True, preexec_fn=_die_with_parent)
+                stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
 
     def cells(self) -> Iterator[int]:
         """The index of each cell as it starts, until the notebook ends."""
-        assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            what, _, number = line.strip().partition(" ")
+        for line in self._lines():
+            what, _, number = line.partition(" ")
             if what == "kernel":
                 self._kernel_pid = int(number)
             elif what == "cell":
                 yield int(number)
+
+    def _lines(self) -> Iterator[str]:
+        """The process's lines. Read in short waits, never one blocking read: a signal that the
+        kernel hands to another thread of this process runs its handler only when the main
+        thread next runs Python, and a stop must not wait for the notebook's next line."""
+        assert self._process is not None and self._process.stdout is not None
+        fd = self._process.stdout.fileno()
+        pending = b""
+        while True:
+            if not select.select([fd], [], [], POLL_SECONDS)[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            yield from (line.decode("utf-8", "replace").strip() for line in lines)
 
     def wait(self) -> dict[str, Any] | None:
         """Wait for the process to end; papermill's account of a cell that raised, None when every
