@@ -91,8 +91,9 @@ class RunRequest:
 
 
 def prepare(lab: Lab, name: str, raw_params: Mapping[str, Any] | None = None, **fields: Any) -> RunRequest:
-    """Look up the experiment and validate its params; nothing is created yet."""
-    experiment = lab.experiment(name)
+    """Look up the experiment (by name, or the notebook or script file ``name``: see
+    :meth:`Lab.runnable`) and validate its params; nothing is created yet."""
+    experiment = lab.runnable(name)
     return RunRequest(experiment, experiment.validate(raw_params or {}), **fields)
 
 
@@ -123,7 +124,7 @@ def _tracked(lab: Lab, request: RunRequest, body: Callable[[Any], None], *,
         for reason in found]
     if reasons:
         raise RunRefused("not starting the run: " + "; ".join(reasons))
-    tags = _run_tags(lab, request)
+    tags = run_tags(lab, request)
     if limits:
         from .limits import LIMITS_TAG
 
@@ -260,7 +261,7 @@ def _hashing_declared_inputs(lab: Lab, experiment: Experiment) -> InputDigests:
     return digests
 
 
-def _run_tags(lab: Lab, request: RunRequest) -> dict[str, str]:
+def run_tags(lab: Lab, request: RunRequest) -> dict[str, str]:
     """The run's tags from the ``run_tags`` hooks and the request, unmasked (the
     recorder masks them)."""
     experiment = request.experiment

@@ -161,6 +161,8 @@ def open_store(settings: Settings) -> MlflowClient:
     # through a server, MLflow prints each run's link to stdout as the run ends (amid a command's
     # own output, --json included), reading the whole run back for it: one more round trip per run
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow draws a progress bar on stderr for every artifact it downloads (runs show, register)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
     # MLflow announces creating and migrating a store at INFO, amid a command's own output

@@ -140,8 +140,7 @@ def _by_hand(*, track: bool, experiment: str | None, params: dict[str, Any], lak
     stand_in = _stand_in(name, params)
     if not track:
         return RunContext(lab, stand_in, params, UntrackedRecorder())
-    from ..runner import RunRequest, default_run_name
-    from ..runner import _run_tags as run_tags  # TODO public
+    from ..runner import RunRequest, default_run_name, run_tags
     from ..secrets import Masker
 
     request = RunRequest(stand_in, params, note="opened by hand: a throw-away run")
