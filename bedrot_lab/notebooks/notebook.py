@@ -20,7 +20,7 @@ from ..fsutil import file_sha256
 from .errors import CellFailed, NotebookError
 from .kernel import NotebookProcess
 from .parameters import notebook_params
-from .session import hand_off_when_open, lake_relative, run_environment
+from .session import lake_relative, relayed_run
 
 #: what running a notebook imports (the ``notebooks`` extra)
 NEEDS = ("papermill", "ipykernel", "nbconvert")
@@ -64,26 +64,24 @@ def execute(ctx: Any, path: Path, lake: Path) -> None:
     relative = lake_relative(path, lake)
     with tempfile.TemporaryDirectory(prefix="bedrot-notebook-") as scratch:
         folder = Path(scratch)
-        handoff = folder / "run.json"
-        opened = hand_off_when_open(ctx, handoff, lake)
-        execution = NotebookProcess(path, folder / path.name, _injectable(ctx.params), folder=folder,
-                                    env=run_environment(ctx, handoff, path.read_bytes()))
-        execution.start()
         try:
-            for index in execution.cells():
-                _show(ctx, f"{path.name}: cell {index + 1}")
-            failure = execution.wait()
-        except BaseException:  # stopped (Ctrl-C, SIGTERM) or broken: no kernel outlives the run
-            execution.stop()
-            raise
+            with relayed_run(ctx, folder, lake, path.read_bytes()) as env:
+                execution = NotebookProcess(path, folder / path.name, _injectable(ctx.params), folder=folder, env=env)
+                execution.start()
+                try:
+                    for index in execution.cells():
+                        _show(ctx, f"{path.name}: cell {index + 1}")
+                    failure = execution.wait()
+                except BaseException:  # stopped (Ctrl-C, SIGTERM) or broken: no kernel outlives the run
+                    execution.stop()
+                    raise
         finally:
             _show(ctx, None)
-            opened.join()
             ctx.recorder.set_tags({"bedrot.notebook": relative, "bedrot.notebook.sha256": file_sha256(path)},
                                   by_name=False)
-            _record_executed(ctx, execution)
+            _record_executed(ctx, folder / path.name)
         if failure is not None:
-            raise _cell_failed(ctx, failure, execution.executed)
+            raise _cell_failed(ctx, failure, folder / path.name)
 
 
 def _injectable(params: dict[str, Any]) -> dict[str, Any]:
@@ -96,9 +94,9 @@ def _show(ctx: Any, text: str | None) -> None:
         ctx.lab.progress(text)
 
 
-def _record_executed(ctx: Any, execution: NotebookProcess) -> None:
+def _record_executed(ctx: Any, executed: Path) -> None:
     """The executed notebook and its HTML rendering as the run's artifacts, credentials masked."""
-    for made in (execution.executed, execution.html):
+    for made in (executed, executed.with_suffix(".html")):
         if made.is_file():
             ctx.log_text(made.read_text(encoding="utf-8"), f"notebook/{made.name}")
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 from ..experiments import Experiment, Param
 from ..fsutil import file_sha256
 from .errors import NotebookError, ScriptFailed
-from .session import hand_off_when_open, lake_relative, run_environment
+from .session import lake_relative, relayed_run
 
 #: the one param of a script: its command-line arguments, as a shell would split them
 ARGS = "args"
@@ -48,15 +48,12 @@ def execute(ctx: Any, path: Path, lake: Path) -> None:
     before = _files(workdir)
     with tempfile.TemporaryDirectory(prefix="bedrot-script-") as scratch:
         folder = Path(scratch)
-        handoff = folder / "run.json"
-        env = {**os.environ, **run_environment(ctx, handoff, path.read_bytes()), "PYTHONUNBUFFERED": "1"}
-        opened = hand_off_when_open(ctx, handoff, lake)
         stdout, stderr = folder / "stdout.txt", folder / "stderr.txt"
         command = [sys.executable, str(path), *shlex.split(ctx.params.get(ARGS) or "")]
         try:
-            code = _run(command, workdir, env, stdout, stderr)
+            with relayed_run(ctx, folder, lake, path.read_bytes()) as run:
+                code = _run(command, workdir, {**os.environ, **run, "PYTHONUNBUFFERED": "1"}, stdout, stderr)
         finally:
-            opened.join()
             ctx.recorder.set_tags({"bedrot.script": lake_relative(path, lake), "bedrot.script.sha256": file_sha256(path)},
                                   by_name=False)
             for output in (stdout, stderr):

@@ -1,8 +1,8 @@
 """The run context inside a notebook or a script: :func:`notebook_context`.
 
 When the lab runs a notebook or a script (``bedrot-lab run FILE``), it opens the run and
-names a handoff file in :data:`HANDOFF_VARIABLE`; the file says which lake and run to
-record to, once the run is open. Opened by hand (in Jupyter, or ``python script.py``),
+names a handoff file in :data:`HANDOFF_VARIABLE`; the file names the lake and the relay
+through which the lab's process records the run (:mod:`.relay`). Opened by hand (in Jupyter, or ``python script.py``),
 :func:`notebook_context` opens a throw-away run of its own, or none.
 """
 
@@ -13,8 +13,8 @@ import json
 import logging
 import os
 import sys
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,42 +38,35 @@ class HandoffError(BedrotLabError):
     """The lab started this notebook or script, but its run cannot be reached."""
 
 
-def write_handoff(path: Path, *, lake: Path, run_id: str, experiment: str, params: dict[str, Any]) -> None:
-    """Tell the notebook or script started with ``path`` in :data:`HANDOFF_VARIABLE` which run it records to."""
-    handoff = {"lake": str(lake), "run_id": run_id, "experiment": experiment, "params": params}
-    with replacing(path, durable=False) as temporary:
-        temporary.write_text(json.dumps(handoff))
+@contextmanager
+def relayed_run(ctx: RunContext, folder: Path, lake: Path, source: bytes) -> Iterator[dict[str, str]]:
+    """Serve run ``ctx``'s recorder to a notebook's kernel or a script for the block (see
+    :mod:`.relay`), and yield the environment variables they start with: the handoff file
+    (in ``folder``, which only this user can read) naming the lake and the relay, and
+    MLflow's settings, so that the code's own ``mlflow.log_*`` calls record to the lake's
+    store. Code that uses MLflow (``source`` names it) also gets the run's id, waiting for
+    the run to be open; other code starts while the run opens."""
+    from .relay import RecorderRelay
 
-
-def hand_off_when_open(ctx: RunContext, handoff: Path, lake: Path) -> threading.Thread:
-    """Write the handoff file once the run is open (the runner opens it while the kernel or the
-    script starts); a thread to join before the run ends."""
-    def hand_off() -> None:
-        try:
-            run_id = ctx.run_id
-        except BaseException:  # the store failed: the runner reports it
-            return
-        write_handoff(handoff, lake=lake, run_id=run_id, experiment=ctx.experiment.name, params=ctx.params)
-
-    thread = threading.Thread(target=hand_off, name="bedrot-handoff", daemon=True)
-    thread.start()
-    return thread
+    relay = RecorderRelay(ctx.recorder, folder)
+    try:
+        handoff = folder / "run.json"
+        with replacing(handoff, durable=False) as temporary:
+            temporary.touch(mode=0o600)
+            temporary.write_text(json.dumps({
+                "lake": str(lake), "experiment": ctx.experiment.name, "params": ctx.params,
+                "relay": relay.address, "authkey": relay.authkey.hex()}))
+        values = {HANDOFF_VARIABLE: str(handoff), "MLFLOW_TRACKING_URI": ctx.settings.tracking_uri}
+        if b"mlflow" in source:
+            values["MLFLOW_RUN_ID"] = ctx.run_id
+        yield values
+    finally:
+        relay.close()
 
 
 def lake_relative(path: Path, lake: Path) -> str:
     """``path`` as the lake names it: relative to its root when it is inside."""
     return str(path.relative_to(lake)) if path.is_relative_to(lake) else str(path)
-
-
-def run_environment(ctx: RunContext, handoff: Path, source: bytes) -> dict[str, str]:
-    """The environment variables a notebook's kernel or a script starts with, for run ``ctx``:
-    the handoff file, and MLflow's settings so that the code's own ``mlflow.log_*`` calls
-    record to the lake's store. Code that uses MLflow (``source`` names it) also gets the
-    run's id, waiting for the run to be open; other code starts while the run opens."""
-    values = {HANDOFF_VARIABLE: str(handoff), "MLFLOW_TRACKING_URI": ctx.settings.tracking_uri}
-    if b"mlflow" in source:
-        values["MLFLOW_RUN_ID"] = ctx.run_id
-    return values
 
 
 def notebook_context(*, track: bool = True, experiment: str | None = None,
@@ -102,32 +95,24 @@ def notebook_context(*, track: bool = True, experiment: str | None = None,
 
 
 def _attached(handoff: Path) -> RunContext:
-    """The context of the run the lab opened for this process (waiting for it to be open)."""
+    """The context of the run the lab opened for this process, recording through the lab's process."""
     from ..config import load_settings
     from ..context import RunContext
     from ..lab import Lab
-    from ..tracking import RunRecorder
+    from .relay import RelayedRecorder
 
     found = _read_handoff(handoff)
     lab = Lab(load_settings(found["lake"]))
-    recorder = RunRecorder(lab.store.client, found["run_id"])
+    recorder = RelayedRecorder(found["relay"], bytes.fromhex(found["authkey"]))
     return RunContext(lab, _stand_in(found["experiment"], found["params"]), found["params"], recorder)
 
 
-def _read_handoff(handoff: Path, wait: float = 300.0) -> dict[str, Any]:
-    """The handoff file's content, once the lab has written it (it opens the run meanwhile)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return json.loads(handoff.read_text())
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise HandoffError(f"{HANDOFF_VARIABLE}={handoff}: the lab did not open the run within "
-                                   f"{wait:.0f} s; run the notebook again with bedrot-lab run") from None
-            time.sleep(0.02)
-        except (OSError, ValueError) as exc:
-            raise HandoffError(f"{HANDOFF_VARIABLE}={handoff}: cannot read it ({exc}); unset it to run "
-                               "this by hand") from None
+def _read_handoff(handoff: Path) -> dict[str, Any]:
+    try:
+        return json.loads(handoff.read_text())
+    except (OSError, ValueError) as exc:
+        raise HandoffError(f"{HANDOFF_VARIABLE}={handoff}: cannot read it ({exc}); unset it to run this by "
+                           "hand, or run it again with bedrot-lab run") from None
 
 
 def _by_hand(*, track: bool, experiment: str | None, params: dict[str, Any], lake: str | Path | None) -> RunContext:
