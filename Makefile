@@ -28,3 +28,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_promote.py
 	$(BIN)/python benchmarks/bench_sandbox_scan.py
 	$(BIN)/python benchmarks/bench_daemon.py
+	$(BIN)/python benchmarks/bench_notebook.py
