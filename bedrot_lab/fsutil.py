@@ -146,3 +146,24 @@ def copy_and_hash(source: StrPath, destination: StrPath | None = None) -> tuple[
 def file_sha256(path: StrPath) -> str:
     """sha256 of the bytes of file ``path``."""
     return copy_and_hash(path)[0]
+
+
+def folder_bytes(folder: StrPath) -> int:
+    """The bytes of the files under ``folder``: their sizes, a link counted as itself and never
+    followed; 0 when the folder does not exist. A file removed meanwhile is left out."""
+    total = 0
+    pending = [os.fspath(folder)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total

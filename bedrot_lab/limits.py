@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import RUN_LIMIT_KEYS, memory_limit_bytes
 from .errors import BedrotLabError
+from .fsutil import folder_bytes
 
 if TYPE_CHECKING:
     import psutil
@@ -448,26 +449,6 @@ def _cpu_seconds(process: psutil.Process) -> float:
     except Exception:  # ended meanwhile
         return 0.0
     return times.user + times.system + times.children_user + times.children_system
-
-
-def folder_bytes(folder: Path) -> int:
-    """The bytes of the files under ``folder`` (their sizes; links not followed), 0 if it does not exist."""
-    total = 0
-    pending = [str(folder)]
-    while pending:
-        try:
-            with os.scandir(pending.pop()) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:  # removed meanwhile
-                        continue
-        except OSError:
-            continue
-    return total
 
 
 def _size(count: float) -> str:

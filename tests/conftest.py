@@ -43,6 +43,13 @@ def installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def quiet_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that run the CLI in their own process: it sets MLflow's log level variable for the
+    process, which must not leak into other tests."""
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "ERROR")
+
+
+@pytest.fixture
 def write_plugin(bedrot_lake: Path):
     """Write a plugin file (dedented source) into the lake's plugins/ folder."""
 

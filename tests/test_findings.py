@@ -22,6 +22,8 @@ from bedrot_lab.runner import prepare, run
 from bedrot_lab.secrets import MASK
 from bedrot_lab.testing import read_run
 
+pytestmark = pytest.mark.usefixtures("quiet_mlflow")  # the CLI runs in this process
+
 LESSONS = """
     from bedrot_lab import Param, experiment, hookimpl
 
@@ -60,12 +62,6 @@ for i in range(int(count)):
     done = CliRunner().invoke(cli, ["--lake", lake, "runs", "annotate", run_id, "--finding", f"{who} lesson {i}"])
     assert done.exit_code == 0, done.output
 """
-
-
-@pytest.fixture(autouse=True)
-def quiet_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI sets MLflow's log level variable for its process; keep it from leaking into other tests."""
-    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "ERROR")
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from mlflow import MlflowClient
 
 from bedrot_lab import JobContext
 from bedrot_lab.config import ConfigError, default_tracking_uri, load_settings, settings_from
+from bedrot_lab.fsutil import folder_bytes
 from bedrot_lab.lab import Lab
-from bedrot_lab.limits import LIMIT_TAG, LIMIT_VALUE_TAG, LIMITS_TAG, RunLimits, folder_bytes, limits_for
+from bedrot_lab.limits import LIMIT_TAG, LIMIT_VALUE_TAG, LIMITS_TAG, RunLimits, limits_for
 
 MIB = 1024 * 1024
 
@@ -343,8 +344,8 @@ def test_folder_bytes_counts_files_under_a_folder(tmp_path: Path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "one").write_bytes(b"x" * 10)
     (tmp_path / "a" / "b" / "two").write_bytes(b"x" * 5)
-    (tmp_path / "a" / "link").symlink_to(tmp_path / "a" / "one")
-    assert folder_bytes(tmp_path / "a") == 15
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "a" / "one")  # counted as itself, never followed
+    assert folder_bytes(tmp_path / "a") == 15 + (tmp_path / "a" / "link").lstat().st_size
     assert folder_bytes(tmp_path / "missing") == 0
 
 

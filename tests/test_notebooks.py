@@ -383,3 +383,41 @@ def test_a_script_past_its_memory_limit_ends_failed_naming_the_limit(lake: Path)
 
     record = read_run(result["run_id"], Lab.open(lake))
     assert record.data.tags["bedrot.limit"] == "memory" and record.info.status == "FAILED"
+
+
+def test_a_notebook_that_calls_mlflow_itself_records_to_the_same_run(lake: Path):
+    notebook = write_notebook(lake / "sandbox" / "direct.ipynb", [
+        "import mlflow\nmlflow.log_metric('direct', 3)\nmlflow.set_tag('logged_by', 'the notebook')"])
+
+    lab, result = run_file(lake, notebook)
+
+    assert result.status == "FINISHED", result.error
+    record = read_run(result.run_id, lab)
+    assert record.data.metrics["direct"] == 3.0 and record.data.tags["logged_by"] == "the notebook"
+    assert record.info.status == "FINISHED"
+    assert len(lab.store.client.search_runs([lab.store.experiment_id("direct.ipynb")])) == 1
+
+
+def test_kill_9_of_the_lab_leaves_no_notebook_process_or_kernel_running(lake: Path, cli_env):
+    import signal
+    import time
+
+    import psutil
+
+    marker = lake / "kernel.pid"
+    notebook = write_notebook(lake / "sandbox" / "orphan.ipynb", [
+        f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"])
+    lab_process = subprocess.Popen([sys.executable, "-m", "bedrot_lab", "run", str(notebook)], cwd=lake, env=cli_env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
+    kernel = psutil.Process(int(marker.read_text()))
+    helpers = [process for process in psutil.Process(lab_process.pid).children(recursive=True)]
+
+    lab_process.send_signal(signal.SIGKILL)
+    lab_process.wait()
+
+    _, alive = psutil.wait_procs([kernel, *helpers], timeout=30)
+    assert not alive, [process.cmdline() for process in alive]

@@ -20,6 +20,8 @@ from bedrot_lab.cli.output import duration, run_seconds
 from bedrot_lab.lab import Lab
 from bedrot_lab.testing import read_run
 
+pytestmark = pytest.mark.usefixtures("quiet_mlflow")  # the CLI runs in this process
+
 WIDTH = 100
 
 COUNTER = """
@@ -53,12 +55,6 @@ factor = 1.5
 [sweep]
 n = [1, 2, 3]
 """
-
-
-@pytest.fixture(autouse=True)
-def quiet_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI sets MLflow's log level variable for its process; keep it from leaking into other tests."""
-    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "ERROR")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ which workdirs belong to runs still RUNNING (left alone by clean)."""
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..fsutil import folder_bytes
 from .index import DB_NAME, UsageIndex
 from .rules import EffectiveRules, QuotaRule, effective_rules
 from .violation import Violation
@@ -94,22 +94,7 @@ def workdir_bytes(settings: Settings, workdir: Path, run_id: str) -> int:
                 return index.run_bytes(run_id)
         except (ValueError, OSError, sqlite3.Error) as exc:
             log.debug("usage index not updated for %s: %s", workdir, exc)
-    total = 0
-    stack = [str(workdir)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                        else:
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    return total
+    return folder_bytes(workdir)
 
 
 def running_runs(lab: Lab, run_ids: Iterable[str]) -> set[str]:
