@@ -104,8 +104,11 @@ class QueryEngine:
                       "threads": self.settings.threads or os.cpu_count() or 1}
             self._connection = duckdb.connect(config=config)
             # measured for query_progress() when wanted, never printed by DuckDB itself (it would on stdout)
-            self._connection.execute(f"SET enable_progress_bar = {str(self.progress is not None).lower()}; "
-                                     "SET enable_progress_bar_print = false")
+            try:
+                self._connection.execute(f"SET enable_progress_bar = {str(self.progress is not None).lower()}; "
+                                         "SET enable_progress_bar_print = false")
+            except duckdb.InvalidInputException:
+                pass  # in a Jupyter kernel DuckDB refuses any progress setting without ipywidgets; it is off there
         return self._connection
 
     def close(self) -> None:

@@ -421,3 +421,23 @@ def test_kill_9_of_the_lab_leaves_no_notebook_process_or_kernel_running(lake: Pa
 
     _, alive = psutil.wait_procs([kernel, *helpers], timeout=30)
     assert not alive, [process.cmdline() for process in alive]
+
+
+def test_the_sample_lake_s_notebook_and_script_run_as_the_tour_says(bedrot_lake: Path):
+    from bedrot_lab.lab import Lab
+    from bedrot_lab.sample import write_sample
+
+    write_sample(Lab.open(bedrot_lake).settings)
+
+    notebook = bedrot_forked("run", "sandbox/notebooks/streams_by_store.ipynb", "-P", "top_n=5", "--json",
+                             cwd=bedrot_lake)
+    script = bedrot_forked("run", "sandbox/analysis/revenue_report.py", "--json", "--", "--year", "2025",
+                           cwd=bedrot_lake)
+
+    assert notebook.returncode == 0 and script.returncode == 0, (notebook.stderr, script.stderr)
+    lab = Lab.open(bedrot_lake)
+    by_store = read_run(json.loads(notebook.stdout)["run_id"], lab)  # ctx.aggregate: DuckDB in a Jupyter kernel
+    assert by_store.data.metrics["top_store_streams"] > 0 and by_store.data.params == {"top_n": "5"}
+    report = read_run(json.loads(script.stdout)["run_id"], lab)
+    assert report.data.metrics["revenue_usd"] > 0 and "total" in script.stderr
+    assert artifact_names(lab, report.info.run_id, "workdir") == ["revenue_by_month.csv"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..fsutil import replacing
 from .activity import STAGING_ADS_HEADER, Activity
 from .catalog import ADS_WINDOW, SNAPSHOT_TS, catalog_rows
+from .sandbox import write_notebook, write_script
 from .statement import DEFAULT_STATEMENT_ROWS, write_statement
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def _sample_files(
     settings: Settings, seed: int, scale: int | None, progress: Callable[[str], None] | None
 ) -> list[tuple[Path, Callable[[Path], None]]]:
     activity = Activity(seed)
-    curated, landing, staging = (settings.zone(key) for key in ("curated", "landing", "staging"))
+    curated, landing, staging, sandbox = (settings.zone(key) for key in ("curated", "landing", "staging", "sandbox"))
     start, end = (_export_day(day) for day in ADS_WINDOW)
     def table(make: Callable[[], tuple[Sequence[str], Sequence[Sequence[Any]]]]) -> Callable[[Path], None]:
         return lambda path: _write_rows(path, *make())
@@ -107,6 +108,8 @@ def _sample_files(
         (staging / "dk_bank_details.csv", statement(staging / "dk_bank_details.csv")),
         (staging / "daily_streams_distrokid.csv", table(activity.distrokid_streams)),
         (staged_ads, lambda path: _write_staged_ads(path, activity, ad_set_copies(scale), ads_progress)),
+        (sandbox / "notebooks" / "streams_by_store.ipynb", write_notebook),
+        (sandbox / "analysis" / "revenue_report.py", write_script),
     ]
 
 
