@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .config import RUN_LIMIT_KEYS, memory_limit_bytes
 from .errors import BedrotLabError
 from .fsutil import folder_bytes
+from .processes import end_with_parent
 
 if TYPE_CHECKING:
     import psutil
@@ -233,13 +234,7 @@ def _child(work: Callable[[], None], outcome: Any, recorder: Any, pipe: tuple[in
 def _end_with(parent: int) -> None:
     """In the child (Linux): SIGTERM when the lab's process dies (``kill -9``), so that the run's body
     does not go on unwatched; it records its failure, and the daemon's reaper ends the run."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
-        return
-    if os.getppid() != parent:  # gone before the prctl
+    if end_with_parent() and os.getppid() != parent:  # gone before the prctl
         os.kill(os.getpid(), signal.SIGTERM)
 
 

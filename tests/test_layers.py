@@ -15,7 +15,7 @@ from bedrot_lab.testing import make_lake
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bedrot_lab"
 CORE = {"config", "plugins", "hookspecs", "experiments", "runner", "tracking", "lake", "errors", "fsutil", "jobs",
-        "context", "lab", "specs", "secrets", "locks", "statedb", "query", "credentials", "limits"}
+        "context", "lab", "specs", "secrets", "locks", "statedb", "query", "credentials", "processes", "limits"}
 FEATURES = ("bedrot_lab.sandbox", "bedrot_lab.promotion", "bedrot_lab.contracts", "bedrot_lab.daemon",
             "bedrot_lab.server", "bedrot_lab.notebooks")
 

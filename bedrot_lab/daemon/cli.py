@@ -16,8 +16,6 @@ from ..cli.output import echo_json, echo_table
 
 #: seconds ``daemon start`` waits for the daemon it started to take the lake's lock
 START_WAIT = 30.0
-#: prctl(2)'s option for the signal a process gets when its parent dies
-PR_SET_PDEATHSIG = 1
 
 
 @click.group()
@@ -210,27 +208,17 @@ def run_job(state, name: str, log_json: bool) -> None:
 
     runner = Daemon(state.lab)
     if log_json:
+        from ..processes import end_with_parent
         from .child import log_as_json
 
         log_as_json()
-        _end_with_the_daemon()
+        end_with_parent()  # a job must not run on beside the next leader's, even after a SIGKILL
     elif not state.debug:
         logging.getLogger("bedrot_lab").setLevel(logging.INFO)
     ok, result = runner.run_once(name)
     click.echo(f"{name}: {result}")
     if not ok:
         sys.exit(1)
-
-
-def _end_with_the_daemon() -> None:
-    """Have Linux send this job's process SIGTERM when the daemon that started it dies, even by
-    SIGKILL (``PR_SET_PDEATHSIG``): a job must not run on beside the next leader's."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    except (OSError, AttributeError):  # not Linux: the daemon's stop still reaches it, its SIGKILL does not
-        pass
 
 
 def _job_rows(lab, history, recorded: dict) -> list[dict]:

@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..processes import end_with_parent
+
 #: the kernel bedrot-lab runs notebooks on: ipykernel in the lab's own Python
 KERNEL_NAME = "bedrot-lab-python"
 #: seconds the kernel gets to start
 START_TIMEOUT = 120
 #: seconds between two looks at the notebook's process
 POLL_SECONDS = 0.2
-#: prctl(2)'s option for the signal a process gets when its parent dies
-PR_SET_PDEATHSIG = 1
 
 
 class NotebookProcess:
@@ -57,7 +57,7 @@ class NotebookProcess:
             # a session of its own: Ctrl-C reaches the lab only, which stops this process
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(self._job)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
+                stderr=log, start_new_session=True, preexec_fn=end_with_parent)  # never unrecorded
 
     def cells(self) -> Iterator[int]:
         """The index of each cell as it starts, until the notebook ends."""
@@ -112,17 +112,6 @@ class NotebookProcess:
                     pass
         if self._process is not None:
             self._process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before it runs: SIGTERM when the lab's process dies, so that a notebook never
-    runs on unrecorded (Linux; elsewhere the kernel still notices its parent is gone)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    except (OSError, AttributeError):
-        pass
 
 
 def _last_line(path: Path) -> str:
