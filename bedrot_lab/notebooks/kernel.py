@@ -35,19 +35,22 @@ START_TIMEOUT = 120
 POLL_SECONDS = 0.2
 
 
+def html_of(executed: Path) -> Path:
+    """Where the HTML rendering of executed notebook ``executed`` is written: beside it."""
+    return executed.with_suffix(".html")
+
+
 class NotebookProcess:
     """The process executing one notebook: ``notebook`` into ``executed`` (and ``executed`` with
     ``.html``), ``parameters`` injected, the kernel started with ``env`` in the notebook's folder."""
 
     def __init__(self, notebook: Path, executed: Path, parameters: Mapping[str, Any], *, folder: Path,
                  env: Mapping[str, str]):
-        self.executed = executed
-        self.html = executed.with_suffix(".html")
         self.log = folder / "kernel.log"
         self._result = folder / "result.json"
         self._job = folder / "job.json"
         self._job.write_text(json.dumps({
-            "notebook": str(notebook), "executed": str(executed), "html": str(self.html),
+            "notebook": str(notebook), "executed": str(executed), "html": str(html_of(executed)),
             "parameters": dict(parameters), "folder": str(folder), "env": dict(env), "result": str(self._result)}))
         self._process: subprocess.Popen[bytes] | None = None
         self._kernel_pid: int | None = None

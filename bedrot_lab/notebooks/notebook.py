@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..experiments import Experiment, check_signature
+from ..experiments import Experiment
 from ..fsutil import file_sha256
 from .errors import CellFailed, NotebookError
-from .kernel import NotebookProcess
-from .parameters import notebook_params
+from .kernel import NotebookProcess, html_of
+from .parameters import cell_source, notebook_params, read_cells
 from .session import lake_relative, relayed_run
 
 #: what running a notebook imports (the ``notebooks`` extra)
@@ -36,25 +36,20 @@ def notebook_experiment(path: Path, lake: Path) -> Experiment:
     if missing:
         raise NotebookError(f"{path.name}: running a notebook needs {', '.join(missing)}, which is not installed: "
                             "pip install 'bedrot-lab[notebooks]'")
-    params = notebook_params(path)
+    cells = read_cells(path)
 
     def run_notebook(ctx: Any) -> None:
         execute(ctx, path, lake)
 
-    check_signature(run_notebook, path.name)
-    return Experiment(name=path.name, func=run_notebook, description=_first_markdown(path), params=params)
+    return Experiment(name=path.name, func=run_notebook, description=_first_markdown(cells),
+                      params=notebook_params(path, cells))
 
 
-def _first_markdown(path: Path) -> str:
-    try:
-        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError, AttributeError) as exc:
-        raise NotebookError(f"{path}: not a notebook ({exc})") from None
+def _first_markdown(cells: list[Any]) -> str:
+    """The first Markdown cell's text, a heading's marks left out (it reads as the description's first line)."""
     for cell in cells:
         if isinstance(cell, dict) and cell.get("cell_type") == "markdown":
-            source = cell.get("source", "")
-            text = ("".join(source) if isinstance(source, list) else str(source)).strip()
-            return text.lstrip("#").strip()  # a heading reads as the description's first line
+            return cell_source(cell).strip().lstrip("#").strip()
     return ""
 
 
@@ -96,7 +91,7 @@ def _show(ctx: Any, text: str | None) -> None:
 
 def _record_executed(ctx: Any, executed: Path) -> None:
     """The executed notebook and its HTML rendering as the run's artifacts, credentials masked."""
-    for made in (executed, executed.with_suffix(".html")):
+    for made in (executed, html_of(executed)):
         if made.is_file():
             ctx.log_text(made.read_text(encoding="utf-8"), f"notebook/{made.name}")
 

@@ -21,12 +21,13 @@ from .errors import NotebookError
 PARAMETERS_TAG = "parameters"
 
 
-def notebook_params(path: Path) -> dict[str, Param]:
+def notebook_params(path: Path, cells: list[Any] | None = None) -> dict[str, Param]:
     """The params of notebook ``path``: one per assignment in its cell tagged ``parameters``,
     typed from its default (``top_n = 10`` is an int) and helped by the comment on its line.
     A default that is not a plain literal (``start = str(2020)``) makes a text param without a
-    default value, whose help shows the expression. No such cell: no params."""
-    source = parameters_source(path)
+    default value, whose help shows the expression. No such cell: no params. ``cells``: the
+    notebook's cells, when :func:`read_cells` has read them already."""
+    source = parameters_source(read_cells(path) if cells is None else cells)
     if source is None:
         return {}
     try:
@@ -55,21 +56,31 @@ def notebook_params(path: Path) -> dict[str, Param]:
     return params
 
 
-def parameters_source(path: Path) -> str | None:
-    """The source of notebook ``path``'s cell tagged ``parameters``, or None when it has none."""
+def read_cells(path: Path) -> list[Any]:
+    """The cells of notebook ``path`` (its JSON, as nbformat writes it)."""
     try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-        cells = notebook["cells"]
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        if not isinstance(cells, list):
+            raise TypeError("its cells are not a list")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise NotebookError(f"{path}: not a notebook that can be read ({type(exc).__name__}: {exc})") from None
+    return cells
+
+
+def parameters_source(cells: list[Any]) -> str | None:
+    """The source of the cell tagged ``parameters`` among ``cells``, or None when there is none."""
     for cell in cells:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        tags = cell.get("metadata", {}).get("tags", [])
-        if PARAMETERS_TAG in tags:
-            source = cell.get("source", "")
-            return "".join(source) if isinstance(source, list) else str(source)
+        if PARAMETERS_TAG in cell.get("metadata", {}).get("tags", []):
+            return cell_source(cell)
     return None
+
+
+def cell_source(cell: dict[str, Any]) -> str:
+    """A cell's source as one string (nbformat keeps it as a list of lines or one string)."""
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
 
 
 def _assignment(node: ast.stmt) -> tuple[str, ast.expr] | None:
